@@ -1,0 +1,307 @@
+"""MNIST on disk, checked, and served as batches: in-memory tensors (fast) or torchvision's pipeline (the seed's)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from mnist_cnn.config import DATA_DIR_ENV, DEFAULT_DATA_DIR, IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from mnist_cnn.errors import ConfigError, DataError
+
+IMAGE_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions
+LABEL_MAGIC = 2049  # IDX: unsigned bytes, 1 dimension
+
+#: split -> (images file, labels file, number of items)
+SPLITS: dict[str, tuple[str, str, int]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
+}
+RAW_FILES: tuple[str, ...] = tuple(name for images, labels, _ in SPLITS.values() for name in (images, labels))
+
+#: MD5 of the uncompressed files, the same bytes torchvision's published archives unpack to.
+RAW_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+INPUT_SCALINGS = ("unit", "standard")
+
+_verified: dict[tuple[str, int, int], None] = {}
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Choose the torchvision root: the argument, else ``$MNIST_DATA_DIR``, else ``data/`` in the project.
+
+    The root holds ``MNIST/raw/<the four IDX files>``.
+    """
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    from_env = os.environ.get(DATA_DIR_ENV)
+    if from_env:
+        return Path(from_env).expanduser()
+    return DEFAULT_DATA_DIR
+
+
+def raw_folder(root: str | os.PathLike[str]) -> Path:
+    """The folder where torchvision keeps the IDX files under ``root``."""
+    return Path(root) / "MNIST" / "raw"
+
+
+def _read_header(path: Path, length: int) -> list[int]:
+    with path.open("rb") as handle:
+        header = handle.read(length)
+    if len(header) < length:
+        raise DataError(f"MNIST file {path} is truncated: {len(header)} bytes, shorter than its {length}-byte header")
+    return [int.from_bytes(header[i : i + 4], "big") for i in range(0, length, 4)]
+
+
+def check_idx_file(path: Path, expected_count: int | None = None, checksum: bool = True) -> int:
+    """Check one IDX file's magic number, dimensions, size and (optionally) MD5.
+
+    Args:
+        path: An MNIST images or labels file.
+        expected_count: Number of items it must hold, if known.
+        checksum: Also compare the MD5 with the published MNIST files.
+
+    Returns:
+        The number of items in the file.
+
+    Raises:
+        DataError: Naming the file and what is wrong with it.
+    """
+    is_images = "images" in path.name
+    magic, *dims = _read_header(path, 16 if is_images else 8)
+    wanted_magic = IMAGE_MAGIC if is_images else LABEL_MAGIC
+    if magic != wanted_magic:
+        raise DataError(
+            f"MNIST file {path} is corrupt or not an IDX {'image' if is_images else 'label'} file "
+            f"(magic number {magic}, expected {wanted_magic})"
+        )
+    count = dims[0]
+    if is_images and tuple(dims[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"MNIST file {path} holds {dims[1]}x{dims[2]} images, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    if expected_count is not None and count != expected_count:
+        raise DataError(f"MNIST file {path} says it holds {count} items, expected {expected_count}")
+    header_size = 16 if is_images else 8
+    expected_size = header_size + count * (IMAGE_SIZE * IMAGE_SIZE if is_images else 1)
+    actual_size = path.stat().st_size
+    if actual_size != expected_size:
+        state = "truncated" if actual_size < expected_size else "corrupt (longer than its header says)"
+        raise DataError(f"MNIST file {path} is {state}: {actual_size} bytes, expected {expected_size}")
+    if checksum and path.name in RAW_MD5:
+        digest = hashlib.md5(path.read_bytes()).hexdigest()
+        if digest != RAW_MD5[path.name]:
+            raise DataError(f"MNIST file {path} is corrupt: its MD5 {digest} differs from the published {RAW_MD5[path.name]}")
+    return count
+
+
+def check_raw_files(root: str | os.PathLike[str], checksum: bool = True) -> None:
+    """Check all four MNIST files under ``root`` (results are cached per file size and mtime).
+
+    Raises:
+        DataError: A file is missing, truncated, corrupt, or images and labels disagree.
+    """
+    folder = raw_folder(root)
+    missing = [name for name in RAW_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DataError(_missing_message(Path(root), missing))
+    # Each file is checked against its split's known size, so images and labels cannot disagree.
+    for images_name, labels_name, expected in SPLITS.values():
+        for name in (images_name, labels_name):
+            path = folder / name
+            stat = path.stat()
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in _verified:
+                check_idx_file(path, expected_count=expected, checksum=checksum)
+                _verified[key] = None
+
+
+def _missing_message(root: Path, missing: list[str]) -> str:
+    return (
+        f"MNIST files not found in {raw_folder(root)} (missing: {', '.join(missing)}); the four files "
+        f"{', '.join(RAW_FILES)} must be there: set {DATA_DIR_ENV} to a directory that holds MNIST/raw/ "
+        f"with them, or pass --data-dir"
+    )
+
+
+def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Path:
+    """Make sure the MNIST files are present and sound, downloading them if absent.
+
+    Files that are present are never rewritten, so a read-only data root is fine.
+
+    Args:
+        data_dir: Root as for :func:`resolve_data_dir`.
+        download: Try torchvision's download when files are missing.
+
+    Returns:
+        The resolved root.
+
+    Raises:
+        DataError: The files are missing and could not be downloaded, or are corrupt.
+    """
+    root = resolve_data_dir(data_dir)
+    folder = raw_folder(root)
+    missing = [name for name in RAW_FILES if not (folder / name).is_file()]
+    if missing and download:
+        _download(root, missing)
+    check_raw_files(root)
+    return root
+
+
+def _download(root: Path, missing: list[str]) -> None:
+    """Download with torchvision into a scratch folder, then move the files in: a failed download leaves nothing behind."""
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)  # without a network, fail in seconds rather than hang
+    try:
+        with tempfile.TemporaryDirectory(prefix="mnist-download-") as scratch:
+            for train in (True, False):
+                datasets.MNIST(scratch, train=train, download=True)
+            target = raw_folder(root)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in missing:
+                shutil.move(str(raw_folder(scratch) / name), target / name)
+    except Exception as error:  # network failures arrive as URLError, OSError or RuntimeError
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(error).__name__
+        raise DataError(f"{_missing_message(root, missing)}; downloading them failed ({reason})") from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+@dataclass
+class MNISTArrays:
+    """One split of MNIST as tensors: ``images`` uint8 ``[N, 28, 28]`` and ``labels`` int64 ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, count: int | None) -> MNISTArrays:
+        """The first ``count`` examples (all of them when ``count`` is ``None``)."""
+        if count is None:
+            return self
+        return MNISTArrays(images=self.images[:count], labels=self.labels[:count])
+
+
+def load_split(split: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> MNISTArrays:
+    """Load one split (``"train"`` or ``"test"``) as uint8 tensors, after checking the files.
+
+    Args:
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
+        data_dir: Root as for :func:`resolve_data_dir`.
+        download: Download missing files (needs internet).
+
+    Returns:
+        The split's images and labels.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}: choose 'train' or 'test'")
+    root = ensure_mnist(data_dir, download=download)
+    dataset = datasets.MNIST(root, train=split == "train", download=False)
+    return MNISTArrays(images=dataset.data, labels=dataset.targets.long())
+
+
+def scale_images(images: torch.Tensor, scaling: str = "unit") -> torch.Tensor:
+    """Turn uint8 images ``[N, 28, 28]`` (or ``[N, 1, 28, 28]``) into the model's float input ``[N, 1, 28, 28]``.
+
+    Args:
+        images: uint8 pixel values 0-255.
+        scaling: ``"unit"`` for [0, 1] (as ``ToTensor``), ``"standard"`` for MNIST mean/std normalisation.
+    """
+    if scaling not in INPUT_SCALINGS:
+        raise ConfigError(f"unknown input scaling {scaling!r}: choose one of {', '.join(INPUT_SCALINGS)}")
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    scaled = images.float().div_(255.0)
+    if scaling == "standard":
+        scaled.sub_(MNIST_MEAN).div_(MNIST_STD)
+    return scaled
+
+
+class InMemoryBatches:
+    """Batches sliced from tensors already in memory, shuffled by index each epoch.
+
+    Iterating yields ``(images, labels)``; ``len()`` is the number of batches. Shuffling draws
+    from ``generator`` so the order is reproducible and independent of the model's random state.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        if len(images) != len(labels):
+            raise DataError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.drop_last = drop_last
+
+    @property
+    def dataset_size(self) -> int:
+        """Number of examples."""
+        return len(self.labels)
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.labels), self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+            images, labels = self.images[order], self.labels[order]
+        else:
+            images, labels = self.images, self.labels
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield images[start : start + self.batch_size], labels[start : start + self.batch_size]
+
+
+def memory_batches(
+    split: MNISTArrays,
+    batch_size: int,
+    scaling: str = "unit",
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> InMemoryBatches:
+    """Scale a split once and serve it as :class:`InMemoryBatches`."""
+    return InMemoryBatches(scale_images(split.images, scaling), split.labels, batch_size, shuffle, generator, drop_last)
+
+
+def torchvision_loader(
+    split: str,
+    batch_size: int,
+    data_dir: str | os.PathLike[str] | None = None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """The seed project's pipeline: ``torchvision.datasets.MNIST`` with per-image ``ToTensor`` in a ``DataLoader``.
+
+    Kept for the ``seed`` preset so its timing stays comparable with the original project.
+    """
+    root = ensure_mnist(data_dir)
+    dataset = datasets.MNIST(root, train=split == "train", download=False, transform=transforms.ToTensor())
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)

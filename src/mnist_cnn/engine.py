@@ -1,0 +1,272 @@
+"""Training and evaluation loops: one epoch of training, one pass of evaluation, and ``train()`` over epochs."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+from tqdm.auto import tqdm
+
+from mnist_cnn.config import NUM_CLASSES
+from mnist_cnn.errors import TrainingDiverged
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+History = dict[str, list[float]]
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Resolve ``progress=None`` to: show bars in a terminal or a Jupyter kernel, hide them in plain logs."""
+    if progress is not None:
+        return progress
+    return "ipykernel" in sys.modules or sys.stderr.isatty()
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def _accuracy_metric(device: torch.device) -> MulticlassAccuracy:
+    # micro average = fraction of all examples classified correctly; skip per-batch input validation for speed
+    return MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro", validate_args=False).to(device)
+
+
+def train_step(
+    model: nn.Module,
+    batches: Batches,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+    desc: str = "train",
+) -> tuple[float, float]:
+    """Train for one pass over ``batches``.
+
+    Args:
+        model: The network; put in training mode here.
+        batches: Iterable of ``(images, labels)``.
+        loss_fn: E.g. ``nn.CrossEntropyLoss()``.
+        optimizer: Updates the model's parameters after each batch.
+        device: Where to compute.
+        scheduler: Stepped after every batch (e.g. ``OneCycleLR``), if given.
+        augment: Applied to each image batch on ``device`` before the forward pass.
+        autocast_dtype: ``torch.bfloat16`` to run the forward pass under autocast, else ``None``.
+        channels_last: Feed images in channels-last memory format.
+        progress: Show a per-batch tqdm bar.
+        desc: The bar's label.
+
+    Returns:
+        Mean training loss and accuracy over the pass (measured on the augmented batches, in training mode).
+    """
+    model.train()
+    accuracy = _accuracy_metric(device)
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    for images, labels in tqdm(batches, desc=desc, leave=False, disable=not progress):
+        images, labels = _to_device(images, labels, device, channels_last)
+        if augment is not None:
+            images = augment(images)
+        with _autocast(device, autocast_dtype):
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach() * len(labels)
+        seen += len(labels)
+        accuracy.update(logits.detach(), labels)
+    mean_loss = (loss_sum / max(seen, 1)).item()
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(
+            "training diverged: the loss became NaN or infinite; the learning rate is probably too high (try a smaller --lr)"
+        )
+    return mean_loss, accuracy.compute().item()
+
+
+@torch.inference_mode()
+def test_step(
+    model: nn.Module,
+    batches: Batches,
+    loss_fn: nn.Module,
+    device: torch.device,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+    desc: str = "test",
+) -> tuple[float, float]:
+    """Evaluate on ``batches`` in eval mode without gradients.
+
+    Returns:
+        Mean loss and accuracy.
+    """
+    model.eval()
+    accuracy = _accuracy_metric(device)
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    for images, labels in tqdm(batches, desc=desc, leave=False, disable=not progress):
+        images, labels = _to_device(images, labels, device, channels_last)
+        with _autocast(device, autocast_dtype):
+            logits = model(images)
+        loss_sum += loss_fn(logits.float(), labels) * len(labels)
+        seen += len(labels)
+        accuracy.update(logits, labels)
+    return (loss_sum / max(seen, 1)).item(), accuracy.compute().item()
+
+
+@dataclass
+class Predictions:
+    """Model outputs over a dataset: true labels, predicted labels and softmax probabilities ``[N, 10]``."""
+
+    targets: torch.Tensor
+    predicted: torch.Tensor
+    probabilities: torch.Tensor
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        """Probability of the predicted class."""
+        return self.probabilities.max(dim=1).values
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """Boolean mask of correct predictions."""
+        return self.predicted == self.targets
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction classified correctly."""
+        return self.correct.float().mean().item()
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    batches: Batches,
+    device: torch.device,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> Predictions:
+    """Run the model over every batch (batched, not one image at a time) and collect its predictions."""
+    model.eval()
+    targets, probabilities = [], []
+    for images, labels in batches:
+        images, _ = _to_device(images, labels, device, channels_last)
+        with _autocast(device, autocast_dtype):
+            logits = model(images)
+        probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
+        targets.append(labels.cpu())
+    probs = torch.cat(probabilities)
+    return Predictions(targets=torch.cat(targets), predicted=probs.argmax(dim=1), probabilities=probs)
+
+
+def new_history() -> History:
+    """An empty history with the keys :func:`train` fills."""
+    return {key: [] for key in HISTORY_KEYS}
+
+
+def train(
+    model: nn.Module,
+    train_batches: Batches,
+    test_batches: Batches,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    device: torch.device,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool | None = None,
+    history: History | None = None,
+    start_epoch: int = 0,
+    on_epoch_end: Callable[[int, History], Any] | None = None,
+    log: Callable[[str], Any] | None = print,
+) -> History:
+    """Train for ``epochs`` epochs, evaluating on the training and test sets along the way.
+
+    Before the first epoch (when ``start_epoch == 0``) the untrained model is evaluated, giving an
+    epoch-0 row. Each later row holds that epoch's running training loss/accuracy and the test
+    loss/accuracy after it. ``seconds`` is the wall time of the training pass alone.
+
+    Args:
+        model: The network, already on ``device``.
+        train_batches: Training batches, reshuffled on each iteration.
+        test_batches: Evaluation batches.
+        loss_fn: Loss for both training and evaluation.
+        optimizer: The optimizer.
+        epochs: Total number of epochs (counting any already done before ``start_epoch``).
+        device: Where to compute.
+        scheduler: Stepped after every batch, if given.
+        augment: Batch augmentation used in training only.
+        autocast_dtype: ``torch.bfloat16`` for mixed precision, else ``None``.
+        channels_last: Use channels-last memory format for the inputs.
+        progress: tqdm bars (``None``: only in terminals and notebooks).
+        history: A history to continue (when resuming).
+        start_epoch: Number of epochs already done.
+        on_epoch_end: Called as ``on_epoch_end(epoch, history)`` after each epoch (e.g. to save a checkpoint).
+        log: Where the per-epoch summary lines go (``None`` for silence).
+
+    Returns:
+        The history: a dict of equal-length lists under ``epoch``, ``train_loss``, ``train_acc``,
+        ``test_loss``, ``test_acc`` and ``seconds``.
+
+    Raises:
+        TrainingDiverged: The training loss became NaN or infinite.
+    """
+    show = progress_enabled(progress)
+    history = history if history is not None else new_history()
+    options = {"autocast_dtype": autocast_dtype, "channels_last": channels_last}
+
+    def record(epoch: int, train_metrics: tuple[float, float], test_metrics: tuple[float, float], seconds: float) -> None:
+        for key, value in zip(HISTORY_KEYS, (epoch, *train_metrics, *test_metrics, seconds)):
+            history[key].append(value)
+        if log is not None:
+            log(
+                f"epoch {epoch:>2} | train loss {train_metrics[0]:.4f} acc {train_metrics[1]:.4f}"
+                f" | test loss {test_metrics[0]:.4f} acc {test_metrics[1]:.4f} | {seconds:.1f}s"
+            )
+
+    if start_epoch == 0 and not history["epoch"]:
+        record(
+            0,
+            test_step(model, train_batches, loss_fn, device, **options),
+            test_step(model, test_batches, loss_fn, device, **options),
+            0.0,
+        )
+    for epoch in tqdm(range(start_epoch + 1, epochs + 1), desc="epochs", disable=not show, initial=start_epoch, total=epochs):
+        started = time.perf_counter()
+        train_metrics = train_step(
+            model, train_batches, loss_fn, optimizer, device,
+            scheduler=scheduler, augment=augment, progress=show, desc=f"epoch {epoch}", **options,
+        )
+        seconds = time.perf_counter() - started
+        record(epoch, train_metrics, test_step(model, test_batches, loss_fn, device, **options), seconds)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+    return history

@@ -1,0 +1,115 @@
+"""Measuring a trained model on the test set: loss, accuracy, confusion matrix and per-class metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import classification_report, confusion_matrix
+from torch import nn
+
+from mnist_cnn import data as mnist_data
+from mnist_cnn.checkpoint import LoadedCheckpoint
+from mnist_cnn.config import CLASS_NAMES, NUM_CLASSES
+from mnist_cnn.engine import Predictions, predict
+
+
+def confusion(predictions: Predictions) -> np.ndarray:
+    """``[10, 10]`` counts: row = true digit, column = predicted digit (scikit-learn's convention)."""
+    return confusion_matrix(predictions.targets.numpy(), predictions.predicted.numpy(), labels=list(range(NUM_CLASSES)))
+
+
+def per_class_report(predictions: Predictions) -> pd.DataFrame:
+    """Precision, recall (= per-class accuracy), F1 and support of each digit, from scikit-learn.
+
+    Returns:
+        One row per digit, indexed ``"0"`` to ``"9"``.
+    """
+    report = classification_report(
+        predictions.targets.numpy(),
+        predictions.predicted.numpy(),
+        labels=list(range(NUM_CLASSES)),
+        target_names=list(CLASS_NAMES),
+        output_dict=True,
+        zero_division=0,
+    )
+    table = pd.DataFrame({name: report[name] for name in CLASS_NAMES}).T
+    table["support"] = table["support"].astype(int)
+    table.index.name = "digit"
+    return table
+
+
+def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
+    """Summary statistics of uint8 images on the [0, 1] scale (mean, std, share of zero and of saturated pixels)."""
+    scaled = images.float() / 255.0
+    return {
+        "mean": scaled.mean().item(),
+        "std": scaled.std().item(),
+        "min": scaled.min().item(),
+        "max": scaled.max().item(),
+        "zero_fraction": (images == 0).float().mean().item(),
+        "saturated_fraction": (images == 255).float().mean().item(),
+    }
+
+
+@dataclass
+class EvaluationResult:
+    """A model's results on the test set."""
+
+    loss: float
+    accuracy: float
+    predictions: Predictions
+    confusion: np.ndarray
+    report: pd.DataFrame
+
+    @property
+    def correct(self) -> int:
+        """Number of test images classified correctly."""
+        return int(self.predictions.correct.sum())
+
+    @property
+    def total(self) -> int:
+        """Number of test images."""
+        return len(self.predictions.targets)
+
+
+def evaluate_model(
+    model: nn.Module,
+    input_scaling: str,
+    data_dir: str | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1000,
+) -> EvaluationResult:
+    """Run ``model`` over the 10,000 MNIST test images in batches and summarise the results.
+
+    Args:
+        model: A trained network.
+        input_scaling: The scaling it was trained with (``"unit"`` or ``"standard"``).
+        data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
+        device: Where to run.
+        batch_size: Images per forward pass.
+    """
+    device = torch.device(device)
+    test = mnist_data.load_split("test", data_dir)
+    batches = mnist_data.memory_batches(test, batch_size, input_scaling)
+    model = model.to(device)
+    predictions = predict(model, batches, device)
+    # Mean cross-entropy from the stored probabilities (fp32), clamped so a certain mistake stays finite.
+    true_probs = predictions.probabilities.gather(1, predictions.targets[:, None]).squeeze(1)
+    loss = (-true_probs.clamp_min(1e-12).log()).mean().item()
+    return EvaluationResult(
+        loss=loss,
+        accuracy=predictions.accuracy,
+        predictions=predictions,
+        confusion=confusion(predictions),
+        report=per_class_report(predictions),
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: LoadedCheckpoint, data_dir: str | None = None, device: torch.device | str = "cpu", batch_size: int = 1000
+) -> EvaluationResult:
+    """:func:`evaluate_model` for a loaded checkpoint, with the input scaling it recorded."""
+    return evaluate_model(checkpoint.model, checkpoint.input_scaling, data_dir, device, batch_size)

@@ -1,0 +1,160 @@
+"""The networks: the seed's VGG-style CNN (optionally with batch norm) and a small fast CNN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_cnn.config import IMAGE_SIZE, NUM_CLASSES
+from mnist_cnn.errors import ConfigError
+
+
+def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(3):
+        layers.append(nn.Conv2d(in_channels if i == 0 else hidden_units, hidden_units, kernel_size=3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(hidden_units))
+        layers.append(nn.ReLU())
+    layers.append(nn.MaxPool2d(kernel_size=2))
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """A VGG-style CNN for 28x28 digits: two blocks of three 3x3 convolutions, each block then 2x2 max-pool.
+
+    With ``batch_norm=False`` (the default) the layer names match the seed project's published
+    weights exactly: ``conv_block_1.{0,2,4}``, ``conv_block_2.{0,2,4}``, ``fully_connected_linear.1``.
+
+    Args:
+        hidden_units: Channels in every convolution (16 in the seed).
+        in_channels: Image channels (1 for MNIST).
+        num_classes: Output logits.
+        batch_norm: Put ``BatchNorm2d`` after each convolution (convolutions then drop their bias).
+    """
+
+    def __init__(
+        self,
+        hidden_units: int = 16,
+        in_channels: int = 1,
+        num_classes: int = NUM_CLASSES,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if hidden_units < 1:
+            raise ConfigError(f"hidden_units must be at least 1, got {hidden_units}")
+        # [N, in, 28, 28] -> [N, h, 28, 28] x3 -> pool -> [N, h, 14, 14]
+        self.conv_block_1 = _conv_block(in_channels, hidden_units, batch_norm)
+        # [N, h, 14, 14] -> [N, h, 14, 14] x3 -> pool -> [N, h, 7, 7]
+        self.conv_block_2 = _conv_block(hidden_units, hidden_units, batch_norm)
+        # [N, h, 7, 7] -> flatten -> [N, h*49] -> [N, 10]
+        side = IMAGE_SIZE // 4
+        self.fully_connected_linear = nn.Sequential(nn.Flatten(), nn.Linear(hidden_units * side * side, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened output of both convolution blocks (the linear layer's input)."""
+        return torch.flatten(self.conv_block_2(self.conv_block_1(x)), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fully_connected_linear(self.conv_block_2(self.conv_block_1(x)))
+
+
+class SmallCNN(nn.Module):
+    """A small, fast two-convolution CNN in the style of the fastest public MNIST recipes.
+
+    28x28 -> conv 5x5 -> 24x24 -> pool -> 12x12 -> conv 3x3 -> 10x10 -> pool -> 5x5 -> fc -> fc.
+
+    Args:
+        channels1: Filters in the first convolution.
+        channels2: Filters in the second convolution.
+        fc_units: Width of the hidden fully connected layer.
+        batch_norm: Put ``BatchNorm2d`` after each convolution.
+        num_classes: Output logits.
+    """
+
+    def __init__(
+        self,
+        channels1: int = 24,
+        channels2: int = 32,
+        fc_units: int = 256,
+        batch_norm: bool = False,
+        num_classes: int = NUM_CLASSES,
+    ) -> None:
+        super().__init__()
+        self.conv_block_1 = nn.Sequential(
+            nn.Conv2d(1, channels1, kernel_size=5, bias=not batch_norm),
+            *([nn.BatchNorm2d(channels1)] if batch_norm else []),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+        )
+        self.conv_block_2 = nn.Sequential(
+            nn.Conv2d(channels1, channels2, kernel_size=3, bias=not batch_norm),
+            *([nn.BatchNorm2d(channels2)] if batch_norm else []),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels2 * 5 * 5, fc_units), nn.ReLU(), nn.Linear(fc_units, num_classes)
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden fully connected layer's activations (the last layer's input)."""
+        return self.classifier[:-1](self.conv_block_2(self.conv_block_1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.conv_block_2(self.conv_block_1(x)))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"vgg": VGG, "small_cnn": SmallCNN}
+
+
+def build_model(arch: str = "vgg", **options: Any) -> nn.Module:
+    """Build a network by name.
+
+    Args:
+        arch: ``"vgg"`` or ``"small_cnn"``.
+        **options: Constructor arguments of that class (e.g. ``hidden_units=16``).
+
+    Returns:
+        A freshly initialised model.
+
+    Raises:
+        ConfigError: Unknown architecture or option.
+    """
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    try:
+        return ARCHITECTURES[arch](**options)
+    except TypeError as error:
+        raise ConfigError(f"bad options for architecture {arch!r}: {error}") from None
+
+
+def layer_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Run ``example`` through the model's top-level children and record each output's shape.
+
+    Args:
+        model: A model whose top-level children are applied in order (true for ``VGG`` and ``SmallCNN``).
+        example: An input batch.
+
+    Returns:
+        ``[("input", shape), (child name, shape after it), ...]``.
+    """
+    shapes = [("input", tuple(example.shape))]
+    x = example
+    with torch.no_grad():
+        for name, child in model.named_children():
+            x = child(x)
+            shapes.append((name, tuple(x.shape)))
+    return shapes
+
+
+def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
+    """Each parameter tensor's name, shape and number of values."""
+    return [(name, tuple(p.shape), p.numel()) for name, p in model.named_parameters()]
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Total number of (trainable) parameter values."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

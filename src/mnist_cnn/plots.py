@@ -1,0 +1,209 @@
+"""Every figure the notebooks and reports show. Each function returns a matplotlib ``Figure``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from mnist_cnn.config import CLASS_NAMES, NUM_CLASSES
+
+
+def _as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+def _images_2d(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = _as_numpy(images).astype(np.float32)
+    return array.reshape(len(array), array.shape[-2], array.shape[-1])
+
+
+def plot_digit_grid(
+    images: torch.Tensor | np.ndarray,
+    labels: Sequence[int] | torch.Tensor,
+    predicted: Sequence[int] | torch.Tensor | None = None,
+    confidence: Sequence[float] | torch.Tensor | None = None,
+    ncols: int = 5,
+    title: str | None = None,
+    cell_size: float = 1.6,
+) -> Figure:
+    """Show digits in a grid, titled with their label (and prediction and confidence, if given).
+
+    Args:
+        images: ``[N, 28, 28]`` or ``[N, 1, 28, 28]``, any numeric scale.
+        labels: True labels.
+        predicted: Predicted labels; wrong ones are titled in red.
+        confidence: Probability of each prediction.
+        ncols: Digits per row.
+        title: Figure title.
+        cell_size: Inches per digit.
+    """
+    pictures = _images_2d(images)
+    labels = _as_numpy(labels)
+    nrows = max(1, -(-len(pictures) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell_size, nrows * cell_size * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= len(pictures):
+            continue
+        ax.imshow(pictures[i], cmap="gray")
+        if predicted is None:
+            ax.set_title(f"label {labels[i]}", fontsize=9)
+        else:
+            guess = int(_as_numpy(predicted)[i])
+            text = f"true {labels[i]} / pred {guess}"
+            if confidence is not None:
+                text += f"\n{float(_as_numpy(confidence)[i]):.0%} sure"
+            ax.set_title(text, fontsize=8, color="black" if guess == labels[i] else "crimson")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_balance(train_labels: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray) -> Figure:
+    """Bar chart of how many images each digit has, in the training and test splits side by side."""
+    rows = []
+    for split, labels in (("train", train_labels), ("test", test_labels)):
+        counts = np.bincount(_as_numpy(labels), minlength=NUM_CLASSES)
+        total = counts.sum()
+        rows += [{"digit": str(d), "split": split, "share": c / total} for d, c in enumerate(counts)]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    sns.barplot(x=[r["digit"] for r in rows], y=[r["share"] for r in rows], hue=[r["split"] for r in rows], ax=ax)
+    ax.axhline(1 / NUM_CLASSES, color="gray", linestyle="--", linewidth=1, label="uniform")
+    ax.set(xlabel="digit", ylabel="share of split", title="Class balance")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_pixel_histogram(images: torch.Tensor | np.ndarray) -> Figure:
+    """Histogram of pixel intensities (log scale: most pixels are background zeros)."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.hist(_as_numpy(images).ravel(), bins=64, color="steelblue", log=True)
+    ax.set(xlabel="pixel intensity", ylabel="pixels (log scale)", title="Pixel intensities")
+    fig.tight_layout()
+    return fig
+
+
+def plot_mean_digits(images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> Figure:
+    """The average image of each digit."""
+    pictures, labels = _images_2d(images), _as_numpy(labels)
+    means = np.stack([pictures[labels == d].mean(axis=0) for d in range(NUM_CLASSES)])
+    fig, axes = plt.subplots(1, NUM_CLASSES, figsize=(NUM_CLASSES * 1.2, 1.6))
+    for digit, ax in enumerate(axes):
+        ax.imshow(means[digit], cmap="magma")
+        ax.set_title(str(digit))
+        ax.axis("off")
+    fig.suptitle("Mean image of each digit")
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: dict[str, Sequence[float]]) -> Figure:
+    """Loss and accuracy per epoch, training and test, side by side."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = history["epoch"]
+    for split, style in (("train", "-o"), ("test", "-s")):
+        loss_ax.plot(epochs, history[f"{split}_loss"], style, label=split)
+        acc_ax.plot(epochs, history[f"{split}_acc"], style, label=split)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_xticks(list(epochs))
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(confusion: np.ndarray, normalize: bool = False, title: str = "Confusion matrix") -> Figure:
+    """Draw a confusion matrix (rows: true digit, columns: predicted) with scikit-learn's display.
+
+    Args:
+        confusion: ``[10, 10]`` counts, e.g. from :func:`mnist_cnn.evaluation.confusion`.
+        normalize: Show each row as fractions of that digit's images.
+        title: Axes title.
+    """
+    matrix = confusion / confusion.sum(axis=1, keepdims=True) if normalize else confusion
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ConfusionMatrixDisplay(matrix, display_labels=list(CLASS_NAMES)).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format=".2f" if normalize else "d"
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(values: Sequence[float], ylabel: str = "accuracy", title: str = "Per-class accuracy") -> Figure:
+    """A bar per digit, zoomed to the range where the bars differ."""
+    values = _as_numpy(values)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    sns.barplot(x=list(CLASS_NAMES), y=values, color="steelblue", ax=ax)
+    low = float(values.min())
+    ax.set_ylim(max(0.0, low - (1 - low) * 0.5 - 0.002), 1.0)
+    ax.set(xlabel="digit", ylabel=ylabel, title=title)
+    for i, value in enumerate(values):
+        ax.text(i, value, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_filters(weights: torch.Tensor, ncols: int = 8, title: str = "First-layer filters") -> Figure:
+    """Show convolution kernels ``[out, in, k, k]`` (first input channel), each on its own colour scale."""
+    kernels = _as_numpy(weights)[:, 0]
+    nrows = -(-len(kernels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.0, nrows * 1.0), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(kernels):
+            limit = np.abs(kernels[i]).max() or 1.0
+            ax.imshow(kernels[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_maps(maps: torch.Tensor, ncols: int = 8, title: str = "Feature maps") -> Figure:
+    """Show the channels of one image's activations ``[C, H, W]``."""
+    channels = _as_numpy(maps)
+    nrows = -(-len(channels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.0, nrows * 1.0), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(channels):
+            ax.imshow(channels[i], cmap="viridis")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding(points: np.ndarray, labels: torch.Tensor | np.ndarray, title: str) -> Figure:
+    """Scatter a 2-D embedding coloured by digit."""
+    labels = _as_numpy(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=labels.astype(str), hue_order=list(CLASS_NAMES),
+                    palette="tab10", s=6, linewidth=0, ax=ax)
+    ax.set(title=title, xticks=[], yticks=[])
+    ax.legend(title="digit", markerscale=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Save ``fig`` as an image, creating the folder if needed.
+
+    Returns:
+        The path written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=dpi, bbox_inches="tight")
+    return target
