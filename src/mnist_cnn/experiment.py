@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,10 +14,12 @@ from torch import nn
 
 from mnist_cnn import data as mnist_data
 from mnist_cnn.augment import RandomAffine
+from mnist_cnn.checkpoint import LoadedCheckpoint, build_payload, load_checkpoint, save_checkpoint
 from mnist_cnn.engine import History, train
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import build_model
-from mnist_cnn.utils import seed_everything, select_device, supports_bf16_autocast
+from mnist_cnn.config import MODELS_DIR
+from mnist_cnn.utils import seed_everything, select_device, supports_bf16_autocast, write_json
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle")
@@ -245,3 +248,48 @@ def fit(
         "seed": config.seed,
     }
     return TrainResult(model, config, history, metrics, optimizer, scheduler)
+
+
+def save_run(result: TrainResult, out: Path, extra_metrics: dict | None = None) -> tuple[Path, Path]:
+    """Write ``<out>/model.pt`` and ``<out>/metrics.json`` for a finished run.
+
+    Returns:
+        The two paths.
+    """
+    metrics = {**result.metrics, **(extra_metrics or {})}
+    payload = build_payload(
+        result.model,
+        arch=result.config.arch,
+        model_options=result.config.model_options,
+        input_scaling=result.config.input_scaling,
+        config=result.config.to_dict(),
+        history=result.history,
+        metrics=metrics,
+    )
+    model_path = save_checkpoint(out / "model.pt", payload)
+    metrics_path = out / "metrics.json"
+    write_json(metrics_path, {**metrics, "config": result.config.to_dict(), "history": result.history})
+    return model_path, metrics_path
+
+
+def load_or_train(
+    preset: str = "default",
+    path: str | Path | None = None,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedCheckpoint:
+    """Load ``models/<preset>/model.pt``, training and saving it first if it does not exist yet.
+
+    Lets a notebook that needs a trained model run on its own, in any order.
+
+    Args:
+        preset: Preset to train with when the file is missing.
+        path: Checkpoint path (default: ``models/<preset>/model.pt``).
+        data_dir: MNIST root, as for :func:`fit`.
+        device: Where to put the loaded model.
+    """
+    path = Path(path) if path is not None else MODELS_DIR / preset / "model.pt"
+    if not path.exists():
+        print(f"{path} not found: training preset {preset!r} first")
+        save_run(fit(get_preset(preset), data_dir=data_dir), path.parent)
+    return load_checkpoint(path, device=device)

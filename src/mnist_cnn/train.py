@@ -9,11 +9,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnist_cnn.checkpoint import build_payload, save_checkpoint
 from mnist_cnn.cli import ArgumentParser, positive_float, positive_int, run_cli
 from mnist_cnn.config import MODELS_DIR
-from mnist_cnn.experiment import PRESETS, TrainResult, fit, get_preset
-from mnist_cnn.utils import DEVICE_CHOICES, ensure_writable_dir, select_device, write_json
+from mnist_cnn.experiment import PRESETS, fit, get_preset, save_run
+from mnist_cnn.utils import DEVICE_CHOICES, ensure_writable_dir, select_device
 
 SMOKE_TRAIN_SIZE = 2_000
 SMOKE_TEST_SIZE = 1_000
@@ -34,28 +33,6 @@ def build_parser() -> ArgumentParser:
                         help=f"quick check: 1 epoch on {SMOKE_TRAIN_SIZE} training and {SMOKE_TEST_SIZE} test images")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
-
-
-def save_run(result: TrainResult, out: Path, extra_metrics: dict | None = None) -> tuple[Path, Path]:
-    """Write ``<out>/model.pt`` and ``<out>/metrics.json`` for a finished run.
-
-    Returns:
-        The two paths.
-    """
-    metrics = {**result.metrics, **(extra_metrics or {})}
-    payload = build_payload(
-        result.model,
-        arch=result.config.arch,
-        model_options=result.config.model_options,
-        input_scaling=result.config.input_scaling,
-        config=result.config.to_dict(),
-        history=result.history,
-        metrics=metrics,
-    )
-    model_path = save_checkpoint(out / "model.pt", payload)
-    metrics_path = out / "metrics.json"
-    write_json(metrics_path, {**metrics, "config": result.config.to_dict(), "history": result.history})
-    return model_path, metrics_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

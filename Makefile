@@ -1,0 +1,38 @@
+# Run `make` or `make help` to list the targets.
+PYTHON ?= python3
+PYTEST_NOTEBOOKS = --nbval-lax --nbval-current-env --nbval-cell-timeout=600
+.DEFAULT_GOAL := help
+
+.PHONY: help install run train evaluate test unit notebooks lint strip benchmark clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## Install the pinned dependencies and this package (editable)
+	$(PYTHON) -m pip install -q -r requirements.txt
+
+run: install train evaluate ## Set up, train the default preset, and write reports/ (figures and metrics)
+
+train: ## Train the default preset into models/default/ (PRESET=fast|best|seed to change)
+	$(PYTHON) -m mnist_cnn.train --preset $(or $(PRESET),default)
+
+evaluate: ## Evaluate models/<preset>/model.pt and write reports/
+	$(PYTHON) -m mnist_cnn.evaluate --checkpoint models/$(or $(PRESET),default)/model.pt --out reports
+
+test: install ## Set up, then run the unit tests and execute every notebook (nbval)
+	$(PYTHON) -m pytest $(PYTEST_NOTEBOOKS) tests notebooks
+
+unit: ## Unit tests only (no install)
+	$(PYTHON) -m pytest tests
+
+notebooks: ## Execute the notebooks only (no install)
+	$(PYTHON) -m pytest $(PYTEST_NOTEBOOKS) notebooks
+
+strip: ## Clear notebook outputs and execution counts (the form they are committed in)
+	$(PYTHON) -m jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+
+benchmark: ## Time the seed and public recipes against each preset (minutes; writes benchmarks/results.json)
+	$(PYTHON) benchmarks/benchmark.py
+
+clean: ## Remove generated models, reports and test artefacts
+	rm -rf models reports build .pytest_cache
