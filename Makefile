@@ -3,7 +3,7 @@ PYTHON ?= python3
 PYTEST_NOTEBOOKS = --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 .DEFAULT_GOAL := help
 
-.PHONY: help install run train evaluate test unit notebooks lint strip benchmark clean
+.PHONY: help install run train evaluate test unit notebooks execute-notebooks benchmark clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,8 +28,8 @@ unit: ## Unit tests only (no install)
 notebooks: ## Execute the notebooks only (no install)
 	$(PYTHON) -m pytest $(PYTEST_NOTEBOOKS) notebooks
 
-strip: ## Clear notebook outputs and execution counts (the form they are committed in)
-	$(PYTHON) -m jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+execute-notebooks: ## Re-run every notebook top to bottom and save its outputs (the form they are committed in)
+	$(PYTHON) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 notebooks/*.ipynb
 
 benchmark: ## Time the seed and public recipes against each preset (minutes; writes benchmarks/results.json)
 	$(PYTHON) benchmarks/benchmark.py

@@ -153,13 +153,15 @@ def build_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """A per-batch learning-rate schedule, or ``None`` for a constant rate."""
-    if config.schedule == "constant":
+    total_steps = config.epochs * steps_per_epoch
+    # OneCycle needs at least two steps in each phase; tiny smoke runs keep a constant rate instead.
+    if config.schedule == "constant" or total_steps < 4:
         return None
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=config.lr,
-        total_steps=config.epochs * steps_per_epoch,
-        pct_start=config.onecycle_pct_start,
+        total_steps=total_steps,
+        pct_start=min(max(config.onecycle_pct_start, 2 / total_steps), 0.5),
         cycle_momentum=config.cycle_momentum and config.optimizer == "sgd" and config.momentum > 0,
     )
 

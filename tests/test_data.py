@@ -1,0 +1,123 @@
+"""The data layer: where MNIST is looked for, how damaged files are reported, and how batches are served."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_cnn import data
+from mnist_cnn.errors import DataError
+
+
+def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MNIST_DATA_DIR", str(tmp_path / "from-env"))
+    assert data.resolve_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    assert data.resolve_data_dir() == tmp_path / "from-env"
+    monkeypatch.delenv("MNIST_DATA_DIR")
+    assert data.resolve_data_dir() == data.DEFAULT_DATA_DIR
+
+
+def test_load_splits(data_dir: Path) -> None:
+    train, test = data.load_split("train", data_dir), data.load_split("test", data_dir)
+    assert train.images.shape == (60_000, 28, 28) and train.images.dtype == torch.uint8
+    assert test.images.shape == (10_000, 28, 28)
+    assert train.labels.dtype == torch.int64 and test.labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def test_missing_directory_names_the_variable_and_files(tmp_path: Path, offline: None) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError) as caught:
+        data.load_split("train", missing)
+    message = str(caught.value)
+    assert "MNIST_DATA_DIR" in message and str(missing) in message
+    assert all(name in message for name in data.RAW_FILES)
+    assert not missing.exists(), "a failed download must not leave directories behind"
+
+
+def test_truncated_file_is_named(data_copy: Path) -> None:
+    path = data.raw_folder(data_copy) / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte is truncated"):
+        data.load_split("test", data_copy)
+
+
+def test_wrong_magic_is_named(data_copy: Path) -> None:
+    path = data.raw_folder(data_copy) / "train-labels-idx1-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[2:4] = b"\x08\x03"  # an image magic number in a label file
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte is corrupt or not an IDX label file"):
+        data.ensure_mnist(data_copy, download=False)
+
+
+def test_flipped_pixel_is_caught_by_checksum(data_copy: Path) -> None:
+    path = data.raw_folder(data_copy) / "train-images-idx3-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[5_000] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte is corrupt: its MD5"):
+        data.ensure_mnist(data_copy, download=False)
+
+
+def test_count_mismatch_is_reported(data_copy: Path) -> None:
+    path = data.raw_folder(data_copy) / "t10k-labels-idx1-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[4:8] = (9_999).to_bytes(4, "big")
+    path.write_bytes(bytes(raw[:-1]))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte says it holds 9999 items, expected 10000"):
+        data.ensure_mnist(data_copy, download=False)
+
+
+def test_read_only_root_is_not_written(data_copy: Path) -> None:
+    before = sorted(p.name for p in data.raw_folder(data_copy).iterdir())
+    for path in [data_copy, *data_copy.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        assert len(data.load_split("test", data_copy)) == 10_000
+    finally:
+        for path in [data_copy, *data_copy.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert sorted(p.name for p in data.raw_folder(data_copy).iterdir()) == before
+
+
+def test_scaling() -> None:
+    images = torch.tensor([[[0, 255], [51, 102]]], dtype=torch.uint8)
+    unit = data.scale_images(images, "unit")
+    assert unit.shape == (1, 1, 2, 2) and unit.max() == 1.0 and unit.min() == 0.0
+    standard = data.scale_images(images, "standard")
+    assert torch.allclose(standard, (unit - data.MNIST_MEAN) / data.MNIST_STD)
+
+
+def test_in_memory_batches_cover_every_example_once() -> None:
+    images, labels = torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10)
+    batches = data.InMemoryBatches(images, labels, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    seen = [batch_labels for _, batch_labels in batches]
+    assert len(batches) == 3 and [len(b) for b in seen] == [4, 4, 2]
+    assert sorted(torch.cat(seen).tolist()) == list(range(10))
+    assert torch.cat(seen).tolist() != list(range(10)), "shuffle should change the order"
+    for batch_images, batch_labels in batches:
+        assert batch_images.flatten().long().tolist() == batch_labels.tolist(), "images and labels stay paired"
+
+
+def test_shuffle_is_reproducible() -> None:
+    images, labels = torch.zeros(100, 1, 1, 1), torch.arange(100)
+
+    def order(seed: int) -> list[int]:
+        batches = data.InMemoryBatches(images, labels, 32, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        return torch.cat([b for _, b in batches]).tolist()
+
+    assert order(1) == order(1) and order(1) != order(2)
+
+
+def test_torchvision_pipeline_matches_memory_pipeline(data_dir: Path) -> None:
+    loader = data.torchvision_loader("test", 16, data_dir)
+    images, labels = next(iter(loader))
+    expected = data.scale_images(data.load_split("test", data_dir).images[:16], "unit")
+    assert torch.allclose(images, expected) and labels.tolist()[:5] == [7, 2, 1, 0, 4]
+
+
+def test_data_root_env_is_set_for_tests() -> None:
+    assert os.environ.get("MNIST_DATA_DIR"), "the root conftest must point tests at a local MNIST copy"

@@ -1,0 +1,56 @@
+"""The networks: shapes through each block, parameter counts, and compatibility with the seed's weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_cnn.errors import ConfigError
+from mnist_cnn.model import VGG, SmallCNN, build_model, count_parameters, layer_shapes
+
+SEED_KEYS = [
+    f"{block}.{index}.{kind}"
+    for block, indices in (("conv_block_1", (0, 2, 4)), ("conv_block_2", (0, 2, 4)), ("fully_connected_linear", (1,)))
+    for index in indices
+    for kind in ("weight", "bias")
+]
+
+
+@pytest.mark.parametrize("hidden", [8, 16, 32])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_vgg_shapes(hidden: int, batch_norm: bool) -> None:
+    shapes = layer_shapes(VGG(hidden_units=hidden, batch_norm=batch_norm), torch.zeros(4, 1, 28, 28))
+    assert [s for _, s in shapes] == [(4, 1, 28, 28), (4, hidden, 14, 14), (4, hidden, 7, 7), (4, 10)]
+
+
+def test_default_vgg_matches_seed_layout() -> None:
+    model = VGG()
+    assert list(model.state_dict()) == SEED_KEYS
+    assert count_parameters(model) == 19_610
+
+
+def test_seed_weights_load_strictly(seed_weights) -> None:
+    state = torch.load(seed_weights, map_location="cpu", weights_only=True)
+    assert list(state) == SEED_KEYS
+    VGG(hidden_units=16).load_state_dict(state, strict=True)
+
+
+def test_features_feed_the_classifier() -> None:
+    model = VGG().eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.allclose(model.fully_connected_linear[1](model.features(x)), model(x), atol=1e-6)
+    small = SmallCNN().eval()
+    assert torch.allclose(small.classifier[-1](small.features(x)), small(x), atol=1e-6)
+
+
+def test_small_cnn_output() -> None:
+    assert SmallCNN()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_build_model_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown architecture 'resnet'"):
+        build_model("resnet")
+    with pytest.raises(ConfigError, match="bad options for architecture 'vgg'"):
+        build_model("vgg", depth=3)
+    with pytest.raises(ConfigError, match="hidden_units must be at least 1"):
+        VGG(hidden_units=0)

@@ -1,0 +1,59 @@
+"""Every preset builds and trains a few steps; overrides and bad values are handled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import math
+
+import pytest
+import torch
+
+from mnist_cnn.errors import ConfigError
+from mnist_cnn.experiment import PRESETS, TrainConfig, fit, get_preset
+from mnist_cnn.model import build_model
+from mnist_cnn.utils import seed_everything
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_trains_a_few_steps(name: str, data_dir: Path) -> None:
+    overrides = {"epochs": 1, "train_size": 2_048, "test_size": 500}
+    if PRESETS[name].pipeline == "torchvision":
+        overrides["pipeline"] = "memory"  # the slicing options need the in-memory pipeline
+    config = get_preset(name, **overrides)
+    result = fit(config, data_dir=data_dir, device="cpu", progress=False, log=None)
+    assert result.history["epoch"] == [0, 1]
+    assert result.metrics["preset"] == name and result.metrics["train_seconds"] > 0
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    assert all(math.isfinite(v) for v in result.history["train_loss"])
+    seed_everything(config.seed)
+    initial = build_model(config.arch, **config.model_options).state_dict()
+    trained = result.model.state_dict()
+    changed = [k for k in initial if initial[k].is_floating_point() and not torch.equal(initial[k], trained[k].cpu())]
+    assert len(changed) == len([k for k in initial if initial[k].is_floating_point()]), "every weight should move"
+
+
+def test_seed_preset_is_the_original_recipe() -> None:
+    seed = PRESETS["seed"]
+    assert (seed.epochs, seed.batch_size, seed.optimizer, seed.lr, seed.momentum) == (5, 32, "sgd", 0.01, 0.0)
+    assert (seed.schedule, seed.input_scaling, seed.pipeline, seed.label_smoothing) == ("constant", "unit", "torchvision", 0.0)
+    assert seed.model_options == {"hidden_units": 16} and not seed.bf16 and seed.augment is None
+
+
+def test_overrides_and_validation() -> None:
+    config = get_preset("default", epochs=7, lr=None)
+    assert config.epochs == 7 and config.lr == PRESETS["default"].lr
+    assert PRESETS["default"].epochs != 7, "the preset itself is never modified"
+    config.model_options["hidden_units"] = 99
+    assert PRESETS["default"].model_options["hidden_units"] != 99
+    with pytest.raises(ConfigError, match="unknown preset"):
+        get_preset("nope")
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        get_preset("default", epochs=0)
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        TrainConfig(optimizer="lion").validate()
+
+
+def test_config_round_trips_through_a_dict() -> None:
+    config = get_preset("fast", seed=5)
+    assert TrainConfig.from_dict(config.to_dict()) == config
