@@ -244,7 +244,7 @@ def train(
     options = {"autocast_dtype": autocast_dtype, "channels_last": channels_last}
 
     def record(epoch: int, train_metrics: tuple[float, float], test_metrics: tuple[float, float], seconds: float) -> None:
-        for key, value in zip(HISTORY_KEYS, (epoch, *train_metrics, *test_metrics, seconds)):
+        for key, value in zip(HISTORY_KEYS, (epoch, *train_metrics, *test_metrics, seconds), strict=True):
             history[key].append(value)
         if log is not None:
             log(

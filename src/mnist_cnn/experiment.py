@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,10 +15,10 @@ from torch import nn
 from mnist_cnn import data as mnist_data
 from mnist_cnn.augment import RandomAffine
 from mnist_cnn.checkpoint import LoadedCheckpoint, build_payload, load_checkpoint, save_checkpoint
+from mnist_cnn.config import MODELS_DIR
 from mnist_cnn.engine import History, train
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import build_model
-from mnist_cnn.config import MODELS_DIR
 from mnist_cnn.utils import seed_everything, select_device, supports_bf16_autocast, write_json
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
