@@ -211,14 +211,15 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         raise CheckpointError(f"{source} does not fit architecture {arch}({described}): {mismatch}")
     model.load_state_dict(state_dict)
     model.to(device).eval()
+    ours = payload.get("format") == CHECKPOINT_FORMAT
     return LoadedCheckpoint(
         model=model,
         arch=arch,
         model_options=options,
         input_scaling=scaling,
         path=source,
-        config=payload.get("config", {}) if payload.get("format") == CHECKPOINT_FORMAT else {},
-        history=payload.get("history", {}) if payload.get("format") == CHECKPOINT_FORMAT else {},
-        metrics=payload.get("metrics", {}) if payload.get("format") == CHECKPOINT_FORMAT else {},
+        config=payload.get("config", {}) if ours else {},
+        history=payload.get("history", {}) if ours else {},
+        metrics=payload.get("metrics", {}) if ours else {},
         payload=payload,
     )

@@ -36,7 +36,9 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def write_report(checkpoint: LoadedCheckpoint, result: EvaluationResult, out: Path, data_dir: str | None, figures: bool = True) -> list[Path]:
+def write_report(
+    checkpoint: LoadedCheckpoint, result: EvaluationResult, out: Path, data_dir: str | None, figures: bool = True
+) -> list[Path]:
     """Write ``metrics.json``, ``per_class_metrics.csv`` and (optionally) the figures under ``out``.
 
     Returns:
