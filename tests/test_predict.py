@@ -233,3 +233,38 @@ def test_command_reports_failures_per_file_and_exits_non_zero(checkpoint, drawn,
 def test_cli_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert run_cli(main, ["--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'nope.pt'}"]
+
+
+def test_unusual_image_modes_give_the_same_digit(mnist_test, tmp_path):
+    """16-bit, palette, 1-bit, CMYK, gray+alpha, and a phone photo's EXIF rotation all reach the same 28x28 digit."""
+    light = np.zeros((120, 90), np.uint8)
+    light[10:94, 3:87] = np.asarray(Image.fromarray(mnist_test.images[1].numpy()).resize((84, 84), Image.Resampling.LANCZOS))
+    dark = Image.fromarray(255 - light)
+    rotated_exif = Image.Exif()
+    rotated_exif[0x0112] = 6  # "rotate 90 degrees clockwise to view": the pixels are stored turned the other way
+    files = {
+        "16bit.png": lambda p: Image.fromarray((255 - light).astype(np.uint16) * 257).save(p),
+        "palette.png": lambda p: dark.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE).save(p),
+        "onebit.png": lambda p: dark.convert("1").save(p),
+        "cmyk.jpg": lambda p: dark.convert("CMYK").save(p, quality=95),
+        "gray_alpha.png": lambda p: Image.merge("LA", [Image.new("L", dark.size, 0), Image.fromarray(light)]).save(p),
+        "rotated.jpg": lambda p: dark.rotate(90, expand=True).save(p, quality=95, exif=rotated_exif),
+    }
+    reference = preprocess(dark).digit.astype(np.float64).ravel()
+    for name, write in files.items():
+        write(tmp_path / name)
+        digit = preprocess(tmp_path / name).digit.astype(np.float64).ravel()
+        assert np.corrcoef(digit, reference)[0, 1] > 0.9, name
+
+
+def test_truncated_files_and_specks_are_errors(tmp_path):
+    whole = tmp_path / "whole.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 60), dtype=np.uint8)).save(whole)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ImageError, match="unreadable image"):
+        preprocess(truncated)
+    speck = np.full((100, 100), 255, np.uint8)
+    speck[50, 50] = 0
+    with pytest.raises(ImageError, match="speck"):
+        preprocess(speck)

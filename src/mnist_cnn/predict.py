@@ -44,6 +44,8 @@ MIN_CONTRAST = 40.0
 NOISE_FLOOR = 0.1
 #: After removing the noise floor (0-1): pixels above this count as ink for the bounding box.
 INK_THRESHOLD = 0.2
+#: Ink whose bounding box is smaller than this (px, longer side) is a speck, not a digit.
+MIN_INK_SIZE = 3
 #: Images with both sides at least this long get isolated specks removed before the bounding box.
 DESPECKLE_MIN_SIDE = 64
 
@@ -252,6 +254,9 @@ def preprocess(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> Prep
         raise ImageError("no digit found: the ink is too faint or too small")
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+    if max(box[2] - box[0], box[3] - box[1]) < MIN_INK_SIZE:
+        # Scaled up to 20 px, a dot or two would become a square blob the model would still "recognise".
+        raise ImageError(f"no digit found: the only ink is a speck of {box[2] - box[0]}x{box[3] - box[1]} px")
     cropped = ink[box[0] : box[2], box[1] : box[3]]
 
     height, width = cropped.shape
