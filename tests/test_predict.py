@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import mnist_cnn
@@ -108,7 +107,7 @@ def test_drawn_digits_keep_their_labels(checkpoint, drawn):
     _, files = drawn
     results = predict_files(checkpoint, [path for path, _ in files])
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
-    wrong = [(Path(r.file).name, r.digit) for r, (_, label) in zip(results, files) if r.digit != label]
+    wrong = [(Path(r.file).name, r.digit) for r, (_, label) in zip(results, files, strict=True) if r.digit != label]
     # Every drawing is a digit the model already gets right, so preprocessing should recover them all;
     # one miss is tolerated because Lanczos rescaling and JPEG noise shift a few pixel values, which can
     # flip a digit the model was barely sure about (none does with the seed weights today).
@@ -222,7 +221,7 @@ def test_command_reports_failures_per_file_and_exits_non_zero(checkpoint, drawn,
     assert "Traceback" not in done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 3
-    for line, (path, label) in zip(lines, files[:3]):
+    for line, (path, label) in zip(lines, files[:3], strict=True):
         assert line.startswith(f"{path}: {label} (")
     assert f"error: {blank}: no digit found" in done.stderr
     assert f"error: {text}: not an image" in done.stderr

@@ -220,7 +220,8 @@ def plot_preprocessing(steps: PreprocessedImage, prediction: Prediction | None =
     ]
     columns = len(panels) + (prediction is not None)
     fig, axes = plt.subplots(1, columns, figsize=(2.3 * columns, 2.6))
-    for ax, (picture, title, scale) in zip(axes, panels):
+    # With a prediction there is one more axes than panels: the bar chart, drawn below.
+    for ax, (picture, title, scale) in zip(axes, panels, strict=False):
         ax.imshow(picture, cmap="gray", **scale)
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])

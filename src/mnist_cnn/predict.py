@@ -334,8 +334,8 @@ def predict_files(
     if good:
         probabilities = classify_digits(checkpoint.model, checkpoint.input_scaling, np.stack([r.steps.digit for r in good]), batch_size)
         values, digits = probabilities.topk(top_k, dim=1)
-        for result, row_values, row_digits in zip(good, values.tolist(), digits.tolist()):
-            result.top_k = list(zip(row_digits, row_values))
+        for result, row_values, row_digits in zip(good, values.tolist(), digits.tolist(), strict=True):
+            result.top_k = list(zip(row_digits, row_values, strict=True))
             result.digit, result.probability = result.top_k[0]
     return results
 
