@@ -118,6 +118,13 @@ def jupyterlab(tmp_path_factory) -> Iterator[Server]:
     root = work / "notebooks"
     # A copy, so running the notebook (and JupyterLab's autosave) never touches the committed files.
     shutil.copytree(NOTEBOOKS_DIR, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    # Start from a notebook without outputs, so every count, figure and message the test sees comes from this run
+    # and not from outputs committed with the notebook.
+    notebook = json.loads((root / NOTEBOOK).read_text())
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["execution_count"], cell["outputs"] = None, []
+    (root / NOTEBOOK).write_text(json.dumps(notebook, indent=1))
     settings = work / "settings"
     # Render every cell (no windowing) so all outputs are in the page, and do not ask about news.
     for plugin, values in (
