@@ -19,3 +19,7 @@ class ConfigError(MnistCnnError):
 
 class TrainingDiverged(MnistCnnError):
     """The loss became NaN or infinite."""
+
+
+class ImageError(MnistCnnError):
+    """An image file is missing, unreadable, not an image, or holds no digit."""

@@ -113,3 +113,17 @@ def evaluate_checkpoint(
 ) -> EvaluationResult:
     """:func:`evaluate_model` for a loaded checkpoint, with the input scaling it recorded."""
     return evaluate_model(checkpoint.model, checkpoint.input_scaling, data_dir, device, batch_size)
+
+
+def most_confident_mistakes(predictions: Predictions, count: int = 25) -> torch.Tensor:
+    """Indices of the misclassified examples, most confident first: the most instructive mistakes.
+
+    Args:
+        predictions: A model's predictions with their true labels.
+        count: How many to return at most.
+
+    Returns:
+        int64 indices into ``predictions``.
+    """
+    wrong = (~predictions.correct).nonzero().squeeze(1)
+    return wrong[predictions.confidence[wrong].argsort(descending=True)][:count]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +15,9 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from mnist_cnn.config import CLASS_NAMES, NUM_CLASSES
+
+if TYPE_CHECKING:  # only for annotations: predict imports the model code, plots should not need it
+    from mnist_cnn.predict import Prediction, PreprocessedImage
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -193,6 +197,42 @@ def plot_embedding(points: np.ndarray, labels: torch.Tensor | np.ndarray, title:
                     palette="tab10", s=6, linewidth=0, ax=ax)
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(title="digit", markerscale=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_preprocessing(steps: PreprocessedImage, prediction: Prediction | None = None) -> Figure:
+    """Show how an image became the model's 28x28 input, step by step, and (optionally) what the model said.
+
+    Args:
+        steps: From :func:`mnist_cnn.predict.preprocess` (or ``Prediction.steps``).
+        prediction: Adds a bar chart of its top-k probabilities.
+    """
+    from matplotlib.patches import Rectangle
+
+    top, left, bottom, right = steps.box
+    panels = [
+        (steps.grayscale, f"grayscale {steps.grayscale.shape[1]}x{steps.grayscale.shape[0]}", dict(vmin=0, vmax=255)),
+        (steps.ink, "inverted, stretched" if steps.inverted else "background removed", dict(vmin=0, vmax=1)),
+        (steps.cropped, f"cropped {right - left}x{bottom - top}", dict(vmin=0, vmax=1)),
+        (steps.resized, f"scaled {steps.resized.shape[1]}x{steps.resized.shape[0]}", dict(vmin=0, vmax=1)),
+        (steps.digit, "centred 28x28", dict(vmin=0, vmax=255)),
+    ]
+    columns = len(panels) + (prediction is not None)
+    fig, axes = plt.subplots(1, columns, figsize=(2.3 * columns, 2.6))
+    # With a prediction there is one more axes than panels: the bar chart, drawn below.
+    for ax, (picture, title, scale) in zip(axes, panels, strict=False):
+        ax.imshow(picture, cmap="gray", **scale)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    # The ink's bounding box, on the full-size image.
+    axes[1].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="crimson", linewidth=1))
+    if prediction is not None:
+        ax = axes[-1]
+        digits = [str(d) for d, _ in prediction.top_k][::-1]
+        ax.barh(digits, [p for _, p in prediction.top_k][::-1], color="steelblue")
+        ax.set(xlim=(0, 1), xlabel="probability", title=f"predicted {prediction.digit}")
     fig.tight_layout()
     return fig
 
