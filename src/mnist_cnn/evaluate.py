@@ -19,7 +19,7 @@ from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint  # noqa: E402
 from mnist_cnn.cli import ArgumentParser, positive_int, run_cli  # noqa: E402
 from mnist_cnn.config import REPORTS_DIR  # noqa: E402
 from mnist_cnn.data import load_split  # noqa: E402
-from mnist_cnn.evaluation import EvaluationResult, evaluate_checkpoint  # noqa: E402
+from mnist_cnn.evaluation import EvaluationResult, evaluate_checkpoint, most_confident_mistakes  # noqa: E402
 from mnist_cnn.utils import DEVICE_CHOICES, ensure_writable_dir, select_device, write_json  # noqa: E402
 
 
@@ -66,9 +66,7 @@ def write_report(
         return written
     figures_dir = out / "figures"
     test_images = load_split("test", data_dir).images
-    wrong = (~result.predictions.correct).nonzero().squeeze(1)
-    # the most confident mistakes are the most instructive
-    wrong = wrong[result.predictions.confidence[wrong].argsort(descending=True)][:25]
+    wrong = most_confident_mistakes(result.predictions)
     made = {
         "confusion_matrix.png": plots.plot_confusion_matrix(result.confusion, title=f"Confusion matrix (accuracy {result.accuracy:.4f})"),
         "per_class_accuracy.png": plots.plot_per_class(result.report["recall"].to_numpy()),
@@ -104,5 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def console_main() -> int:
+    """Entry point of the installed console script: user errors become one line and a non-zero status."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(console_main())
