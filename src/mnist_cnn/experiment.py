@@ -95,24 +95,25 @@ PRESETS: dict[str, TrainConfig] = {
         preset="seed", arch="vgg", model_options={"hidden_units": 16}, input_scaling="unit", pipeline="torchvision",
         epochs=5, batch_size=32, optimizer="sgd", lr=0.01,
     ),
-    # The notebooks' recipe: the seed's VGG with batch norm, trained in memory with mixed precision.
+    # The notebooks' recipe: the seed's VGG with batch norm, in-memory data, bf16 autocast and channels-last,
+    # Nesterov SGD under a one-cycle schedule with label smoothing.
     "default": TrainConfig(
         preset="default", arch="vgg", model_options={"hidden_units": 16, "batch_norm": True}, input_scaling="standard",
-        epochs=3, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-        schedule="onecycle", label_smoothing=0.1, bf16=True, channels_last=True,
+        epochs=3, batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        schedule="onecycle", onecycle_pct_start=0.25, label_smoothing=0.1, bf16=True, channels_last=True,
     ),
-    # A small CNN and one pass over the data, for when seconds matter more than the last tenth of a percent.
+    # A small two-convolution CNN with batch norm and one pass over the data, for when seconds matter most.
     "fast": TrainConfig(
-        preset="fast", arch="small_cnn", model_options={}, input_scaling="standard",
-        epochs=1, batch_size=256, optimizer="adam", lr=1e-2, betas=(0.7, 0.9), schedule="onecycle",
-        cycle_momentum=False, bf16=True, channels_last=True,
+        preset="fast", arch="small_cnn", model_options={"channels1": 16, "channels2": 32, "fc_units": 128, "batch_norm": True},
+        input_scaling="standard", epochs=1, batch_size=256, optimizer="adam", lr=1e-2, betas=(0.7, 0.9),
+        schedule="onecycle", onecycle_pct_start=0.3, cycle_momentum=False, bf16=True, channels_last=True,
     ),
-    # Wider VGG with batch norm, augmentation and a longer schedule.
+    # A wider VGG with batch norm, random shifts/rotations/scalings and a longer schedule (a few minutes on a CPU).
     "best": TrainConfig(
         preset="best", arch="vgg", model_options={"hidden_units": 32, "batch_norm": True}, input_scaling="standard",
-        epochs=12, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-        schedule="onecycle", label_smoothing=0.1, augment={"max_shift": 2.0, "max_rotation": 10.0, "max_scale": 0.1},
-        bf16=True, channels_last=True,
+        epochs=12, batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        schedule="onecycle", onecycle_pct_start=0.25, label_smoothing=0.1,
+        augment={"max_shift": 2.0, "max_rotation": 10.0, "max_scale": 0.1}, bf16=True, channels_last=True,
     ),
 }
 
@@ -208,6 +209,8 @@ def fit(
     config.validate()
     device = device if isinstance(device, torch.device) else select_device(device)
     generator = seed_everything(config.seed)
+    # Weights that drift towards zero produce denormal floats, which CPUs compute up to 10x slower.
+    torch.set_flush_denormal(True)
 
     load_started = time.perf_counter()
     if config.pipeline == "torchvision":
