@@ -19,3 +19,11 @@ class ConfigError(MnistCnnError):
 
 class TrainingDiverged(MnistCnnError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(MnistCnnError):
+    """Training stopped at a safe point because the user asked (Ctrl-C); ``epoch`` is the one in progress."""
+
+    def __init__(self, message: str, epoch: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
