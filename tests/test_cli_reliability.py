@@ -122,7 +122,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_earlier_files(previous_run: Pat
 
 def test_divergence_keeps_the_last_good_checkpoint(previous_run: Path, data_dir: Path) -> None:
     before = snapshot(previous_run)
-    result = run("--preset", "seed", "--smoke", "--lr", "1e6", "--quiet", "--out", str(previous_run))
+    result = run("--preset", "seed", "--smoke", "--batch-size", "250", "--lr", "1e6", "--quiet", "--out", str(previous_run))
     message = assert_one_line_error(result.stderr, result.returncode, "training diverged in epoch 1")
     assert "learning rate is probably too high" in message
     assert f"the last good checkpoint is {previous_run / 'last.pt'} (after epoch 0)" in message
