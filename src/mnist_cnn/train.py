@@ -38,12 +38,13 @@ EXIT_INTERRUPTED = 130
 def build_parser() -> ArgumentParser:
     """The ``train`` command's arguments."""
     parser = ArgumentParser(prog="python -m mnist_cnn.train", description="Train a CNN on MNIST and save it.")
-    # preset and seed default to None so that --resume can tell an explicit option from a default
-    parser.add_argument("--preset", choices=list(PRESETS), help=f"training recipe (default: {DEFAULT_PRESET})")
+    # preset and seed are absent unless given (SUPPRESS), so that --resume can tell an explicit option from a default
+    parser.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS,
+                        help=f"training recipe (default: {DEFAULT_PRESET})")
     parser.add_argument("--epochs", type=positive_int, help="number of epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size (default: the preset's)")
     parser.add_argument("--lr", type=positive_float, help="(peak) learning rate (default: the preset's)")
-    parser.add_argument("--seed", type=int, help=f"random seed (default: {DEFAULT_SEED})")
+    parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help=f"random seed (default: {DEFAULT_SEED})")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     parser.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR, else data/)")
     parser.add_argument("--out", type=Path, help="output directory (default: models/<preset>, or the --resume file's directory)")
@@ -65,6 +66,8 @@ def resume_command(checkpoint: Path, args: argparse.Namespace, world_size: int) 
     words = [*launcher, "mnist_cnn.train", "--resume", str(checkpoint)]
     if args.data_dir:
         words += ["--data-dir", args.data_dir]
+    if args.epochs is not None:  # needed when the checkpoint is a finished run being extended
+        words += ["--epochs", str(args.epochs)]
     if args.device != "auto":
         words += ["--device", args.device]
     if args.deterministic is not None:
@@ -78,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, train, save. Returns the exit status."""
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    args.preset, args.seed = getattr(args, "preset", None), getattr(args, "seed", None)
     context = context_from_env()
     checkpoint = None
     deterministic = args.deterministic
