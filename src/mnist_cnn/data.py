@@ -237,6 +237,13 @@ class InMemoryBatches:
 
     Iterating yields ``(images, labels)``; ``len()`` is the number of batches. Shuffling draws
     from ``generator`` so the order is reproducible and independent of the model's random state.
+
+    With ``world_size > 1`` (multi-process training) this process serves only its shard: every
+    process draws the same permutation from an identically seeded generator and takes every
+    ``world_size``-th example from position ``rank``, so shards are disjoint. A shuffled (training)
+    split drops the last ``N % world_size`` examples of each permutation so that every process runs
+    the same number of batches, which ``DistributedDataParallel`` needs; an unshuffled (evaluation)
+    split keeps them all.
     """
 
     def __init__(
@@ -247,32 +254,52 @@ class InMemoryBatches:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         if len(images) != len(labels):
             raise DataError(f"{len(images)} images but {len(labels)} labels")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is not within a world of {world_size} process(es)")
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
 
     @property
     def dataset_size(self) -> int:
-        """Number of examples."""
+        """Number of examples (in the whole split, not this process's shard)."""
         return len(self.labels)
 
+    @property
+    def num_examples(self) -> int:
+        """Examples this process serves per pass (before ``drop_last``): its shard of the split."""
+        n = len(self.labels)
+        if self.world_size == 1:
+            return n
+        if self.shuffle:
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
     def __len__(self) -> int:
-        full, rest = divmod(len(self.labels), self.batch_size)
+        full, rest = divmod(self.num_examples, self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator)
+            if self.world_size > 1:
+                order = order[: self.num_examples * self.world_size][self.rank :: self.world_size]
             images, labels = self.images[order], self.labels[order]
+        elif self.world_size > 1:
+            images, labels = self.images[self.rank :: self.world_size], self.labels[self.rank :: self.world_size]
         else:
             images, labels = self.images, self.labels
         for start in range(0, len(self) * self.batch_size, self.batch_size):
@@ -286,9 +313,13 @@ def memory_batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> InMemoryBatches:
-    """Scale a split once and serve it as :class:`InMemoryBatches`."""
-    return InMemoryBatches(scale_images(split.images, scaling), split.labels, batch_size, shuffle, generator, drop_last)
+    """Scale a split once and serve it as :class:`InMemoryBatches` (this process's shard when ``world_size > 1``)."""
+    return InMemoryBatches(
+        scale_images(split.images, scaling), split.labels, batch_size, shuffle, generator, drop_last, rank, world_size
+    )
 
 
 def torchvision_loader(

@@ -16,11 +16,12 @@ from torchmetrics.classification import MulticlassAccuracy
 from tqdm.auto import tqdm
 
 from mnist_cnn.config import NUM_CLASSES
-from mnist_cnn.errors import TrainingDiverged
+from mnist_cnn.errors import TrainingDiverged, TrainingInterrupted
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 History = dict[str, list[float]]
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+Metrics = tuple[float, float]
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -61,6 +62,7 @@ def train_step(
     channels_last: bool = False,
     progress: bool = False,
     desc: str = "train",
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, float]:
     """Train for one pass over ``batches``.
 
@@ -76,9 +78,14 @@ def train_step(
         channels_last: Feed images in channels-last memory format.
         progress: Show a per-batch tqdm bar.
         desc: The bar's label.
+        should_stop: Asked after every batch; when it returns true the pass ends there.
 
     Returns:
         Mean training loss and accuracy over the pass (measured on the augmented batches, in training mode).
+
+    Raises:
+        TrainingDiverged: The mean loss is NaN or infinite.
+        TrainingInterrupted: ``should_stop`` returned true before the pass was complete.
     """
     model.train()
     accuracy = _accuracy_metric(device)
@@ -99,6 +106,9 @@ def train_step(
         loss_sum += loss.detach() * len(labels)
         seen += len(labels)
         accuracy.update(logits.detach(), labels)
+        if should_stop is not None and should_stop():
+            # the model now holds a partial epoch: the caller resumes from the last epoch boundary
+            raise TrainingInterrupted("training interrupted during an epoch")
     mean_loss = (loss_sum / max(seen, 1)).item()
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(
@@ -207,6 +217,10 @@ def train(
     start_epoch: int = 0,
     on_epoch_end: Callable[[int, History], Any] | None = None,
     log: Callable[[str], Any] | None = print,
+    eval_model: nn.Module | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_hook: Callable[[int, History], Any] | None = None,
+    reduce_metrics: Callable[[Metrics, Batches], Metrics] | None = None,
 ) -> History:
     """Train for ``epochs`` epochs, evaluating on the training and test sets along the way.
 
@@ -231,6 +245,14 @@ def train(
         start_epoch: Number of epochs already done.
         on_epoch_end: Called as ``on_epoch_end(epoch, history)`` after each epoch (e.g. to save a checkpoint).
         log: Where the per-epoch summary lines go (``None`` for silence).
+        eval_model: The network to evaluate with, when ``model`` is a wrapper that must only train
+            (``DistributedDataParallel``); default ``model``.
+        should_stop: Asked after every batch and before every epoch; when it returns true, training
+            stops there with :class:`TrainingInterrupted` (its ``epoch`` is the epoch in progress).
+        checkpoint_hook: Called as ``checkpoint_hook(epoch, history)`` at every epoch boundary: after the
+            epoch-0 evaluation and after each epoch (before ``on_epoch_end``), to save a resumable state.
+        reduce_metrics: Combines one process's ``(loss, accuracy)`` over some batches with the other
+            processes' (multi-process training); the identity when ``None``.
 
     Returns:
         The history: a dict of equal-length lists under ``epoch``, ``train_loss``, ``train_acc``,
@@ -238,10 +260,16 @@ def train(
 
     Raises:
         TrainingDiverged: The training loss became NaN or infinite.
+        TrainingInterrupted: ``should_stop`` asked to stop.
     """
     show = progress_enabled(progress)
     history = history if history is not None else new_history()
     options = {"autocast_dtype": autocast_dtype, "channels_last": channels_last}
+    evaluated = eval_model if eval_model is not None else model
+    reduce = reduce_metrics if reduce_metrics is not None else (lambda metrics, batches: metrics)
+
+    def evaluate(batches: Batches) -> Metrics:
+        return reduce(test_step(evaluated, batches, loss_fn, device, **options), batches)
 
     def record(epoch: int, train_metrics: tuple[float, float], test_metrics: tuple[float, float], seconds: float) -> None:
         for key, value in zip(HISTORY_KEYS, (epoch, *train_metrics, *test_metrics, seconds), strict=True):
@@ -253,20 +281,28 @@ def train(
             )
 
     if start_epoch == 0 and not history["epoch"]:
-        record(
-            0,
-            test_step(model, train_batches, loss_fn, device, **options),
-            test_step(model, test_batches, loss_fn, device, **options),
-            0.0,
-        )
+        record(0, evaluate(train_batches), evaluate(test_batches), 0.0)
+        if checkpoint_hook is not None:
+            checkpoint_hook(0, history)
     for epoch in tqdm(range(start_epoch + 1, epochs + 1), desc="epochs", disable=not show, initial=start_epoch, total=epochs):
+        if should_stop is not None and should_stop():
+            raise TrainingInterrupted("training interrupted between epochs", epoch=epoch)
         started = time.perf_counter()
-        train_metrics = train_step(
-            model, train_batches, loss_fn, optimizer, device,
-            scheduler=scheduler, augment=augment, progress=show, desc=f"epoch {epoch}", **options,
-        )
+        try:
+            train_metrics = reduce(
+                train_step(
+                    model, train_batches, loss_fn, optimizer, device, scheduler=scheduler, augment=augment,
+                    progress=show, desc=f"epoch {epoch}", should_stop=should_stop, **options,
+                ),
+                train_batches,
+            )
+        except (TrainingInterrupted, TrainingDiverged) as error:
+            error.epoch = epoch  # type: ignore[attr-defined]
+            raise
         seconds = time.perf_counter() - started
-        record(epoch, train_metrics, test_step(model, test_batches, loss_fn, device, **options), seconds)
+        record(epoch, train_metrics, evaluate(test_batches), seconds)
+        if checkpoint_hook is not None:
+            checkpoint_hook(epoch, history)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
     return history

@@ -23,3 +23,11 @@ class TrainingDiverged(MnistCnnError):
 
 class ImageError(MnistCnnError):
     """An image file is missing, unreadable, not an image, or holds no digit."""
+
+
+class TrainingInterrupted(MnistCnnError):
+    """Training stopped at a safe point because the user asked (Ctrl-C); ``epoch`` is the one in progress."""
+
+    def __init__(self, message: str, epoch: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch

@@ -1,63 +1,157 @@
 """Command line: train a model with a preset and save ``model.pt`` and ``metrics.json``.
 
 Example: ``python -m mnist_cnn.train --preset default --epochs 3 --seed 1``
+
+While training, ``<out>/last.pt`` holds a resumable checkpoint of the last finished epoch (rewritten
+atomically after each one); once the run finishes it is replaced by ``model.pt``, which is resumable
+too. Ctrl-C stops after the current batch, keeps ``last.pt`` and exits with status 130;
+``--resume <out>/last.pt`` then continues exactly where the last finished epoch left off.
+Under ``torchrun --nproc_per_node=N`` the same command trains with ``DistributedDataParallel``.
 """
 
 from __future__ import annotations
 
+import argparse
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.cli import ArgumentParser, positive_float, positive_int, run_cli
 from mnist_cnn.config import MODELS_DIR
-from mnist_cnn.experiment import PRESETS, fit, get_preset, save_run
-from mnist_cnn.utils import DEVICE_CHOICES, ensure_writable_dir, select_device
+from mnist_cnn.distributed import context_from_env, destroy_process_group, device_for
+from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from mnist_cnn.experiment import PRESETS, fit, get_preset, resume_config, save_run, training_state_of
+from mnist_cnn.utils import DEVICE_CHOICES, StopRequest, ensure_writable_dir, select_device
 
 SMOKE_TRAIN_SIZE = 2_000
 SMOKE_TEST_SIZE = 1_000
+DEFAULT_PRESET = "default"
+DEFAULT_SEED = 42
+#: The per-epoch resumable checkpoint, beside model.pt.
+LAST_CHECKPOINT = "last.pt"
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> ArgumentParser:
     """The ``train`` command's arguments."""
     parser = ArgumentParser(prog="python -m mnist_cnn.train", description="Train a CNN on MNIST and save it.")
-    parser.add_argument("--preset", default="default", choices=list(PRESETS), help="training recipe")
+    # preset and seed are absent unless given (SUPPRESS), so that --resume can tell an explicit option from a default
+    parser.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS,
+                        help=f"training recipe (default: {DEFAULT_PRESET})")
     parser.add_argument("--epochs", type=positive_int, help="number of epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size (default: the preset's)")
     parser.add_argument("--lr", type=positive_float, help="(peak) learning rate (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed")
+    parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help=f"random seed (default: {DEFAULT_SEED})")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     parser.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR, else data/)")
-    parser.add_argument("--out", type=Path, help="output directory (default: models/<preset>)")
+    parser.add_argument("--out", type=Path, help="output directory (default: models/<preset>, or the --resume file's directory)")
+    parser.add_argument("--resume", type=Path, metavar="CHECKPOINT",
+                        help="continue the run saved in this last.pt or model.pt, with its recorded settings "
+                             "(--epochs may raise the total for a constant learning rate)")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                        help="use deterministic kernels so a seed gives bit-identical results "
+                             "(default: on for the CPU, off for GPUs; when resuming: as recorded)")
     parser.add_argument("--smoke", action="store_true",
-                        help=f"quick check: 1 epoch on {SMOKE_TRAIN_SIZE} training and {SMOKE_TEST_SIZE} test images")
+                        help=f"quick check on {SMOKE_TRAIN_SIZE} training and {SMOKE_TEST_SIZE} test images, 1 epoch unless --epochs says")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
+
+
+def resume_command(checkpoint: Path, args: argparse.Namespace, world_size: int) -> str:
+    """The exact command that continues a run from ``checkpoint`` with the same data and device."""
+    launcher = ["python", "-m"] if world_size == 1 else ["torchrun", f"--nproc_per_node={world_size}", "-m"]
+    words = [*launcher, "mnist_cnn.train", "--resume", str(checkpoint)]
+    if args.data_dir:
+        words += ["--data-dir", args.data_dir]
+    if args.epochs is not None:  # needed when the checkpoint is a finished run being extended
+        words += ["--epochs", str(args.epochs)]
+    if args.device != "auto":
+        words += ["--device", args.device]
+    if args.deterministic is not None:
+        words.append("--deterministic" if args.deterministic else "--no-deterministic")
+    if args.quiet:
+        words.append("--quiet")
+    return shlex.join(words)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, train, save. Returns the exit status."""
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    if args.smoke:
-        overrides.update(epochs=1, train_size=SMOKE_TRAIN_SIZE, test_size=SMOKE_TEST_SIZE)
-        if PRESETS[args.preset].pipeline == "torchvision":
-            overrides["pipeline"] = "memory"
-    config = get_preset(args.preset, **overrides)
-    device = select_device(args.device)
-    out = ensure_writable_dir(args.out or MODELS_DIR / args.preset)  # fail before training, not after
-    log = None if args.quiet else print
+    args.preset, args.seed = getattr(args, "preset", None), getattr(args, "seed", None)
+    context = context_from_env()
+    checkpoint = None
+    deterministic = args.deterministic
+    if args.resume is not None:
+        if args.smoke:
+            raise ConfigError("--smoke cannot be combined with --resume: a resumed run keeps its recorded settings")
+        checkpoint = load_checkpoint(args.resume)  # says what is wrong with a corrupt or mismatched file
+        config = resume_config(checkpoint, epochs=args.epochs, preset=args.preset, batch_size=args.batch_size,
+                               lr=args.lr, seed=args.seed)
+        if deterministic is None:
+            deterministic = training_state_of(checkpoint).get("deterministic")
+        out_dir = args.out or args.resume.parent
+    else:
+        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                     "seed": DEFAULT_SEED if args.seed is None else args.seed}
+        preset = args.preset or DEFAULT_PRESET
+        if args.smoke:
+            overrides.update(epochs=args.epochs or 1, train_size=SMOKE_TRAIN_SIZE, test_size=SMOKE_TEST_SIZE)
+            if PRESETS[preset].pipeline == "torchvision":
+                overrides["pipeline"] = "memory"
+        config = get_preset(preset, **overrides)
+        out_dir = args.out or MODELS_DIR / preset
+    device = device_for(context, select_device(args.device))
+    out = ensure_writable_dir(out_dir)  # fail before training, not after
+    last_path = out / LAST_CHECKPOINT
+    log = None if args.quiet or not context.is_main else print
     if log:
         log(f"training preset {config.preset!r}: {config.arch} {config.model_options}, {config.epochs} epoch(s), "
-            f"batch {config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}")
-    result = fit(config, data_dir=args.data_dir, device=device, progress=False if args.quiet else None, log=log)
+            f"batch {config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}"
+            + (f", {context.world_size} processes" if context.enabled else ""))
+    try:
+        # under torchrun the launcher forwards Ctrl-C, so a second signal must not abort the save
+        with StopRequest(repeat_interrupts=not context.enabled) as stop:
+            result = fit(config, data_dir=args.data_dir, device=device, progress=False if args.quiet else None, log=log,
+                         resume=checkpoint, checkpoint_path=last_path, deterministic=deterministic,
+                         should_stop=stop, distributed=context)
+    except TrainingInterrupted as error:
+        if context.is_main:
+            print(_interrupted_message(error, args, context.world_size), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingDiverged as error:
+        saved = getattr(error, "checkpoint_path", None)
+        where = (f"the last good checkpoint is {saved} (after epoch {error.checkpoint_epoch})"  # type: ignore[attr-defined]
+                 if saved is not None else "no checkpoint was saved")
+        raise TrainingDiverged(
+            f"training diverged in epoch {getattr(error, 'epoch', '?')}: the loss became NaN or infinite; "
+            f"the learning rate is probably too high (try a smaller --lr); {where}"
+        ) from None
+    finally:
+        destroy_process_group(context)
+    if not context.is_main:
+        return 0
     model_path, metrics_path = save_run(result, out, {"total_seconds": time.perf_counter() - started})
+    # model.pt now holds the same resumable state, so the per-epoch file would only be a stale duplicate
+    last_path.unlink(missing_ok=True)
     m = result.metrics
     print(f"test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}, "
           f"training {m['train_seconds']:.1f}s on {m['device']} ({m['precision']})")
     print(f"saved {model_path} and {metrics_path}")
     return 0
+
+
+def _interrupted_message(error: TrainingInterrupted, args: argparse.Namespace, world_size: int) -> str:
+    saved = getattr(error, "checkpoint_path", None)
+    if saved is None:
+        return f"interrupted in epoch {error.epoch} before any checkpoint was saved; nothing to resume"
+    return (
+        f"interrupted in epoch {error.epoch}: its partial progress is discarded and {saved} holds the state after "
+        f"epoch {error.checkpoint_epoch}; resume with: {resume_command(saved, args, world_size)}"  # type: ignore[attr-defined]
+    )
 
 
 def console_main() -> int:

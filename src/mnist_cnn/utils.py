@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,107 @@ def seed_everything(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Capture every random state training draws from, as tensors and plain lists (safe for ``weights_only`` loading).
+
+    Args:
+        generator: The data-shuffling/augmentation generator, if any.
+
+    Returns:
+        ``{"torch": ..., "cuda": [...] or None, "python": [version, [ints], gauss], "generator": ... or None}``.
+    """
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        # only when CUDA was used: querying it would otherwise initialise CUDA for nothing
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+        "python": [version, list(internal), gauss],
+        "generator": generator.get_state() if generator is not None else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    """Restore what :func:`rng_state` captured (the CUDA part only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if generator is not None and state.get("generator") is not None:
+        generator.set_state(state["generator"])
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool) -> Iterator[None]:
+    """Within the block, make torch pick deterministic kernels (or not), then restore the previous settings.
+
+    Enabled: ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an op without a deterministic
+    kernel warns rather than stopping a long run), cuDNN deterministic with autotuning off, and the
+    cuBLAS workspace setting CUDA needs for reproducible matrix products. Torch's filling of every new
+    ``torch.empty`` tensor with NaN, which deterministic mode also switches on, is left off: it only
+    exposes reads of uninitialised memory (none here) and costs about a tenth of the CPU time.
+
+    Args:
+        enabled: Turn deterministic mode on (``False`` leaves torch's defaults in place).
+    """
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.utils.deterministic.fill_uninitialized_memory,  # type: ignore[attr-defined]
+    )
+    if enabled:
+        # must be set before cuBLAS initialises; harmless on machines without CUDA
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
+        torch.utils.deterministic.fill_uninitialized_memory = previous[4]  # type: ignore[attr-defined]
+
+
+class StopRequest:
+    """A flag that Ctrl-C (SIGINT) sets instead of raising ``KeyboardInterrupt``, so training can stop at a safe point.
+
+    Use as a context manager around training; call the instance to ask whether a stop was requested.
+    A second Ctrl-C raises ``KeyboardInterrupt`` at once (unless ``repeat_interrupts`` is false: under
+    ``torchrun`` the launcher forwards the signal, so workers may receive it twice).
+
+    Args:
+        repeat_interrupts: Let a second SIGINT interrupt immediately.
+    """
+
+    def __init__(self, repeat_interrupts: bool = True) -> None:
+        self.requested = False
+        self.repeat_interrupts = repeat_interrupts
+        self._previous: Any = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and self.repeat_interrupts:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopRequest:
+        # signal handlers can only be installed from the main thread (e.g. not in some notebook executors)
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def select_device(name: str | None = "auto") -> torch.device:
