@@ -105,11 +105,12 @@ PRESETS: dict[str, TrainConfig] = {
         epochs=5, batch_size=32, optimizer="sgd", lr=0.01,
     ),
     # The notebooks' recipe: the seed's VGG with batch norm, in-memory data, bf16 autocast and channels-last,
-    # Nesterov SGD under a one-cycle schedule with label smoothing.
+    # Nesterov SGD under a one-cycle schedule, label smoothing and small random shifts/rotations.
     "default": TrainConfig(
         preset="default", arch="vgg", model_options={"hidden_units": 16, "batch_norm": True}, input_scaling="standard",
         epochs=3, batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
-        schedule="onecycle", onecycle_pct_start=0.25, label_smoothing=0.1, bf16=True, channels_last=True,
+        schedule="onecycle", onecycle_pct_start=0.25, label_smoothing=0.1,
+        augment={"max_shift": 2.0, "max_rotation": 8.0, "max_scale": 0.08}, bf16=True, channels_last=True,
     ),
     # A small two-convolution CNN with batch norm and one pass over the data, for when seconds matter most.
     "fast": TrainConfig(
