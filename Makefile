@@ -3,7 +3,7 @@ PYTHON ?= python3
 PYTEST_NOTEBOOKS = --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 .DEFAULT_GOAL := help
 
-.PHONY: help install run train evaluate test unit notebooks execute-notebooks benchmark clean
+.PHONY: help install run train evaluate test unit notebooks execute-notebooks benchmark ablation clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,8 +31,11 @@ notebooks: ## Execute the notebooks only (no install)
 execute-notebooks: ## Re-run every notebook top to bottom and save its outputs (the form they are committed in)
 	$(PYTHON) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 notebooks/*.ipynb
 
-benchmark: ## Time the seed and public recipes against each preset (minutes; writes benchmarks/results.json)
+benchmark: ## Time the seed and public recipes against each preset (about 25 min; writes benchmarks/results.json)
 	$(PYTHON) benchmarks/benchmark.py
+
+ablation: ## What each speed-up buys per training step, and a profile (a few minutes; writes benchmarks/ablation.json)
+	$(PYTHON) benchmarks/ablation.py
 
 clean: ## Remove generated models, reports and test artefacts
 	rm -rf models reports build .pytest_cache

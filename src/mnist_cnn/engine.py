@@ -31,7 +31,8 @@ def progress_enabled(progress: bool | None) -> bool:
     return "ipykernel" in sys.modules or sys.stderr.isatty()
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision in ``dtype`` on ``device``, or nothing when ``dtype`` is ``None``."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -95,7 +96,7 @@ def train_step(
         images, labels = _to_device(images, labels, device, channels_last)
         if augment is not None:
             images = augment(images)
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             logits = model(images)
             loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -140,7 +141,7 @@ def test_step(
     seen = 0
     for images, labels in tqdm(batches, desc=desc, leave=False, disable=not progress):
         images, labels = _to_device(images, labels, device, channels_last)
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             logits = model(images)
         loss_sum += loss_fn(logits.float(), labels) * len(labels)
         seen += len(labels)
@@ -186,7 +187,7 @@ def predict(
     targets, probabilities = [], []
     for images, labels in batches:
         images, _ = _to_device(images, labels, device, channels_last)
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             logits = model(images)
         probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
         targets.append(labels.cpu())
