@@ -37,6 +37,7 @@ def test_seed_preset_is_the_original_recipe() -> None:
     assert (seed.epochs, seed.batch_size, seed.optimizer, seed.lr, seed.momentum) == (5, 32, "sgd", 0.01, 0.0)
     assert (seed.schedule, seed.input_scaling, seed.pipeline, seed.label_smoothing) == ("constant", "unit", "torchvision", 0.0)
     assert seed.model_options == {"hidden_units": 16} and not seed.bf16 and seed.augment is None
+    assert not seed.flush_denormal, "PyTorch's default, as the original ran"
 
 
 def test_overrides_and_validation() -> None:
