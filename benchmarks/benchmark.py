@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -33,6 +34,7 @@ PUBLIC_RECIPE = TrainConfig(
     betas=(0.7, 0.9), schedule="onecycle", onecycle_pct_start=0.3, cycle_momentum=False, bf16=False, channels_last=False,
 )
 
+SRC = Path(__file__).resolve().parents[1] / "src"
 DEFAULT_SEEDS = {"seed": 3, "public": 5, "fast": 5, "default": 3, "best": 3}
 ALL_RECIPES = ["seed", "public", "fast", "default", "best"]
 
@@ -61,9 +63,11 @@ def worker(name: str, seed: int) -> None:
 
 
 def run_one(name: str, seed: int) -> dict:
+    """Run one worker subprocess on this checkout's own ``src/`` (whatever checkout pip's editable install points at)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, __file__, "--worker", name, str(seed)], capture_output=True, text=True, check=False
+        [sys.executable, __file__, "--worker", name, str(seed)], capture_output=True, text=True, check=False, env=env
     )
     if completed.returncode != 0:
         raise SystemExit(f"benchmark run {name} seed {seed} failed:\n{completed.stderr[-2000:]}")
