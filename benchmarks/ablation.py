@@ -24,8 +24,9 @@ from torch.profiler import ProfilerActivity, profile
 from mnist_cnn import data as mnist_data
 from mnist_cnn.augment import RandomAffine
 from mnist_cnn.engine import autocast
-from mnist_cnn.experiment import TrainConfig, autocast_dtype_for, build_optimizer, build_scheduler, get_preset
 from mnist_cnn.model import build_model
+from mnist_cnn.presets import TrainConfig, get_preset
+from mnist_cnn.runs import autocast_dtype_for, build_optimizer, build_scheduler
 
 CPU = torch.device("cpu")
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from mnist_cnn.experiment import TrainConfig, fit, get_preset
+from mnist_cnn.presets import TrainConfig, get_preset
+from mnist_cnn.runs import fit
 
 #: The fastest public MNIST recipe we know, as published: one epoch of a small CNN (conv 24@5x5, pool, ReLU,
 #: conv 32@3x3, pool, ReLU, fc 256, fc 10), Adam lr 1e-2 betas (0.7, 0.9), OneCycle without momentum cycling,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_cnn.analysis import evaluate_checkpoint
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
 from mnist_cnn.errors import CheckpointError
-from mnist_cnn.evaluation import evaluate_checkpoint
 from mnist_cnn.model import VGG, SmallCNN
 
 

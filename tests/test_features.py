@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from mnist_cnn import plots
+from mnist_cnn.analysis import most_confident_mistakes
 from mnist_cnn.engine import Predictions
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.evaluation import most_confident_mistakes
 from mnist_cnn.features import collect_activations, default_layers, embed_2d, extract_features
+from mnist_cnn.inference import Prediction
 from mnist_cnn.model import VGG
-from mnist_cnn.predict import Prediction, preprocess
+from mnist_cnn.preprocess import preprocess
 
 
 @pytest.fixture()

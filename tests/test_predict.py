@@ -22,7 +22,9 @@ from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
 from mnist_cnn.cli import run_cli
 from mnist_cnn.data import load_split
 from mnist_cnn.errors import ImageError
-from mnist_cnn.predict import CENTRE, DIGIT_BOX, classify_digits, expand_paths, main, predict_files, preprocess
+from mnist_cnn.inference import classify_digits, predict_files
+from mnist_cnn.predict import main
+from mnist_cnn.preprocess import CENTRE, DIGIT_BOX, expand_paths, preprocess
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"
 
@@ -48,7 +50,8 @@ def checkpoint(tmp_path_factory) -> LoadedCheckpoint:
     """The seed project's weights (0.978 test accuracy), or a model trained here in seconds when they are absent."""
     if SEED_WEIGHTS.is_file():
         return load_checkpoint(SEED_WEIGHTS)
-    from mnist_cnn.experiment import fit, get_preset, save_run
+    from mnist_cnn.presets import get_preset
+    from mnist_cnn.runs import fit, save_run
 
     config = get_preset("fast", train_size=20_000, test_size=1_000, bf16=False, channels_last=False)
     model_path, _ = save_run(fit(config, device="cpu", progress=False, log=None), tmp_path_factory.mktemp("model"))

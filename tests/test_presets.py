@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.experiment import PRESETS, TrainConfig, fit, get_preset
 from mnist_cnn.model import build_model
+from mnist_cnn.presets import PRESETS, TrainConfig, get_preset
+from mnist_cnn.runs import fit
 from mnist_cnn.utils import seed_everything
 
 

@@ -12,8 +12,9 @@ import torch
 from mnist_cnn import data, distributed, utils
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_checkpoint_file, save_checkpoint
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
-from mnist_cnn.experiment import TrainConfig, TrainResult, fit, resume_config, save_run
 from mnist_cnn.model import VGG
+from mnist_cnn.presets import TrainConfig
+from mnist_cnn.runs import TrainResult, fit, resume_config, save_run
 
 TIMING_KEYS = ("train_seconds", "load_seconds", "total_seconds")
 

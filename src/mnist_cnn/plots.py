@@ -17,7 +17,8 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from mnist_cnn.config import CLASS_NAMES, NUM_CLASSES
 
 if TYPE_CHECKING:  # only for annotations: predict imports the model code, plots should not need it
-    from mnist_cnn.predict import Prediction, PreprocessedImage
+    from mnist_cnn.inference import Prediction
+    from mnist_cnn.preprocess import PreprocessedImage
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -132,7 +133,7 @@ def plot_confusion_matrix(confusion: np.ndarray, normalize: bool = False, title:
     """Draw a confusion matrix (rows: true digit, columns: predicted) with scikit-learn's display.
 
     Args:
-        confusion: ``[10, 10]`` counts, e.g. from :func:`mnist_cnn.evaluation.confusion`.
+        confusion: ``[10, 10]`` counts, e.g. from :func:`mnist_cnn.analysis.confusion`.
         normalize: Show each row as fractions of that digit's images.
         title: Axes title.
     """
@@ -205,7 +206,7 @@ def plot_preprocessing(steps: PreprocessedImage, prediction: Prediction | None =
     """Show how an image became the model's 28x28 input, step by step, and (optionally) what the model said.
 
     Args:
-        steps: From :func:`mnist_cnn.predict.preprocess` (or ``Prediction.steps``).
+        steps: From :func:`mnist_cnn.preprocess.preprocess` (or ``Prediction.steps``).
         prediction: Adds a bar chart of its top-k probabilities.
     """
     from matplotlib.patches import Rectangle

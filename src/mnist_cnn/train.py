@@ -23,7 +23,8 @@ from mnist_cnn.cli import ArgumentParser, positive_float, positive_int, run_cli
 from mnist_cnn.config import MODELS_DIR
 from mnist_cnn.distributed import context_from_env, destroy_process_group, device_for
 from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from mnist_cnn.experiment import PRESETS, fit, get_preset, resume_config, save_run, training_state_of
+from mnist_cnn.presets import PRESETS, get_preset
+from mnist_cnn.runs import fit, resume_config, save_run, training_state_of
 from mnist_cnn.utils import DEVICE_CHOICES, StopRequest, ensure_writable_dir, select_device
 
 SMOKE_TRAIN_SIZE = 2_000

@@ -1,0 +1,240 @@
+"""Digit images prepared the way MNIST was made: grayscale, inverted to light-on-dark, cropped, scaled, centred.
+
+MNIST digits are light ink on a black background, cropped to the ink, scaled so the longer side is
+20 px (anti-aliased), and placed in a 28x28 frame with the centre of mass in the middle. A photo of a
+digit written on paper is none of that, so :func:`preprocess` repeats those steps on any image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from mnist_cnn.config import IMAGE_SIZE
+from mnist_cnn.errors import ImageError
+
+#: Suffixes a directory argument expands to (files named explicitly are tried whatever their suffix).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+#: MNIST's digits fit a 20x20 box inside the 28x28 frame.
+DIGIT_BOX = 20
+#: Where MNIST's centres of mass sit, in pixel-index coordinates (measured: 13.99 rows, 14.01 columns).
+CENTRE = 14.0
+#: Ink must stand out from the background by this much (0-255) or the image counts as blank.
+MIN_CONTRAST = 40.0
+#: After contrast stretching (0-1): values up to this are paper texture and sensor noise, set to 0.
+NOISE_FLOOR = 0.1
+#: After removing the noise floor (0-1): pixels above this count as ink for the bounding box.
+INK_THRESHOLD = 0.2
+#: Ink whose bounding box is smaller than this (px, longer side) is a speck, not a digit.
+MIN_INK_SIZE = 3
+#: Images with both sides at least this long get isolated specks removed before the bounding box.
+DESPECKLE_MIN_SIDE = 64
+
+
+@dataclass
+class PreprocessedImage:
+    """Every step from an image file to the model's 28x28 input, so a notebook can show them side by side.
+
+    Attributes:
+        grayscale: The image as loaded, ``[H, W]`` float 0-255 (transparency composited, not inverted).
+        inverted: Whether the background was light (dark ink on paper) and the image was inverted.
+        background: The background level of ``grayscale`` (median of the border pixels), 0-255.
+        ink: ``[H, W]`` float 0-1, light ink on black, background and noise removed, contrast stretched.
+        box: ``(top, left, bottom, right)`` of the ink in ``ink`` (bottom and right exclusive).
+        cropped: ``ink`` cut to ``box``.
+        resized: ``cropped`` scaled so its longer side is 20 px.
+        digit: ``[28, 28]`` uint8 0-255, ``resized`` centred by its centre of mass: what MNIST would hold.
+    """
+
+    grayscale: np.ndarray
+    inverted: bool
+    background: float
+    ink: np.ndarray
+    box: tuple[int, int, int, int]
+    cropped: np.ndarray
+    resized: np.ndarray
+    digit: np.ndarray
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image file and decode it fully, so a corrupt file fails here and not later.
+
+    Args:
+        path: Any format Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP, ...).
+
+    Returns:
+        The decoded image, upright (a phone photo's EXIF rotation applied).
+
+    Raises:
+        ImageError: Missing, a directory, unreadable, not an image, or truncated.
+    """
+    source = Path(path)
+    if source.is_dir():
+        raise ImageError(f"{source}: a directory with no image files ({', '.join(IMAGE_SUFFIXES)})")
+    if not source.exists():
+        raise ImageError(f"{source}: file not found")
+    try:
+        with Image.open(source) as image:
+            image.load()
+            # Phones store the camera's rotation in EXIF instead of rotating the pixels.
+            return ImageOps.exif_transpose(image)
+    except UnidentifiedImageError:
+        raise ImageError(f"{source}: not an image file Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{source}: the image is too large to open safely") from None
+    # Pillow reports truncated or corrupt data as OSError, ValueError or (for some formats) SyntaxError.
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"{source}: unreadable image ({error})") from None
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """Convert any Pillow image to ``[H, W]`` float32 luminance 0-255, compositing away transparency.
+
+    Transparent pixels get a background chosen so the ink stays visible: when most of the image is
+    transparent (a drawing exported from an app), the visible pixels are the ink, so the background is
+    white for dark ink and black for light ink; when most of it is opaque (a photo with transparent
+    corners), the visible pixels are mostly paper, so the background takes the paper's colour.
+
+    Args:
+        image: Any mode: 1, L, P, RGB, RGBA, LA, CMYK, I;16, ...
+
+    Returns:
+        Luminance (ITU-R 601-2, Pillow's ``convert("L")``).
+    """
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if values.max(initial=0) > 255 else 255.0  # 16-bit scans
+        return np.clip(values * (255.0 / peak), 0, 255).astype(np.float32)
+    has_alpha = "A" in image.mode or "a" in image.mode or "transparency" in image.info
+    if not has_alpha:
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    rgba = image.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    gray = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32)
+    if alpha.min() >= 1.0:
+        return gray
+    visible = alpha >= 0.5
+    if visible.mean() < 0.5:
+        ink_level = float((gray * alpha).sum() / max(alpha.sum(), 1e-6))
+        fill = 255.0 if ink_level < 128 else 0.0
+    else:
+        fill = float(np.median(gray[visible]))
+    return (gray * alpha + fill * (1.0 - alpha)).astype(np.float32)
+
+
+def _border(values: np.ndarray) -> np.ndarray:
+    # A band ~2% of the shorter side wide: wide enough that a few stray dark pixels do not decide it.
+    band = max(1, min(values.shape) // 50)
+    return np.concatenate(
+        [values[:band].ravel(), values[-band:].ravel(), values[:, :band].ravel(), values[:, -band:].ravel()]
+    )
+
+
+def _ink_mask(ink: np.ndarray) -> np.ndarray:
+    mask = ink > INK_THRESHOLD
+    if min(mask.shape) >= DESPECKLE_MIN_SIDE:
+        # A 3x3 median drops isolated specks (dust, JPEG noise) that would stretch the bounding box,
+        # while strokes several pixels wide survive. Thin strokes that vanish keep the unfiltered mask.
+        filtered = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MedianFilter(3))) > 0
+        if filtered.any():
+            mask = filtered
+    return mask
+
+
+def _place_by_centre_of_mass(resized: np.ndarray) -> np.ndarray:
+    height, width = resized.shape
+    total = float(resized.sum())
+    rows, cols = np.arange(height), np.arange(width)
+    centre_row = float((resized.sum(axis=1) * rows).sum() / total)
+    centre_col = float((resized.sum(axis=0) * cols).sum() / total)
+    # Shift by whole pixels like MNIST, but never so far that ink leaves the frame.
+    top = int(np.clip(round(CENTRE - centre_row), 0, IMAGE_SIZE - height))
+    left = int(np.clip(round(CENTRE - centre_col), 0, IMAGE_SIZE - width))
+    frame = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    frame[top : top + height, left : left + width] = resized
+    return frame
+
+
+def preprocess(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> PreprocessedImage:
+    """Turn a digit image of any size and polarity into an MNIST-style 28x28 digit.
+
+    Steps: grayscale; invert when the border (the background) is light; stretch the contrast so the
+    background is 0 and the ink 1; crop to the ink's bounding box; scale the longer side to 20 px
+    (Lanczos, anti-aliased); paste into 28x28 with the centre of mass at the centre.
+
+    Args:
+        image: A file path, a Pillow image, or a ``[H, W]`` array of 0-255 values.
+
+    Returns:
+        Every intermediate step; ``.digit`` is the result.
+
+    Raises:
+        ImageError: The file cannot be read, or no ink stands out from the background (a blank image).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image)
+    if isinstance(image, Image.Image):
+        grayscale = to_grayscale(image)
+    else:
+        grayscale = np.asarray(image, dtype=np.float32)
+        if grayscale.ndim != 2:
+            raise ImageError(f"expected a 2-D grayscale array, got shape {grayscale.shape}")
+    if grayscale.size == 0:
+        raise ImageError("the image is empty (0 pixels)")
+
+    background = float(np.median(_border(grayscale)))
+    inverted = background > 127.5
+    ink = 255.0 - grayscale if inverted else grayscale.copy()
+    level = 255.0 - background if inverted else background
+    candidates = ink[ink > level + MIN_CONTRAST]
+    if candidates.size == 0:
+        raise ImageError(f"no digit found: nothing stands out from the {'light' if inverted else 'dark'} background (blank image?)")
+    # The 90th percentile of the ink rather than the maximum, so one bright speck does not dim the digit.
+    peak = float(np.percentile(candidates, 90))
+    stretched = np.clip((ink - level) / (peak - level), 0.0, 1.0)
+    ink = np.clip((stretched - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0).astype(np.float32)
+
+    mask = _ink_mask(ink)
+    if not mask.any():
+        raise ImageError("no digit found: the ink is too faint or too small")
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+    if max(box[2] - box[0], box[3] - box[1]) < MIN_INK_SIZE:
+        # Scaled up to 20 px, a dot or two would become a square blob the model would still "recognise".
+        raise ImageError(f"no digit found: the only ink is a speck of {box[2] - box[0]}x{box[3] - box[1]} px")
+    cropped = ink[box[0] : box[2], box[1] : box[3]]
+
+    height, width = cropped.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Lanczos overshoots a little around edges; clip back to the 0-1 range.
+    resized = np.clip(np.asarray(Image.fromarray(cropped).resize(size, Image.Resampling.LANCZOS)), 0.0, 1.0)
+    if resized.sum() <= 0:
+        raise ImageError("no digit found: the ink vanished when scaled down")
+    frame = _place_by_centre_of_mass(resized.astype(np.float32))
+    digit = np.round(frame * 255.0).astype(np.uint8)
+    return PreprocessedImage(grayscale, inverted, background, ink, box, cropped, resized.astype(np.float32), digit)
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Replace each directory by its image files (sorted by name, not recursive), keeping the order given.
+
+    A directory without image files stays in the list, so it is reported as a failure rather than vanishing.
+    """
+    expanded: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            expanded.extend(found or [path])
+        else:
+            expanded.append(path)
+    return expanded
+
+

@@ -1,0 +1,63 @@
+"""The evaluation report on disk: ``metrics.json``, ``per_class_metrics.csv`` and the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from mnist_cnn import plots
+from mnist_cnn.analysis import EvaluationResult, most_confident_mistakes
+from mnist_cnn.checkpoint import LoadedCheckpoint
+from mnist_cnn.data import load_split
+from mnist_cnn.utils import write_json
+
+
+def write_report(
+    checkpoint: LoadedCheckpoint, result: EvaluationResult, out: Path, data_dir: str | None, figures: bool = True
+) -> list[Path]:
+    """Write ``metrics.json``, ``per_class_metrics.csv`` and (optionally) the figures under ``out``.
+
+    Returns:
+        The files written.
+    """
+    written = []
+    metrics = {
+        "checkpoint": str(checkpoint.path),
+        "checkpoint_format": "seed state_dict" if checkpoint.is_seed_format else "mnist-cnn",
+        "arch": checkpoint.arch,
+        "model_options": checkpoint.model_options,
+        "input_scaling": checkpoint.input_scaling,
+        "test_accuracy": result.accuracy,
+        "test_loss": result.loss,
+        "correct": result.correct,
+        "total": result.total,
+        "per_class": result.report.to_dict(orient="index"),
+        "confusion_matrix": result.confusion.tolist(),
+        "training": checkpoint.metrics,
+    }
+    write_json(out / "metrics.json", metrics)
+    result.report.to_csv(out / "per_class_metrics.csv", float_format="%.4f")
+    written += [out / "metrics.json", out / "per_class_metrics.csv"]
+    if not figures:
+        return written
+    figures_dir = out / "figures"
+    test_images = load_split("test", data_dir).images
+    wrong = most_confident_mistakes(result.predictions)
+    made = {
+        "confusion_matrix.png": plots.plot_confusion_matrix(result.confusion, title=f"Confusion matrix (accuracy {result.accuracy:.4f})"),
+        "per_class_accuracy.png": plots.plot_per_class(result.report["recall"].to_numpy()),
+        "misclassified.png": plots.plot_digit_grid(
+            test_images[wrong], result.predictions.targets[wrong], result.predictions.predicted[wrong],
+            result.predictions.confidence[wrong], title="Most confident mistakes",
+        ),
+    }
+    first_conv = next((m for m in checkpoint.model.modules() if m.__class__.__name__ == "Conv2d"), None)
+    if first_conv is not None:
+        made["filters.png"] = plots.plot_filters(first_conv.weight.detach())
+    if checkpoint.history.get("epoch"):
+        made["training_curves.png"] = plots.plot_history(checkpoint.history)
+    for name, fig in made.items():
+        written.append(plots.save_figure(fig, figures_dir / name))
+        plt.close(fig)
+    return written
