@@ -185,7 +185,10 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(handle)
             source_size = image.size
-            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            try:
+                orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            except Exception:  # a damaged EXIF block only loses the rotation, never the image
+                orientation = 1
             if image.format == "JPEG" and _reduction(image.size) > 1:
                 # Decode the luminance only, at the smallest 1/2^k scale that keeps the longer side >= WORK_SIDE.
                 scale = max(image.size) / WORK_SIDE
