@@ -236,6 +236,7 @@ def test_display_name_escapes_every_unprintable_character():
     assert display_name("plain/name.png") == "plain/name.png"
     assert display_name("a\nb\rc\td\x1b[0m\x7f\u202egnp.exe") == "a\\x0ab\\x0dc\\x09d\\x1b[0m\\x7f\\u202egnp.exe"
     assert display_name(os.fsdecode(b"caf\xc3\xa9_\xff.png")) == "caf\u00e9_\\xff.png"
+    assert display_name("lone\ud800surrogate") == "lone\\ud800surrogate"  # not a name from disk, still printable
     assert "\n" not in format_prediction(Prediction(file="a\nb", error="bad\nthing"))
 
 
@@ -319,3 +320,18 @@ def test_real_permission_errors_are_one_line_each(checkpoint, good_folder, tmp_p
         secret.chmod(0o644)
     assert [r.ok for r in results] == [False, True, False, True]
     assert results[0].error == "cannot list this folder (permission denied)" and results[2].error == "permission denied"
+
+
+def test_large_rotated_and_cmyk_jpegs_reach_the_same_digit(tmp_path):
+    """EXIF rotation is applied after the reduced-scale decoding, and CMYK JPEGs are reduced too."""
+    upright = draw_digit((2400, 3200))
+    reference = preprocess(upright).digit.astype(np.float64).ravel()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned; "rotate 90 degrees clockwise to view"
+    upright.rotate(90, expand=True).save(tmp_path / "rotated.jpg", quality=90, exif=exif)
+    upright.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=90)
+    for name in ("rotated.jpg", "cmyk.jpg"):
+        steps = preprocess(tmp_path / name)
+        assert max(steps.grayscale.shape) < 2 * WORK_SIDE, name
+        assert steps.grayscale.shape[0] > steps.grayscale.shape[1], name  # upright: taller than wide
+        assert np.corrcoef(steps.digit.astype(np.float64).ravel(), reference)[0, 1] > 0.9, name

@@ -90,8 +90,14 @@ def not_a_digit_reason(features: dict[str, float], probability: float) -> str | 
 
 
 def escape_text(text: str) -> str:
-    """``text`` with every unprintable character (controls, escape sequences, line breaks, bidi overrides, lone
-    surrogates) written as a Python-style ``\\xNN`` / ``\\uNNNN`` escape, so it prints as one harmless line."""
+    """Write every unprintable character as a Python-style escape, so the text prints as one harmless line.
+
+    Args:
+        text: Any string: controls, escape sequences, line breaks, bidi overrides and lone surrogates included.
+
+    Returns:
+        ``text`` with those characters as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``; printable characters unchanged.
+    """
     out = []
     for char in text:
         if char.isprintable():
@@ -103,12 +109,19 @@ def escape_text(text: str) -> str:
 
 
 def display_name(path: str | os.PathLike[str]) -> str:
-    """A file name safe to print: bytes that are not UTF-8 as ``\\xNN``, unprintable characters escaped.
+    """A file name safe to print, so a newline or a terminal escape sequence in it can neither forge an extra
+    result line nor recolour the terminal, and printing never fails on a name that is not valid UTF-8.
 
-    A name holding a newline or a terminal escape sequence can then neither forge an extra result line nor
-    recolour the terminal, and printing never fails on a name that is not valid UTF-8.
+    Args:
+        path: The path as Python holds it (bytes that are not UTF-8 arrive as lone surrogates).
+
+    Returns:
+        The name with bytes that are not UTF-8 as ``\\xNN`` and unprintable characters escaped (:func:`escape_text`).
     """
-    raw = os.fsencode(path)  # the bytes on disk (undoes Python's surrogateescape decoding)
+    try:
+        raw = os.fsencode(path)  # the bytes on disk (undoes Python's surrogateescape decoding)
+    except UnicodeEncodeError:  # a string no file system name decodes to: escape what is there
+        return escape_text(str(os.fspath(path)))
     return escape_text(raw.decode("utf-8", errors="backslashreplace"))
 
 

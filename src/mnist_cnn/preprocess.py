@@ -385,6 +385,9 @@ def _listed_image_file(path: Path) -> bool:
 def iter_sources(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, str | None]]:
     """Each path given, with directories replaced by their image files (sorted by name, not recursive), lazily.
 
+    Args:
+        paths: Files and directories, in the order given.
+
     Yields:
         ``(path, error)``: ``error`` is ``None``, or why a directory could not be listed (e.g. permission denied),
         in which case ``path`` is that directory. A directory without image files is yielded itself (``error``
