@@ -30,6 +30,7 @@ from mnist_cnn.inference import (
     classify_digits,
     display_name,
     format_prediction,
+    iter_predictions,
     not_a_digit_reason,
     predict_files,
 )
@@ -140,6 +141,25 @@ def test_a_13000_square_one_bit_png_is_refused_in_one_line_without_decoding(chec
     assert done.returncode == 1 and "Traceback" not in stderr
     assert f"error: {path}: 13000x13000 pixels is above predict's limit of 64 megapixels" in stderr
     assert peak < 1500, f"{peak:.0f} MiB"  # imports alone take ~800 MiB with torch; decoding it would add 1-4 GB
+
+
+def test_predictions_stream_in_batches_and_keep_only_the_digit(checkpoint, good_folder, tmp_path):
+    read: list[Path] = []
+
+    def paths():
+        for path in [tmp_path / "missing.png", *sorted(good_folder.iterdir())]:
+            read.append(path)
+            yield path
+
+    stream = iter_predictions(checkpoint, paths(), batch_size=2)
+    first = next(stream)
+    assert not first.ok and len(read) == 1  # an error with nothing ahead of it is reported at once
+    second = next(stream)
+    assert len(read) == 3  # a batch of two images was read and classified; the last file not yet
+    assert second.digit == 4 and second.steps is None and second.image.shape == (28, 28) and second.image.dtype == np.uint8
+    assert [r.digit for r in stream] == [4, 4] and len(read) == 4
+    kept = predict_files(checkpoint, [good_folder], keep_steps=True)[0]
+    assert kept.steps is not None and np.array_equal(kept.steps.digit, kept.image)
 
 
 # --- never a traceback --------------------------------------------------------------------------------------
