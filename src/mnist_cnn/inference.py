@@ -46,10 +46,10 @@ NEAR_RANGES: dict[str, tuple[float | None, float | None]] = {
 LOW_CONFIDENCE = 0.77
 #: How each feature is written in a reason: a template and the number format.
 _FEATURE_TEXT = {
-    "ink": ("ink {} px", ".0f"),
+    "ink": ("ink {} px", ".1f"),
     "solid": ("{} solid px", ".0f"),
-    "fill": ("box {} filled", ".0%"),
-    "grey": ("{} of the ink grey", ".0%"),
+    "fill": ("box {} filled", ".1%"),
+    "grey": ("{} of the ink grey", ".1%"),
     "pieces": ("{} pieces", ".0f"),
     "width": ("{} px wide", ".0f"),
 }
@@ -78,7 +78,7 @@ def not_a_digit_reason(features: dict[str, float], probability: float) -> str | 
         probability: The model's top softmax probability for it.
 
     Returns:
-        A short reason such as ``"ink 20 px (MNIST digits: at least 25)"``, or ``None``.
+        A short reason such as ``"ink 20.0 px (MNIST digits: at least 24.8)"``, or ``None``.
     """
     far = _outside(features, FAR_RANGES)
     if far:
