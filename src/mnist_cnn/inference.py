@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,113 @@ from mnist_cnn.config import NUM_CLASSES
 from mnist_cnn.data import InMemoryBatches, scale_images
 from mnist_cnn.engine import predict as run_model
 from mnist_cnn.errors import ImageError
-from mnist_cnn.preprocess import PreprocessedImage, expand_paths, preprocess
+from mnist_cnn.preprocess import PreprocessedImage, ink_features, iter_sources, preprocess
+
+#: Ranges of :func:`~mnist_cnn.preprocess.ink_features` that hold 99.9 % of the 60,000 MNIST training digits after
+#: preprocessing (their 0.05th and 99.95th percentiles, as ``benchmarks/not_a_digit.py`` measures them). Ink outside
+#: one of them is flagged "not a digit?" whatever the model says. ``None``: that side is not checked here. ``grey`` is
+#: checked only with low confidence (``NEAR_RANGES``): blur raises it legitimately (photos, small drawings scaled up).
+#: ``width`` has no upper end (a preprocessed digit is 20 px on its longer side).
+FAR_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "ink": (24.8, 235.9),
+    "solid": (24.0, 234.0),
+    "fill": (0.126, 0.823),
+    "pieces": (1.0, 4.0),
+    "width": (2.0, None),
+}
+#: The ranges that hold 99 % of them (0.5th and 99.5th percentiles): ink outside one of these is flagged only when
+#: the model is also unsure (below ``LOW_CONFIDENCE``). ``grey`` has no lower end: a crisp drawing has no grey at all.
+NEAR_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "ink": (33.1, 200.5),
+    "solid": (33.0, 201.0),
+    "fill": (0.156, 0.676),
+    "grey": (None, 0.771),
+    "pieces": (1.0, 3.0),
+    "width": (4.0, None),
+}
+#: Top probability below which the model counts as unsure: the 5th percentile of the seed weights' top probability on
+#: the first 5,000 MNIST test digits (``benchmarks/not_a_digit.py``; a model trained on the training digits would
+#: overstate its confidence on them).
+LOW_CONFIDENCE = 0.77
+#: How each feature is written in a reason: a template and the number format.
+_FEATURE_TEXT = {
+    "ink": ("ink {} px", ".1f"),
+    "solid": ("{} solid px", ".0f"),
+    "fill": ("box {} filled", ".1%"),
+    "grey": ("{} of the ink grey", ".1%"),
+    "pieces": ("{} pieces", ".0f"),
+    "width": ("{} px wide", ".0f"),
+}
+
+
+def _outside(features: dict[str, float], ranges: dict[str, tuple[float | None, float | None]]) -> list[str]:
+    found = []
+    for name, (low, high) in ranges.items():
+        template, spec = _FEATURE_TEXT[name]
+        value = features[name]
+        if low is not None and value < low:
+            found.append(f"{template.format(format(value, spec))} (MNIST digits: at least {format(low, spec)})")
+        elif high is not None and value > high:
+            found.append(f"{template.format(format(value, spec))} (MNIST digits: at most {format(high, spec)})")
+    return found
+
+
+def not_a_digit_reason(features: dict[str, float], probability: float) -> str | None:
+    """Why an input looks unlike any MNIST digit, or ``None`` when it looks like one.
+
+    The rule, measured on MNIST (see :data:`FAR_RANGES`, :data:`NEAR_RANGES`, :data:`LOW_CONFIDENCE`): the ink is
+    outside what 99.9 % of MNIST digits show, or outside what 99 % show while the model's top probability is low.
+
+    Args:
+        features: :func:`~mnist_cnn.preprocess.ink_features` of the 28x28 input.
+        probability: The model's top softmax probability for it.
+
+    Returns:
+        A short reason such as ``"ink 20.0 px (MNIST digits: at least 24.8)"``, or ``None``.
+    """
+    far = _outside(features, FAR_RANGES)
+    if far:
+        return "; ".join(far)
+    near = _outside(features, NEAR_RANGES)
+    if near and probability < LOW_CONFIDENCE:
+        return "; ".join(near) + f", and the model is unsure ({probability:.0%})"
+    return None
+
+
+def escape_text(text: str) -> str:
+    """Write every unprintable character as a Python-style escape, so the text prints as one harmless line.
+
+    Args:
+        text: Any string: controls, escape sequences, line breaks, bidi overrides and lone surrogates included.
+
+    Returns:
+        ``text`` with those characters as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``; printable characters unchanged.
+    """
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def display_name(path: str | os.PathLike[str]) -> str:
+    """A file name safe to print, so a newline or a terminal escape sequence in it can neither forge an extra
+    result line nor recolour the terminal, and printing never fails on a name that is not valid UTF-8.
+
+    Args:
+        path: The path as Python holds it (bytes that are not UTF-8 arrive as lone surrogates).
+
+    Returns:
+        The name with bytes that are not UTF-8 as ``\\xNN`` and unprintable characters escaped (:func:`escape_text`).
+    """
+    try:
+        raw = os.fsencode(path)  # the bytes on disk (undoes Python's surrogateescape decoding)
+    except UnicodeEncodeError:  # a string no file system name decodes to: escape what is there
+        return escape_text(str(os.fspath(path)))
+    return escape_text(raw.decode("utf-8", errors="backslashreplace"))
 
 
 @dataclass
@@ -24,12 +130,14 @@ class Prediction:
     """The model's answer for one file, or why there is none.
 
     Attributes:
-        file: The path as given (or as found in a directory).
+        file: The path as given (or as found in a directory), unescaped; print :func:`display_name` of it.
         digit: The predicted digit, ``None`` when the file failed.
-        probability: Softmax probability of ``digit``.
+        probability: Softmax probability of ``digit`` (the confidence).
         top_k: ``(digit, probability)`` pairs, most likely first.
         error: Why the file could not be classified, else ``None``.
-        steps: The preprocessing steps (not part of :meth:`to_dict`).
+        not_a_digit: Why the input looks unlike any digit (:func:`not_a_digit_reason`), else ``None``.
+        image: The ``[28, 28]`` uint8 model input (``None`` when the file failed).
+        steps: The preprocessing steps when asked for (``keep_steps=True``); not part of :meth:`to_dict`.
     """
 
     file: str
@@ -37,6 +145,8 @@ class Prediction:
     probability: float | None = None
     top_k: list[tuple[int, float]] = field(default_factory=list)
     error: str | None = None
+    not_a_digit: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
     steps: PreprocessedImage | None = field(default=None, repr=False)
 
     @property
@@ -45,12 +155,15 @@ class Prediction:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``file``, ``digit``, ``probability``, ``top_k`` (list of dicts) and ``error``."""
+        """JSON-ready form: ``file`` (escaped), ``digit``, ``probability``, ``top_k`` (list of dicts), ``not_a_digit``
+        (bool), ``not_a_digit_reason`` and ``error``."""
         return {
-            "file": self.file,
+            "file": display_name(self.file),
             "digit": self.digit,
             "probability": self.probability,
             "top_k": [{"digit": d, "probability": p} for d, p in self.top_k],
+            "not_a_digit": self.not_a_digit is not None,
+            "not_a_digit_reason": self.not_a_digit,
             "error": self.error,
         }
 
@@ -77,40 +190,103 @@ def classify_digits(
     return run_model(model, batches, device).probabilities
 
 
-def predict_files(
-    checkpoint: LoadedCheckpoint, paths: Iterable[str | os.PathLike[str]], top_k: int = 3, batch_size: int = 256
-) -> list[Prediction]:
-    """Classify image files and directories of them; a file that fails does not stop the others.
+def _classify(checkpoint: LoadedCheckpoint, pending: list[Prediction], top_k: int, batch_size: int) -> None:
+    good = [result for result in pending if result.ok]
+    if not good:
+        return
+    probabilities = classify_digits(checkpoint.model, checkpoint.input_scaling, np.stack([r.image for r in good]), batch_size)
+    values, digits = probabilities.topk(top_k, dim=1)
+    for result, row_values, row_digits in zip(good, values.tolist(), digits.tolist(), strict=True):
+        result.top_k = list(zip(row_digits, row_values, strict=True))
+        result.digit, result.probability = result.top_k[0]
+        result.not_a_digit = not_a_digit_reason(ink_features(result.image), result.probability)
+
+
+def iter_predictions(
+    checkpoint: LoadedCheckpoint,
+    paths: Iterable[str | os.PathLike[str]],
+    top_k: int = 3,
+    batch_size: int = 256,
+    keep_steps: bool = False,
+) -> Iterator[Prediction]:
+    """Classify image files and directories of them as a stream; a file that fails does not stop the others.
+
+    Each image is reduced to its 28x28 digit as soon as it is read (:func:`~mnist_cnn.preprocess.preprocess`), and
+    only that digit is kept until its batch is full and classified, so memory does not grow with the number of
+    files.
 
     Args:
         checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
-        paths: Image files and directories (expanded with :func:`expand_paths`).
+        paths: Image files and directories (expanded lazily with :func:`~mnist_cnn.preprocess.iter_sources`).
+        top_k: How many of the most likely digits to list (1-10).
+        batch_size: Images per forward pass (and most results held back at once).
+        keep_steps: Also keep every preprocessing step in :attr:`Prediction.steps` (for plots; full-size arrays).
+
+    Yields:
+        One :class:`Prediction` per file, in order; failed ones have ``error`` set.
+    """
+    top_k = max(1, min(int(top_k), NUM_CLASSES))
+    batch_size = max(1, int(batch_size))
+    pending: list[Prediction] = []
+    waiting = 0
+    for path, error in iter_sources(paths):
+        result = Prediction(file=str(path), error=error)
+        if error is None:
+            try:
+                steps = preprocess(path)
+            except ImageError as failure:
+                result.error = str(failure).removeprefix(f"{path}: ")
+            else:
+                result.image = steps.digit
+                result.steps = steps if keep_steps else None
+                waiting += 1
+                steps = None  # drop the full-size arrays now, not when the next file replaces them
+        if not waiting:
+            yield result  # nothing ahead of it waits for the model: report it at once
+            continue
+        pending.append(result)
+        if waiting >= batch_size:
+            _classify(checkpoint, pending, top_k, batch_size)
+            yield from pending
+            pending, waiting = [], 0
+    _classify(checkpoint, pending, top_k, batch_size)
+    yield from pending
+
+
+def predict_files(
+    checkpoint: LoadedCheckpoint,
+    paths: Iterable[str | os.PathLike[str]],
+    top_k: int = 3,
+    batch_size: int = 256,
+    keep_steps: bool = False,
+) -> list[Prediction]:
+    """Classify image files and directories of them; a file that fails does not stop the others.
+
+    A list of :func:`iter_predictions`; use that to handle results as they come.
+
+    Args:
+        checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
+        paths: Image files and directories (expanded with :func:`~mnist_cnn.preprocess.expand_paths`).
         top_k: How many of the most likely digits to list (1-10).
         batch_size: Images per forward pass.
+        keep_steps: Keep every preprocessing step in :attr:`Prediction.steps` (e.g. to plot them).
 
     Returns:
         One :class:`Prediction` per file, in order; failed ones have ``error`` set.
     """
-    top_k = max(1, min(int(top_k), NUM_CLASSES))
-    results: list[Prediction] = []
-    for path in expand_paths(paths):
-        try:
-            results.append(Prediction(file=str(path), steps=preprocess(path)))
-        except ImageError as error:
-            results.append(Prediction(file=str(path), error=str(error).removeprefix(f"{path}: ")))
-    good = [r for r in results if r.ok]
-    if good:
-        probabilities = classify_digits(checkpoint.model, checkpoint.input_scaling, np.stack([r.steps.digit for r in good]), batch_size)
-        values, digits = probabilities.topk(top_k, dim=1)
-        for result, row_values, row_digits in zip(good, values.tolist(), digits.tolist(), strict=True):
-            result.top_k = list(zip(row_digits, row_values, strict=True))
-            result.digit, result.probability = result.top_k[0]
-    return results
+    return list(iter_predictions(checkpoint, paths, top_k=top_k, batch_size=batch_size, keep_steps=keep_steps))
 
 
 def format_prediction(result: Prediction) -> str:
-    """One line for a human: ``file: digit (probability)  top k: ...``."""
+    """One line for a human: ``file: digit (probability)   top k: ...``, then ``   not a digit? reason`` when flagged.
+
+    The file name and the error are escaped (:func:`display_name`), so the line is always exactly one line.
+    """
+    name = display_name(result.file)
     if not result.ok:
-        return f"{result.file}: error: {result.error}"
+        return f"{name}: error: {escape_text(result.error or '')}"
     ranked = ", ".join(f"{d} {p:.1%}" for d, p in result.top_k)
-    return f"{result.file}: {result.digit} ({result.probability:.1%})   top {len(result.top_k)}: {ranked}"
+    line = f"{name}: {result.digit} ({result.probability:.1%})   top {len(result.top_k)}: {ranked}"
+    if result.not_a_digit:
+        line += f"   not a digit? {result.not_a_digit}"
+    return line

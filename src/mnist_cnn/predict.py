@@ -3,12 +3,15 @@
 Example: ``python -m mnist_cnn.predict --checkpoint models/default/model.pt my_digit.jpg scans/ --top-k 3``
 
 The images are prepared as MNIST was made (:mod:`mnist_cnn.preprocess`) and classified by
-:mod:`mnist_cnn.inference`; this module only parses arguments and prints.
+:mod:`mnist_cnn.inference` as a stream (each image is reduced to 28x28 as soon as it is read, so memory stays flat
+in the number of files); this module only parses arguments and prints. File names are printed escaped, and
+output never fails on a name that is not valid UTF-8.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -17,7 +20,7 @@ from pathlib import Path
 from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.cli import ArgumentParser, positive_int, run_cli
 from mnist_cnn.config import NUM_CLASSES
-from mnist_cnn.inference import format_prediction, predict_files
+from mnist_cnn.inference import format_prediction, iter_predictions
 from mnist_cnn.utils import DEVICE_CHOICES, select_device
 
 
@@ -33,7 +36,8 @@ def build_parser() -> ArgumentParser:
     """The ``predict`` command's arguments."""
     parser = ArgumentParser(
         prog="python -m mnist_cnn.predict",
-        description="Classify digit images (photos or scans of any size, dark-on-light or light-on-dark). "
+        description="Classify digit images (photos or scans of any size up to 64 megapixels decoded, dark-on-light or "
+        "light-on-dark). Inputs unlike any MNIST digit are marked 'not a digit?'. "
         "Exit status 1 when any file could not be classified.",
     )
     parser.add_argument("--checkpoint", type=Path, required=True,
@@ -46,22 +50,36 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _tolerant_output() -> None:
+    # Escaped names are printable, but may still be outside a strict output encoding (ASCII, Latin-1):
+    # write such characters as backslash escapes instead of failing half-way through the results.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments, classify, print. Returns the exit status (1 when any file failed)."""
+    """Parse arguments, classify, print as results come. Returns the exit status (1 when any file failed)."""
     args = build_parser().parse_args(argv)
+    _tolerant_output()
     checkpoint = load_checkpoint(args.checkpoint, device=select_device(args.device))
-    results = predict_files(checkpoint, args.images, top_k=args.top_k, batch_size=args.batch_size)
-    failed = [r for r in results if not r.ok]
+    failed = total = 0
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        for result in results:
-            if result.ok:
-                print(format_prediction(result))
-    for result in failed:
-        print(f"error: {format_prediction(result).replace(': error: ', ': ', 1)}", file=sys.stderr)
+        # A JSON list, one object per line, written as results come (never all held in memory).
+        print("[", end="")
+    for result in iter_predictions(checkpoint, args.images, top_k=args.top_k, batch_size=args.batch_size):
+        total += 1
+        if args.json:
+            print(("\n" if total == 1 else ",\n") + json.dumps(result.to_dict()), end="")
+        elif result.ok:
+            print(format_prediction(result), flush=True)
+        if not result.ok:
+            failed += 1
+            print(f"error: {format_prediction(result).replace(': error: ', ': ', 1)}", file=sys.stderr, flush=True)
+    if args.json:
+        print("\n]")
     if failed:
-        print(f"{len(failed)} of {len(results)} file(s) could not be classified", file=sys.stderr)
+        print(f"{failed} of {total} file(s) could not be classified", file=sys.stderr)
         return 1
     return 0
 
