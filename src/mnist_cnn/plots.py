@@ -262,7 +262,9 @@ def plot_drawing(result: DrawingResult, title: str | None = None) -> Figure:
         probabilities = [p for _, p in result.top_k][::-1]
         bar_ax.barh(digits, probabilities, color="steelblue")
         for y, p in enumerate(probabilities):
-            bar_ax.text(min(p + 0.02, 0.8), y, f"{p:.1%}", va="center", fontsize=9)
+            inside = p > 0.75  # a long bar holds its own label, in white
+            bar_ax.text(p - 0.02 if inside else p + 0.02, y, f"{p:.1%}", va="center", ha="right" if inside else "left",
+                        color="white" if inside else "black", fontsize=9)
         bar_ax.set(xlim=(0, 1), xlabel="probability", title=f"answer: {result.digit}")
     else:
         bar_ax.axis("off")
