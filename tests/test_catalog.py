@@ -83,6 +83,9 @@ def models(tmp_path: Path) -> Path:
     weird = new_format(3)
     weird.update(seed="three", train_seconds=float("nan"), device=["cpu"], config="lr 0.1", history={"epoch": "1"})
     write_run(root, "weird-types", weird)
+    smoke = new_format(4, val=(0.5,))
+    smoke["config"]["train_size"] = 2000
+    write_run(root, "smoke", smoke)
     write_run(root, "not-a-run", None)  # an empty folder
     (root / "notes.txt").write_text("a file, not a run")
     return root
@@ -91,7 +94,7 @@ def models(tmp_path: Path) -> Path:
 def test_every_run_folder_becomes_a_row_and_nothing_raises(models: Path) -> None:
     table = runs_table(models)
     assert list(table.columns) == list(COLUMNS)
-    assert list(table["run"]) == ["a-list", "corrupt", "default", "fast-1", "fast-2", "stopped", "weights-only", "weird-types"]
+    assert list(table["run"]) == ["a-list", "corrupt", "default", "fast-1", "fast-2", "smoke", "stopped", "weights-only", "weird-types"]
     assert [p.name for p in find_runs(models)] == list(table["run"])
 
 
@@ -117,6 +120,11 @@ def test_corrupt_and_missing_files_keep_a_row_with_a_note(models: Path) -> None:
         assert table.loc[run, ["preset", "seed", "test_accuracy"]].isna().all()
 
 
+def test_runs_on_a_subset_say_so(models: Path) -> None:
+    row = runs_table(models).set_index("run").loc["smoke"]
+    assert row["note"] == "trained on 2,000 images only" and row["val_accuracy"] == 0.5 and row["epochs"] == 1
+
+
 def test_unfinished_run_is_read_from_its_last_checkpoint(models: Path) -> None:
     row = runs_table(models).set_index("run").loc["stopped"]
     assert (row["preset"], row["seed"], row["epochs"], row["batch_size"], row["test_accuracy"]) == ("seed", 7, 2, 32, 0.6)
@@ -138,7 +146,7 @@ def test_missing_or_empty_models_folder_gives_an_empty_table(tmp_path: Path) -> 
 def test_learning_curves_use_validation_accuracy_else_test(models: Path) -> None:
     curves = learning_curves(models)
     assert list(curves.columns) == list(CURVE_COLUMNS)
-    assert sorted(curves["run"].unique()) == ["default", "fast-1", "fast-2", "stopped"]
+    assert sorted(curves["run"].unique()) == ["default", "fast-1", "fast-2", "smoke", "stopped"]
     fast = curves[curves["run"] == "fast-2"]
     assert list(fast["epoch"]) == [1, 2, 3] and list(fast["eval_acc"]) == [0.96, 0.985, 0.9925] and set(fast["eval_split"]) == {"val"}
     old = curves[curves["run"] == "default"]
@@ -170,7 +178,7 @@ def test_compare_cli_prints_the_table(models: Path, tmp_path: Path) -> None:
     assert any(line.startswith("corrupt ") and "metrics.json corrupt" in line for line in lines)
     assert any(line.startswith("default ") and "0.9947" in line and "older run" in line for line in lines)
     assert lines[-1] == f"wrote {tmp_path / 'out' / 'runs.csv'}"
-    assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 8
+    assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 9
 
 
 def test_compare_cli_errors_are_one_line(tmp_path: Path) -> None:

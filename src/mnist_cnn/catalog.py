@@ -28,7 +28,7 @@ COLUMNS = (
 CURVE_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc")
 #: Files that make a folder a run (the first one found with metrics is used, in this order).
 RUN_FILES = ("metrics.json", "model.pt", "last.pt")
-OLD_FORMAT_NOTE = "older run: no validation split (history has test accuracy per epoch)"
+OLD_FORMAT_NOTE = "older run: no validation split"
 
 
 def _number(value: Any) -> float | None:
@@ -151,6 +151,9 @@ def _row(folder: Path, models_root: Path) -> dict[str, Any]:
         val_accuracy = _last(history, "val_acc")
     if recorded and val_accuracy is None and ("test_acc" in history or _number(recorded.get("test_accuracy")) is not None):
         notes.append(OLD_FORMAT_NOTE)
+    train_size = _integer(config.get("train_size"))
+    if train_size is not None:  # a --smoke run or a quick check: its accuracy is not comparable with full runs
+        notes.append(f"trained on {train_size:,} images only")
     epochs = recorded.get("epochs_done")
     if epochs is None:
         epochs = _integer(recorded.get("epochs"))
