@@ -276,37 +276,44 @@ def plot_drawing(result: DrawingResult, title: str | None = None) -> Figure:
 
 
 def plot_learning_curves(curves: pd.DataFrame, runs: Sequence[str] | None = None, title: str | None = None) -> Figure:
-    """Overlay the learning curves of several runs: held-out accuracy and training loss per epoch.
+    """Overlay the learning curves of several runs: held-out error and training loss per epoch, on log scales.
 
-    Held-out accuracy is the validation accuracy where a run has one; runs from older versions have only test
-    accuracy per epoch, and their legend entry says so ("test acc").
+    The error is ``1 - accuracy`` on held-out data, so runs at 99.0% and 99.4% stay apart on the log scale while
+    a smoke run at 15% still fits. Held-out means the validation split where a run has one; runs from older
+    versions have only test accuracy per epoch, and their legend entry says so ("test acc"). Epoch 0 (the
+    untrained network) is left out.
 
     Args:
         curves: From :func:`mnist_cnn.catalog.learning_curves`.
         runs: Runs to show, in this order (default: all in ``curves``).
         title: Figure title.
     """
+    from matplotlib.ticker import PercentFormatter
+
     if runs is not None:
         curves = curves[curves["run"].isin(list(runs))]
-    order = list(runs) if runs is not None else list(dict.fromkeys(curves["run"]))
-    order = [r for r in order if r in set(curves["run"])]
+    curves = curves[curves["epoch"] >= 1]
+    present = set(curves["run"])
+    order = [r for r in (list(runs) if runs is not None else list(dict.fromkeys(curves["run"]))) if r in present]
     splits = curves.groupby("run")["eval_split"].first().to_dict()
     labels = {run: run if splits.get(run) == "val" else f"{run} (test acc: no val split)" for run in order}
-    data = curves.assign(label=curves["run"].map(labels))
-    hue_order = [labels[r] for r in order]
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    palette = sns.color_palette("tab10", n_colors=max(1, len(order)))
-    common = dict(data=data, x="epoch", hue="label", hue_order=hue_order, palette=palette, marker="o")
-    sns.lineplot(y="eval_acc", ax=acc_ax, **common)
+    data = curves.assign(label=curves["run"].map(labels), eval_err=1.0 - curves["eval_acc"])
+    fig, (err_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    common = dict(data=data, x="epoch", hue="label", hue_order=[labels[r] for r in order],
+                  palette=sns.color_palette("tab10", n_colors=max(1, len(order))), marker="o")
+    sns.lineplot(y="eval_err", ax=err_ax, **common)
     sns.lineplot(y="train_loss", ax=loss_ax, legend=False, **common)
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Held-out accuracy (validation; test where marked)")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Training loss")
-    for ax in (acc_ax, loss_ax):
-        ax.grid(alpha=0.3)
+    err_ax.set(xlabel="epoch", ylabel="error (1 - accuracy), log scale", title="Held-out error (validation; test where marked)")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss, log scale", title="Training loss")
+    for ax in (err_ax, loss_ax):
         if len(data):
+            ax.set_yscale("log")
             ax.set_xticks(sorted(set(data["epoch"].astype(int))))
-    if acc_ax.get_legend() is not None:
-        acc_ax.legend(title="run", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    if len(data):  # after set_yscale, which installs its own tick labels
+        err_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=1))
+    if err_ax.get_legend() is not None:
+        err_ax.legend(title="run", fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
