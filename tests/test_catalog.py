@@ -138,7 +138,8 @@ def test_values_of_the_wrong_type_are_left_out(models: Path) -> None:
 
 
 def test_missing_or_empty_models_folder_gives_an_empty_table(tmp_path: Path) -> None:
-    for folder in (tmp_path / "absent", tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    for folder in (tmp_path / "absent", tmp_path, tmp_path / "a-file"):
         table = runs_table(folder)
         assert table.empty and list(table.columns) == list(COLUMNS)
 

@@ -85,7 +85,10 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _is_run(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in RUN_FILES)
+    try:
+        return folder.is_dir() and any((folder / name).is_file() for name in RUN_FILES)
+    except OSError:  # a folder we may not look into is not a run we can show
+        return False
 
 
 def find_runs(models_dir: str | os.PathLike[str] = MODELS_DIR) -> list[Path]:
@@ -98,9 +101,10 @@ def find_runs(models_dir: str | os.PathLike[str] = MODELS_DIR) -> list[Path]:
         The folders; empty when ``models_dir`` does not exist or holds no runs.
     """
     root = Path(models_dir)
-    if not root.is_dir():
+    try:
+        return sorted((p for p in root.iterdir() if _is_run(p)), key=lambda p: p.name)
+    except OSError:  # missing, not a folder, or not readable
         return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and _is_run(p)), key=lambda p: p.name)
 
 
 def read_run(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
