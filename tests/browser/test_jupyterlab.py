@@ -247,7 +247,8 @@ def _shut_down_kernels(server: Server) -> None:
 def _open_and_run_all(page, server: Server, notebook: str, screenshot: Path) -> None:
     """Open ``notebook`` in JupyterLab, Run All Cells, and fail with the first traceback shown, if any."""
     code_cells = sum(c["cell_type"] == "code" for c in json.loads((server.root / notebook).read_text())["cells"])
-    page.goto(f"{server.url}/lab/tree/{notebook}?token={server.token}")
+    # A workspace of its own, so JupyterLab does not reopen the notebooks an earlier test left open beside it.
+    page.goto(f"{server.url}/lab/workspaces/nb{notebook[:2]}/tree/{notebook}?token={server.token}")
     page.wait_for_function(
         "(n) => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === n", arg=code_cells, timeout=60_000
     )
