@@ -1,7 +1,9 @@
-"""The notebooks as a user sees them: JupyterLab in headless Chromium runs notebook 1 and shows its figures.
+"""The notebooks as a user sees them: JupyterLab in headless Chromium runs notebooks 1 and 6.
 
 nbval checks that the notebooks execute; this checks that they work in the real front end too: the
-kernel starts, Run All Cells finishes without error output, and the digit grid appears as an image.
+kernel starts, Run All Cells finishes without error output, and the digit grid appears as an image. In
+notebook 6 the test draws on the drawing pad with the mouse, a slanted line and then (after Clear) an
+oval, and reads the network's answers, 1 and 0, back from the widget.
 
 Needs Debian's Chromium (``apt-get install chromium``) and Playwright's Python package (pinned in
 requirements.txt). Playwright's own browser download is never used. Without them the test is skipped
@@ -38,9 +40,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 NOTEBOOK = "01_data_exploration.ipynb"
+DRAW_NOTEBOOK = "06_draw_a_digit.ipynb"
 SCREENSHOTS = ARTIFACTS_ROOT / "browser"
 SERVER_START_SECONDS = 90
 RUN_ALL_SECONDS = 300
+ANSWER_SECONDS = 60
+#: The seed project's published weights (test accuracy 0.9782), beside the checkout as in tests/conftest.py.
+SEED_WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "seed" / "mnist_VGG.pth"
 
 
 def _require_browser_tools() -> None:
@@ -118,13 +124,22 @@ def jupyterlab(tmp_path_factory) -> Iterator[Server]:
     root = work / "notebooks"
     # A copy, so running the notebook (and JupyterLab's autosave) never touches the committed files.
     shutil.copytree(NOTEBOOKS_DIR, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    # Start from a notebook without outputs, so every count, figure and message the test sees comes from this run
+    # Start from notebooks without outputs, so every count, figure and message the test sees comes from this run
     # and not from outputs committed with the notebook.
-    notebook = json.loads((root / NOTEBOOK).read_text())
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            cell["execution_count"], cell["outputs"] = None, []
-    (root / NOTEBOOK).write_text(json.dumps(notebook, indent=1))
+    for name in (NOTEBOOK, DRAW_NOTEBOOK):
+        notebook = json.loads((root / name).read_text())
+        for cell in notebook["cells"]:
+            if cell["cell_type"] == "code":
+                cell["execution_count"], cell["outputs"] = None, []
+        notebook["metadata"].pop("widgets", None)
+        (root / name).write_text(json.dumps(notebook, indent=1))
+    # Notebook 6 loads models/default/model.pt (training it when missing, minutes on a busy CPU). The server gets
+    # its own artifacts root in which that model is the seed's published weights, so the test neither depends on
+    # notebook 3 having run first nor waits for training, and always draws for the same network.
+    artifacts = work / "artifacts"
+    if SEED_WEIGHTS.is_file():
+        (artifacts / "models" / "default").mkdir(parents=True)
+        shutil.copyfile(SEED_WEIGHTS, artifacts / "models" / "default" / "model.pt")
     settings = work / "settings"
     # Render every cell (no windowing) so all outputs are in the page, and do not ask about news.
     for plugin, values in (
@@ -141,6 +156,7 @@ def jupyterlab(tmp_path_factory) -> Iterator[Server]:
     package_root = str(Path(mnist_cnn.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env.update(
+        MNIST_CNN_ARTIFACTS=str(artifacts),
         JUPYTERLAB_SETTINGS_DIR=str(settings),
         JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(work / "runtime"),
@@ -206,46 +222,62 @@ IMAGES_OF_CELL = """
 """
 
 
-def _wait_for_idle_kernel(server: Server, seconds: float = 120) -> None:
-    """Wait until the notebook's kernel has started and is idle (the page alone cannot tell "not started yet")."""
+def _wait_for_idle_kernel(server: Server, notebook: str, seconds: float = 120) -> None:
+    """Wait until ``notebook``'s kernel has started and is idle (the page alone cannot tell "not started yet")."""
     deadline = time.monotonic() + seconds
-    kernels: object = None
+    sessions: object = None
     while time.monotonic() < deadline:
-        kernels = _api(server.url, server.token, "/api/kernels")[1]
+        sessions = _api(server.url, server.token, "/api/sessions")[1] or []
+        kernels = [s.get("kernel") or {} for s in sessions if str(s.get("path", "")).endswith(notebook)]  # type: ignore[union-attr]
         if kernels and all(k.get("execution_state") == "idle" for k in kernels):
             return
         time.sleep(0.5)
-    pytest.fail(f"no idle kernel after {seconds:.0f}s (kernels: {kernels}):\n{server.log_tail()}", pytrace=False)
+    pytest.fail(f"no idle kernel for {notebook} after {seconds:.0f}s (sessions: {sessions}):\n{server.log_tail()}", pytrace=False)
+
+
+def _shut_down_kernels(server: Server) -> None:
+    """Stop the kernels a test started, so the next notebook does not share the CPU with an idle one."""
+    try:
+        for session in _api(server.url, server.token, "/api/sessions")[1] or []:
+            _api(server.url, server.token, f"/api/sessions/{session['id']}", method="DELETE")
+    except OSError:  # the server shuts its kernels down at the end anyway
+        pass
+
+
+def _open_and_run_all(page, server: Server, notebook: str, screenshot: Path) -> None:
+    """Open ``notebook`` in JupyterLab, Run All Cells, and fail with the first traceback shown, if any."""
+    code_cells = sum(c["cell_type"] == "code" for c in json.loads((server.root / notebook).read_text())["cells"])
+    # A workspace of its own, so JupyterLab does not reopen the notebooks an earlier test left open beside it.
+    page.goto(f"{server.url}/lab/workspaces/nb{notebook[:2]}/tree/{notebook}?token={server.token}")
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === n", arg=code_cells, timeout=60_000
+    )
+    _wait_for_idle_kernel(server, notebook)
+
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    try:
+        page.wait_for_function(RUN_FINISHED, arg=STDERR, timeout=RUN_ALL_SECONDS * 1000, polling=500)
+    finally:
+        page.screenshot(path=str(screenshot))
+
+    errors = [text for text in page.locator(STDERR).all_inner_texts() if "Traceback" in text or "Error" in text]
+    assert not errors, f"error output in the notebook:\n{errors[0][:2000]}"
+    prompts = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+    assert all(p.strip().startswith("[") and p.strip()[1:-2].isdigit() for p in prompts), prompts
+    outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    assert "all checks passed" in outputs
 
 
 def test_notebook_1_runs_in_jupyterlab(jupyterlab: Server):
     from playwright.sync_api import sync_playwright
 
-    code_cells = sum(c["cell_type"] == "code" for c in json.loads((jupyterlab.root / NOTEBOOK).read_text())["cells"])
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(f"{jupyterlab.url}/lab/tree/{NOTEBOOK}?token={jupyterlab.token}")
-            page.wait_for_function(
-                "(n) => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === n", arg=code_cells, timeout=60_000
-            )
-            _wait_for_idle_kernel(jupyterlab)
-
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-            try:
-                page.wait_for_function(RUN_FINISHED, arg=STDERR, timeout=RUN_ALL_SECONDS * 1000, polling=500)
-            finally:
-                page.screenshot(path=str(SCREENSHOTS / "01_data_exploration_end.png"))
-
-            errors = [text for text in page.locator(STDERR).all_inner_texts() if "Traceback" in text or "Error" in text]
-            assert not errors, f"error output in the notebook:\n{errors[0][:2000]}"
-            prompts = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
-            assert all(p.strip().startswith("[") and p.strip()[1:-2].isdigit() for p in prompts), prompts
-            outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
-            assert "all checks passed" in outputs
+            _open_and_run_all(page, jupyterlab, NOTEBOOK, SCREENSHOTS / "01_data_exploration_end.png")
 
             images = page.evaluate(IMAGES_OF_CELL, "plot_digit_grid")
             assert images, "the digit grid cell shows no image"
@@ -259,3 +291,121 @@ def test_notebook_1_runs_in_jupyterlab(jupyterlab: Server):
             figure.screenshot(path=str(SCREENSHOTS / "01_digit_grid.png"))
         finally:
             browser.close()
+            _shut_down_kernels(jupyterlab)
+
+
+#: The pad's root element: data-sent / data-shown are the sequence numbers of the last drawing sent to the
+#: kernel and of the answer on display (drawpad.js).
+PAD = ".jp-NotebookPanel .mnist-drawpad"
+
+#: True once more than ``n`` drawings were sent and the answer on display belongs to the last one.
+ANSWERED = """
+([selector, n]) => {
+  const pad = document.querySelector(selector);
+  return !!pad && Number(pad.dataset.sent) > n && pad.dataset.shown === pad.dataset.sent;
+}
+"""
+
+#: What the pad shows: the answer, the top digits with their bar widths, and how much of the 28x28 image is lit.
+PAD_STATE = """
+(selector) => {
+  const pad = document.querySelector(selector);
+  const seen = pad.querySelector('canvas.seen').getContext('2d').getImageData(0, 0, 28, 28).data;
+  let lit = 0;
+  for (let i = 0; i < seen.length; i += 4) lit += seen[i] > 128 ? 1 : 0;
+  return {
+    answer: pad.querySelector('.answer').textContent.trim(),
+    top: [...pad.querySelectorAll('.bar-row')].map(row => ({
+      digit: row.dataset.digit,
+      percent: parseFloat(row.querySelector('.bar-value').textContent),
+      width: row.querySelector('.bar-fill').getBoundingClientRect().width,
+    })),
+    status: pad.querySelector('.status').textContent,
+    litPixels: lit,
+  };
+}
+"""
+
+
+def _draw(page, box: dict, stroke: list[tuple[float, float]], steps: int = 4) -> None:
+    """Draw one stroke with the mouse; points are fractions of the pad (0-1), moved through in small steps like a hand."""
+    def at(point: tuple[float, float]) -> tuple[float, float]:
+        return box["x"] + point[0] * box["width"], box["y"] + point[1] * box["height"]
+
+    page.mouse.move(*at(stroke[0]))
+    page.mouse.down()
+    for point in stroke[1:]:
+        page.mouse.move(*at(point), steps=steps)
+    page.mouse.up()
+
+
+def _one() -> list[tuple[float, float]]:
+    """A '1' as a right hand writes it: top to bottom, leaning a little right at the top, centred, 64% of the pad tall."""
+    return [(0.54, 0.18), (0.52, 0.34), (0.50, 0.50), (0.48, 0.66), (0.46, 0.82)]
+
+
+def _zero() -> list[tuple[float, float]]:
+    """A '0': an upright oval (40% x 60% of the pad) begun at the top and drawn anticlockwise, closing with a little overlap."""
+    import math
+
+    turns = [2 * math.pi * i / 36 for i in range(40)]  # 400 degrees: the end runs past the start, as pens do
+    return [(0.5 - 0.2 * math.sin(t), 0.5 - 0.3 * math.cos(t)) for t in turns]
+
+
+def test_drawing_pad_answers_in_jupyterlab(jupyterlab: Server):
+    from playwright.sync_api import sync_playwright
+
+    if not (jupyterlab.root.parent / "artifacts" / "models" / "default" / "model.pt").is_file():
+        reason = f"the drawing test needs the seed project's weights at {SEED_WEIGHTS}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{reason}; CI must provide them", pytrace=False)
+        pytest.skip(reason)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            _open_and_run_all(page, jupyterlab, DRAW_NOTEBOOK, SCREENSHOTS / "06_draw_a_digit_end.png")
+
+            canvas = page.locator(f"{PAD} canvas.pad")
+            canvas.wait_for(state="visible", timeout=30_000)
+            cell = page.locator(".jp-NotebookPanel .jp-CodeCell", has=page.locator(".mnist-drawpad"))
+            cell.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            assert box and box["width"] >= 200 and abs(box["width"] - box["height"]) < 2, box
+            # nothing drawn yet: no answer
+            assert page.evaluate(PAD_STATE, PAD)["answer"] == ""
+
+            def sent() -> int:
+                return int(canvas.evaluate("c => c.closest('.mnist-drawpad').dataset.sent"))
+
+            def wait_for_answer(before: int) -> dict:
+                # the pad sends while a stroke is drawn too (throttled): wait for the answer to the last drawing sent
+                page.wait_for_function(ANSWERED, arg=[PAD, before], timeout=ANSWER_SECONDS * 1000, polling=100)
+                return page.evaluate(PAD_STATE, PAD)
+
+            answers = {}
+            for expected, stroke in ((1, _one()), (0, _zero())):
+                before = sent()
+                _draw(page, box, stroke)
+                answers[expected] = wait_for_answer(before)
+                cell.screenshot(path=str(SCREENSHOTS / f"06_drawing_pad_{expected}.png"))
+                if expected == 1:
+                    before = sent()
+                    page.locator(f"{PAD} button.clear").click()
+                    cleared = wait_for_answer(before)
+                    assert cleared["answer"] == "" and cleared["top"] == [] and cleared["litPixels"] == 0, cleared
+
+            for expected, state in answers.items():
+                assert state["answer"] == str(expected), f"drew a {expected}, the pad answered {state}"
+                top = state["top"]
+                assert [row["digit"] for row in top][:1] == [str(expected)] and len(top) == 3, top
+                percents = [row["percent"] for row in top]
+                assert percents == sorted(percents, reverse=True) and 0 < sum(percents) <= 100.1, top
+                assert top[0]["width"] > top[1]["width"], "the bars should be as long as the probabilities"
+                # the 28x28 image the network saw holds the digit: a stroke's worth of lit pixels, not a blank or a blob
+                assert 20 <= state["litPixels"] <= 300, state
+            page.screenshot(path=str(SCREENSHOTS / "06_draw_a_digit.png"))
+        finally:
+            browser.close()
+            _shut_down_kernels(jupyterlab)

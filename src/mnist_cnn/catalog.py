@@ -1,0 +1,268 @@
+"""Every training run under ``models/`` side by side: one table row per run, and their learning curves.
+
+A run is a folder ``models/<run>/`` written by ``python -m mnist_cnn.train`` (or :func:`mnist_cnn.runs.save_run`):
+``metrics.json`` holds the final numbers, the configuration and the per-epoch history. Runs made by older
+versions of the project (no validation split: their history has ``test_loss``/``test_acc`` per epoch), runs
+stopped before they finished (only ``last.pt``) and folders with missing or corrupt files still get a row with
+what is known, and a note that says what is missing; reading them never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mnist_cnn.config import MODELS_DIR
+
+#: The table's columns, in order.
+COLUMNS = (
+    "run", "preset", "seed", "epochs", "batch_size", "lr", "val_accuracy", "test_accuracy",
+    "train_seconds", "device", "precision", "note",
+)
+#: Columns of :func:`learning_curves`.
+CURVE_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc")
+#: Files that make a folder a run (the first one found with metrics is used, in this order).
+RUN_FILES = ("metrics.json", "model.pt", "last.pt")
+OLD_FORMAT_NOTE = "older run: no validation split"
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or ``None`` for anything else (missing, text, NaN, a list...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number == int(number) else None
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+
+
+def _last(history: dict[str, Any], key: str) -> float | None:
+    values = history.get(key)
+    return _number(values[-1]) if isinstance(values, list) and values else None
+
+
+def _read_metrics_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The parsed file and ``None``, or ``None`` and why it could not be used."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        return None, f"metrics.json unreadable ({type(error).__name__})"
+    except json.JSONDecodeError as error:
+        return None, f"metrics.json corrupt (invalid JSON at line {error.lineno})"
+    if not isinstance(loaded, dict):
+        return None, f"metrics.json corrupt (a JSON {type(loaded).__name__}, not an object)"
+    return loaded, None
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Metrics, config and history recorded in a checkpoint, shaped like ``metrics.json``; or why not."""
+    # torch only when a run lacks metrics.json: the table of finished runs needs nothing but json and pandas
+    from mnist_cnn.checkpoint import read_checkpoint_file
+    from mnist_cnn.errors import CheckpointError
+
+    try:
+        payload = read_checkpoint_file(path)
+    except CheckpointError:
+        return None, f"{path.name} unreadable"
+    metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
+    recorded = {**metrics, "config": payload.get("config") or {}, "history": payload.get("history") or {}}
+    state = payload.get("training_state")
+    if isinstance(state, dict) and _integer(state.get("epoch")) is not None:
+        recorded["epochs_done"] = _integer(state.get("epoch"))
+    return recorded, None
+
+
+def _is_run(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and any((folder / name).is_file() for name in RUN_FILES)
+    except OSError:  # a folder we may not look into is not a run we can show
+        return False
+
+
+def find_runs(models_dir: str | os.PathLike[str] = MODELS_DIR) -> list[Path]:
+    """The run folders directly under ``models_dir`` (those holding ``metrics.json``, ``model.pt`` or ``last.pt``), by name.
+
+    Args:
+        models_dir: Where the runs are (default: the project's ``models/``).
+
+    Returns:
+        The folders; empty when ``models_dir`` does not exist or holds no runs.
+    """
+    root = Path(models_dir)
+    try:
+        return sorted((p for p in root.iterdir() if _is_run(p)), key=lambda p: p.name)
+    except OSError:  # missing, not a folder, or not readable
+        return []
+
+
+def read_run(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
+    """What a run folder records, in ``metrics.json``'s shape, and notes on what is missing or unusual.
+
+    ``metrics.json`` is read first; without a usable one, the metrics recorded in ``model.pt`` or ``last.pt``.
+
+    Args:
+        folder: A run folder.
+
+    Returns:
+        ``(recorded, notes)``; ``recorded`` is ``{}`` when nothing could be read.
+    """
+    folder = Path(folder)
+    notes: list[str] = []
+    recorded: dict[str, Any] | None = None
+    if (folder / "metrics.json").is_file():
+        recorded, problem = _read_metrics_json(folder / "metrics.json")
+        if problem:
+            notes.append(problem)
+    else:
+        notes.append("no metrics.json")
+    if recorded is None:
+        for name in ("model.pt", "last.pt"):
+            if (folder / name).is_file():
+                recorded, problem = _read_checkpoint(folder / name)
+                if problem:
+                    notes.append(problem)
+                    continue
+                planned = _integer((recorded.get("config") or {}).get("epochs"))
+                done = recorded.get("epochs_done")
+                if name == "last.pt" and done is not None:
+                    notes.append(f"unfinished: last.pt after epoch {done}" + (f" of {planned}" if planned else ""))
+                else:
+                    notes.append(f"read from {name}")
+                break
+    return recorded or {}, notes
+
+
+def _row(folder: Path, models_root: Path) -> dict[str, Any]:
+    recorded, notes = read_run(folder)
+    config = recorded.get("config") if isinstance(recorded.get("config"), dict) else {}
+    history = recorded.get("history") if isinstance(recorded.get("history"), dict) else {}
+    if recorded and not config:
+        notes.append("no configuration recorded")
+    val_accuracy = _number(recorded.get("val_accuracy"))
+    if val_accuracy is None:
+        val_accuracy = _last(history, "val_acc")
+    if recorded and val_accuracy is None and ("test_acc" in history or _number(recorded.get("test_accuracy")) is not None):
+        notes.append(OLD_FORMAT_NOTE)
+    train_size = _integer(config.get("train_size"))
+    if train_size is not None:  # a --smoke run or a quick check: its accuracy is not comparable with full runs
+        notes.append(f"trained on {train_size:,} images only")
+    epochs = recorded.get("epochs_done")
+    if epochs is None:
+        epochs = _integer(recorded.get("epochs"))
+    if epochs is None:
+        epochs = _integer(config.get("epochs"))
+    if epochs is None and isinstance(history.get("epoch"), list) and history["epoch"]:
+        epochs = _integer(history["epoch"][-1])
+    return {
+        "run": folder.relative_to(models_root).as_posix(),
+        "preset": _text(recorded.get("preset")) or _text(config.get("preset")),
+        "seed": _integer(recorded.get("seed")) if _integer(recorded.get("seed")) is not None else _integer(config.get("seed")),
+        "epochs": epochs,
+        "batch_size": _integer(config.get("batch_size")),
+        "lr": _number(config.get("lr")),
+        "val_accuracy": val_accuracy,
+        "test_accuracy": _number(recorded.get("test_accuracy")),
+        "train_seconds": _number(recorded.get("train_seconds")),
+        "device": _text(recorded.get("device")),
+        "precision": _text(recorded.get("precision")),
+        "note": "; ".join(notes),
+    }
+
+
+def runs_table(models_dir: str | os.PathLike[str] = MODELS_DIR) -> pd.DataFrame:
+    """One row per run under ``models_dir``: its settings, accuracies, training time and numerics.
+
+    Args:
+        models_dir: Where the runs are (default: the project's ``models/``).
+
+    Returns:
+        A DataFrame with :data:`COLUMNS` (empty when there are no runs); unknown values are missing
+        (``<NA>``/``NaN``), and ``note`` says why (older format, missing or corrupt files, unfinished run).
+    """
+    root = Path(models_dir)
+    rows = [_row(folder, root) for folder in find_runs(root)]
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    for column in ("seed", "epochs", "batch_size"):
+        table[column] = table[column].astype("Int64")
+    for column in ("lr", "val_accuracy", "test_accuracy", "train_seconds"):
+        table[column] = table[column].astype("float64")
+    for column in ("run", "preset", "device", "precision", "note"):
+        table[column] = table[column].astype("string")
+    return table
+
+
+def learning_curves(models_dir: str | os.PathLike[str] = MODELS_DIR, runs: list[str] | None = None) -> pd.DataFrame:
+    """Per-epoch history of the runs, one row per run and epoch, for plotting them together.
+
+    ``eval_acc``/``eval_loss`` are the validation numbers when the run has them (``eval_split == "val"``),
+    else the test numbers of an older run (``"test"``). Runs without a readable history are left out.
+
+    Args:
+        models_dir: Where the runs are.
+        runs: Run names to keep (default: all).
+
+    Returns:
+        A DataFrame with :data:`CURVE_COLUMNS`.
+    """
+    rows: list[dict[str, Any]] = []
+    root = Path(models_dir)
+    for folder in find_runs(root):
+        name = folder.relative_to(root).as_posix()
+        if runs is not None and name not in runs:
+            continue
+        recorded, _ = read_run(folder)
+        history = recorded.get("history") if isinstance(recorded.get("history"), dict) else {}
+        split = "val" if isinstance(history.get("val_acc"), list) and history["val_acc"] else "test"
+        epochs = history.get("epoch")
+        if not isinstance(epochs, list):
+            continue
+
+        def column(key: str, length: int, history: dict[str, Any] = history) -> list[float | None]:
+            values = history.get(key)
+            values = values if isinstance(values, list) else []
+            return [_number(v) for v in values[:length]] + [None] * (length - min(len(values), length))
+
+        n = len(epochs)
+        for epoch, train_loss, train_acc, eval_loss, eval_acc in zip(
+            epochs, column("train_loss", n), column("train_acc", n), column(f"{split}_loss", n), column(f"{split}_acc", n), strict=True
+        ):
+            if _integer(epoch) is not None:
+                rows.append({"run": name, "epoch": _integer(epoch), "train_loss": train_loss, "train_acc": train_acc,
+                             "eval_split": split, "eval_loss": eval_loss, "eval_acc": eval_acc})
+    curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+    for column_name in ("train_loss", "train_acc", "eval_loss", "eval_acc"):
+        curves[column_name] = curves[column_name].astype("float64")
+    return curves
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The table as plain text for a terminal: accuracies to 4 decimals, seconds to 1, missing values as ``-``.
+
+    Text columns are aligned left, numbers right; the header names the columns as :data:`COLUMNS` does.
+    """
+    if table.empty:
+        return "(no runs)"
+    formats = {"lr": "{:g}", "val_accuracy": "{:.4f}", "test_accuracy": "{:.4f}", "train_seconds": "{:.1f}"}
+    numeric = {"seed", "epochs", "batch_size", *formats}
+    columns = list(table.columns)
+    cells = [[("-" if pd.isna(v) or v == "" else formats.get(c, "{}").format(v)) for c, v in zip(columns, row, strict=True)]
+             for row in table.itertuples(index=False)]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if c in numeric else v.ljust(w) for c, v, w in zip(columns, values, widths, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(columns), *(line(r) for r in cells)])

@@ -1,0 +1,197 @@
+"""Runs side by side: the table of models/*/metrics.json, learning curves, and ``python -m mnist_cnn.compare``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+from mnist_cnn import plots  # noqa: E402
+from mnist_cnn.catalog import COLUMNS, CURVE_COLUMNS, OLD_FORMAT_NOTE, find_runs, learning_curves, runs_table  # noqa: E402
+from mnist_cnn.checkpoint import build_payload, save_checkpoint  # noqa: E402
+from mnist_cnn.config import MODELS_DIR  # noqa: E402
+from mnist_cnn.model import build_model  # noqa: E402
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def new_format(seed: int = 1, val: tuple[float, ...] = (0.95, 0.98, 0.99)) -> dict:
+    """metrics.json as runs.save_run writes it with the validation split (the contract of issue 8)."""
+    epochs = len(val)
+    return {
+        "preset": "fast", "seed": seed, "epochs": epochs, "val_accuracy": val[-1], "val_loss": 0.05,
+        "test_accuracy": 0.9901, "test_loss": 0.04, "train_seconds": 2.5, "device": "cpu", "precision": "bf16-autocast",
+        "config": {"preset": "fast", "lr": 0.01, "batch_size": 256, "epochs": epochs, "optimizer": "adam", "seed": seed},
+        "history": {"epoch": list(range(1, epochs + 1)), "train_loss": [0.5, 0.2, 0.1][:epochs], "train_acc": [0.9, 0.95, 0.97][:epochs],
+                    "val_loss": [0.2, 0.1, 0.05][:epochs], "val_acc": list(val), "seconds": [1.0] * epochs},
+        "step_history": [{"step": 10, "epoch": 1, "train_loss": 0.9, "lr": 0.001}],
+    }
+
+
+def old_format() -> dict:
+    """metrics.json as this project wrote it before the validation split: test_* in history, no val_accuracy."""
+    return {
+        "preset": "default", "epochs": 2, "test_accuracy": 0.9947, "test_loss": 0.03, "train_accuracy": 0.99, "train_loss": 0.1,
+        "train_seconds": 26.7, "load_seconds": 0.2, "device": "cpu", "precision": "fp32", "seed": 42,
+        "config": {"preset": "default", "lr": 0.2, "batch_size": 128, "epochs": 2, "seed": 42},
+        "history": {"epoch": [1, 2], "train_loss": [0.3, 0.1], "train_acc": [0.93, 0.99], "test_loss": [0.05, 0.03],
+                    "test_acc": [0.985, 0.9947], "seconds": [13.0, 13.7]},
+    }
+
+
+def write_run(root: Path, name: str, metrics: dict | str | None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    if metrics is not None:
+        (folder / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+    return folder
+
+
+def save_small_checkpoint(path: Path, *, epoch: int, planned: int) -> None:
+    """A real (tiny) resumable checkpoint as fit() writes it after ``epoch`` of ``planned`` epochs."""
+    model = build_model("vgg", hidden_units=2)
+    payload = build_payload(
+        model, arch="vgg", model_options={"hidden_units": 2}, input_scaling="unit",
+        config={"preset": "seed", "lr": 0.01, "batch_size": 32, "epochs": planned, "seed": 7},
+        history={"epoch": list(range(1, epoch + 1)), "train_loss": [1.0] * epoch, "train_acc": [0.5] * epoch,
+                 "test_loss": [0.9] * epoch, "test_acc": [0.6] * epoch, "seconds": [3.0] * epoch},
+        metrics={"preset": "seed", "seed": 7, "test_accuracy": 0.6, "train_seconds": 3.0 * epoch, "device": "cpu", "precision": "fp32"},
+        training_state={"epoch": epoch},
+    )
+    save_checkpoint(path, payload)
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    """A models folder with every kind of run the table must cope with."""
+    root = tmp_path / "models"
+    write_run(root, "fast-1", new_format(1))
+    write_run(root, "fast-2", new_format(2, val=(0.96, 0.985, 0.9925)))
+    write_run(root, "default", old_format())
+    write_run(root, "corrupt", '{"preset": "fast", "seed": ')
+    write_run(root, "a-list", "[1, 2, 3]")
+    (write_run(root, "weights-only", None) / "model.pt").write_bytes(b"not a checkpoint")
+    save_small_checkpoint(write_run(root, "stopped", None) / "last.pt", epoch=2, planned=5)
+    weird = new_format(3)
+    weird.update(seed="three", train_seconds=float("nan"), device=["cpu"], config="lr 0.1", history={"epoch": "1"})
+    write_run(root, "weird-types", weird)
+    smoke = new_format(4, val=(0.5,))
+    smoke["config"]["train_size"] = 2000
+    write_run(root, "smoke", smoke)
+    write_run(root, "not-a-run", None)  # an empty folder
+    (root / "notes.txt").write_text("a file, not a run")
+    return root
+
+
+def test_every_run_folder_becomes_a_row_and_nothing_raises(models: Path) -> None:
+    table = runs_table(models)
+    assert list(table.columns) == list(COLUMNS)
+    assert list(table["run"]) == ["a-list", "corrupt", "default", "fast-1", "fast-2", "smoke", "stopped", "weights-only", "weird-types"]
+    assert [p.name for p in find_runs(models)] == list(table["run"])
+
+
+def test_new_format_row(models: Path) -> None:
+    row = runs_table(models).set_index("run").loc["fast-2"]
+    assert (row["preset"], row["seed"], row["epochs"], row["batch_size"], row["lr"]) == ("fast", 2, 3, 256, 0.01)
+    assert (row["val_accuracy"], row["test_accuracy"], row["train_seconds"]) == (0.9925, 0.9901, 2.5)
+    assert (row["device"], row["precision"], row["note"]) == ("cpu", "bf16-autocast", "")
+
+
+def test_old_format_row_has_no_validation_accuracy_and_says_why(models: Path) -> None:
+    row = runs_table(models).set_index("run").loc["default"]
+    assert pd.isna(row["val_accuracy"]) and row["test_accuracy"] == 0.9947 and row["note"] == OLD_FORMAT_NOTE
+    assert (row["preset"], row["seed"], row["epochs"], row["batch_size"], row["lr"]) == ("default", 42, 2, 128, 0.2)
+
+
+def test_corrupt_and_missing_files_keep_a_row_with_a_note(models: Path) -> None:
+    table = runs_table(models).set_index("run")
+    assert table.loc["corrupt", "note"] == "metrics.json corrupt (invalid JSON at line 1)"
+    assert table.loc["a-list", "note"] == "metrics.json corrupt (a JSON list, not an object)"
+    assert table.loc["weights-only", "note"] == "no metrics.json; model.pt unreadable"
+    for run in ("corrupt", "a-list", "weights-only"):
+        assert table.loc[run, ["preset", "seed", "test_accuracy"]].isna().all()
+
+
+def test_runs_on_a_subset_say_so(models: Path) -> None:
+    row = runs_table(models).set_index("run").loc["smoke"]
+    assert row["note"] == "trained on 2,000 images only" and row["val_accuracy"] == 0.5 and row["epochs"] == 1
+
+
+def test_unfinished_run_is_read_from_its_last_checkpoint(models: Path) -> None:
+    row = runs_table(models).set_index("run").loc["stopped"]
+    assert (row["preset"], row["seed"], row["epochs"], row["batch_size"], row["test_accuracy"]) == ("seed", 7, 2, 32, 0.6)
+    assert row["note"] == f"no metrics.json; unfinished: last.pt after epoch 2 of 5; {OLD_FORMAT_NOTE}"
+
+
+def test_values_of_the_wrong_type_are_left_out(models: Path) -> None:
+    row = runs_table(models).set_index("run").loc["weird-types"]
+    assert pd.isna(row["seed"]) and pd.isna(row["train_seconds"]) and pd.isna(row["device"]) and pd.isna(row["lr"])
+    assert row["val_accuracy"] == 0.99 and "no configuration recorded" in row["note"]
+
+
+def test_missing_or_empty_models_folder_gives_an_empty_table(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    for folder in (tmp_path / "absent", tmp_path, tmp_path / "a-file"):
+        table = runs_table(folder)
+        assert table.empty and list(table.columns) == list(COLUMNS)
+
+
+def test_learning_curves_use_validation_accuracy_else_test(models: Path) -> None:
+    curves = learning_curves(models)
+    assert list(curves.columns) == list(CURVE_COLUMNS)
+    assert sorted(curves["run"].unique()) == ["default", "fast-1", "fast-2", "smoke", "stopped"]
+    fast = curves[curves["run"] == "fast-2"]
+    assert list(fast["epoch"]) == [1, 2, 3] and list(fast["eval_acc"]) == [0.96, 0.985, 0.9925] and set(fast["eval_split"]) == {"val"}
+    old = curves[curves["run"] == "default"]
+    assert list(old["eval_acc"]) == [0.985, 0.9947] and set(old["eval_split"]) == {"test"}
+    assert list(learning_curves(models, runs=["fast-1"])["run"].unique()) == ["fast-1"]
+
+
+def test_plot_learning_curves_labels_runs_without_validation(models: Path) -> None:
+    fig = plots.plot_learning_curves(learning_curves(models), runs=["fast-1", "default"])
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["fast-1", "default (test acc: no val split)"]
+    assert len(fig.axes[0].lines) >= 2 and len(fig.axes[1].lines) >= 2
+
+
+def run_compare(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "mnist_cnn.compare", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_compare_cli_prints_the_table(models: Path, tmp_path: Path) -> None:
+    done = run_compare("--models-dir", str(models), "--sort", "val_accuracy", "--csv", str(tmp_path / "out" / "runs.csv"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:4] == ["run", "preset", "seed", "epochs"]
+    # best validation accuracy first, runs without one after
+    assert lines[1].split()[:2] == ["fast-2", "fast"] and "0.9925" in lines[1] and "0.9901" in lines[1]
+    assert lines[2].split()[0] == "fast-1"
+    assert any(line.startswith("corrupt ") and "metrics.json corrupt" in line for line in lines)
+    assert any(line.startswith("default ") and "0.9947" in line and "older run" in line for line in lines)
+    assert lines[-1] == f"wrote {tmp_path / 'out' / 'runs.csv'}"
+    assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 9
+
+
+def test_compare_cli_errors_are_one_line(tmp_path: Path) -> None:
+    missing = run_compare("--models-dir", str(tmp_path / "nope"), cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "is not a folder" in missing.stderr
+    bad = run_compare("--sort", "colour", cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+    empty = run_compare("--models-dir", str(tmp_path), cwd=tmp_path)
+    assert empty.returncode == 0 and empty.stdout.startswith("no runs under")
+
+
+def test_compare_help_states_defaults(tmp_path: Path) -> None:
+    done = run_compare("--help", cwd=tmp_path)
+    assert done.returncode == 0 and "--models-dir" in done.stdout and "(default: run)" in done.stdout
+    assert f"(default: {MODELS_DIR})" in done.stdout  # the artifacts root's models/ (tests point it at build/test-artifacts)
