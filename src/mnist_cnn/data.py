@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from mnist_cnn.config import DATA_DIR_ENV, DEFAULT_DATA_DIR, IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from mnist_cnn.config import DATA_DIR_ENV, DEFAULT_DATA_DIR, IMAGE_SIZE, INPUT_SCALINGS, MNIST_MEAN, MNIST_STD
 from mnist_cnn.errors import ConfigError, DataError
 
 IMAGE_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions
@@ -35,8 +35,6 @@ RAW_MD5: dict[str, str] = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-
-INPUT_SCALINGS = ("unit", "standard")
 
 _verified: dict[tuple[str, int, int], None] = {}
 

@@ -14,11 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnist_cnn.checkpoint import load_checkpoint
+# Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.cli import ArgumentParser, positive_int, run_cli
-from mnist_cnn.config import NUM_CLASSES
-from mnist_cnn.inference import format_prediction, predict_files
-from mnist_cnn.utils import DEVICE_CHOICES, select_device
+from mnist_cnn.config import DEVICE_CHOICES, NUM_CLASSES
 
 
 def top_k_count(text: str) -> int:
@@ -49,6 +47,10 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, classify, print. Returns the exit status (1 when any file failed)."""
     args = build_parser().parse_args(argv)
+    from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.inference import format_prediction, predict_files
+    from mnist_cnn.utils import select_device
+
     checkpoint = load_checkpoint(args.checkpoint, device=select_device(args.device))
     results = predict_files(checkpoint, args.images, top_k=args.top_k, batch_size=args.batch_size)
     failed = [r for r in results if not r.ok]
