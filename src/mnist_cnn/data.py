@@ -159,23 +159,47 @@ def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool 
 
 
 def _download(root: Path, missing: list[str]) -> None:
-    """Download with torchvision into a scratch folder, then move the files in: a failed download leaves nothing behind."""
+    """Download with torchvision into a scratch folder, check, then move the files in: a failed download leaves nothing behind."""
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # without a network, fail in seconds rather than hang
     try:
         with tempfile.TemporaryDirectory(prefix="mnist-download-") as scratch:
-            for train in (True, False):
-                datasets.MNIST(scratch, train=train, download=True)
+            downloaded = raw_folder(scratch)
+            try:
+                for train in (True, False):
+                    datasets.MNIST(scratch, train=train, download=True)
+            except Exception:
+                _check_downloaded(downloaded, missing)  # a file that arrived but cannot be read: name it and say why
+                raise
+            # a mirror may serve wrong bytes under a right name: check before the data root sees them
+            _check_downloaded(downloaded, missing)
             target = raw_folder(root)
             target.mkdir(parents=True, exist_ok=True)
             for name in missing:
-                shutil.move(str(raw_folder(scratch) / name), target / name)
+                # copy under a temporary name and rename, so an interrupted copy never leaves a partial file behind
+                partial = target / f".{name}.download"
+                try:
+                    shutil.copyfile(downloaded / name, partial)
+                    os.replace(partial, target / name)
+                finally:
+                    partial.unlink(missing_ok=True)
+    except DataError as error:
+        raise DataError(f"a downloaded file failed its check, so nothing was written to {raw_folder(root)}: {error}") from None
     except Exception as error:  # network failures arrive as URLError, OSError or RuntimeError
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(error).__name__
+        # torchvision's message spans lines ("Error downloading X.gz:", "Tried URL, got:", reason): keep them all, on one line
+        lines = [line.strip().rstrip(":") for line in str(error).splitlines() if line.strip()]
+        reason = ": ".join(lines) if lines else type(error).__name__
         raise DataError(f"{_missing_message(root, missing)}; downloading them failed ({reason})") from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def _check_downloaded(folder: Path, names: list[str]) -> None:
+    """Check those of ``names`` that are in ``folder`` (raises :class:`DataError` naming the first bad one)."""
+    counts = {name: count for images, labels, count in SPLITS.values() for name in (images, labels)}
+    for name in names:
+        if (folder / name).is_file():
+            check_idx_file(folder / name, expected_count=counts[name])
 
 
 @dataclass
