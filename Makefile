@@ -3,17 +3,23 @@
 # Environment: with a virtual or conda environment active (VIRTUAL_ENV or CONDA_PREFIX set), every target
 # uses it and installs into it. Otherwise the first target that needs packages creates .venv/ here (with uv
 # when it is on the PATH, else with `$(PYTHON) -m venv` and pip), installs requirements.txt into it, and every
-# later target runs .venv/bin/python. Nothing is ever installed into the system's Python.
+# later target runs .venv/bin/python. USE_VENV=0 uses $(PYTHON) as it is instead (for a machine whose Python
+# already holds the pinned set).
 PYTHON ?= python3
 VENV ?= .venv
 PYTEST_NOTEBOOKS = --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 .DEFAULT_GOAL := help
 
+USE_VENV ?= 1
 ACTIVE_ENV := $(or $(VIRTUAL_ENV),$(CONDA_PREFIX))
 ifneq ($(ACTIVE_ENV),)
   # An environment the user activated: its python, and a stamp inside it.
   PY := python
   ENV_DIR := $(ACTIVE_ENV)
+else ifeq ($(USE_VENV),0)
+  PY := $(PYTHON)
+  ENV_DIR := build
+  ACTIVE_ENV := $(shell $(PYTHON) -c 'import sys; print(sys.prefix)')
 else
   PY := $(VENV)/bin/python
   ENV_DIR := $(VENV)
@@ -23,11 +29,11 @@ STAMP := $(ENV_DIR)/.mnist-cnn-requirements.stamp
 # USE_UV=0 forces pip; uv does not read pip's configuration (find-links, local indexes).
 USE_UV ?= $(if $(shell command -v uv 2>/dev/null),1,0)
 
-.PHONY: help venv install setup-git data run train evaluate test unit notebooks execute-notebooks lint format \
-        benchmark ablation clean distclean
+.PHONY: help venv install setup-git data run train evaluate test unit notebooks execute-notebooks executed-notebooks \
+        check-notebooks lint format benchmark ablation clean distclean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  environment: $(if $(ACTIVE_ENV),the active one ($(ACTIVE_ENV)),$(VENV)/ (created on first use))"
 
 $(VENV)/bin/python:
@@ -41,6 +47,7 @@ else
 endif
 
 $(STAMP): requirements.txt pyproject.toml $(if $(ACTIVE_ENV),,$(VENV)/bin/python)
+	@mkdir -p $(ENV_DIR)
 ifeq ($(USE_UV),1)
 	uv pip install --python $(PY) -r requirements.txt
 else
@@ -55,7 +62,7 @@ setup-git: install ## Show notebook diffs cell by cell in git (nbdime; this clon
 	$(PY) -m nbdime config-git --enable
 	@echo "git diff / git show now render .ipynb changes with nbdime; 'nbdiff-web' opens them in a browser"
 
-data: install ## Download the MNIST files if missing (to $$MNIST_DATA_DIR, else data/) and check their MD5s
+data: install ## Download the MNIST files if missing (to MNIST_DATA_DIR, else data/) and check their MD5s
 	$(PY) -m mnist_cnn.download
 
 run: install train evaluate ## Set up, train the default preset, and write reports/ (figures and metrics)
@@ -77,6 +84,13 @@ notebooks: install ## Execute the notebooks only
 
 execute-notebooks: install ## Re-run every notebook top to bottom and save its outputs (the form they are committed in)
 	$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 notebooks/*.ipynb
+
+executed-notebooks: install ## Execute copies of the notebooks into build/test-artifacts/notebooks/ (CI keeps them)
+	$(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=600 \
+	    --output-dir build/test-artifacts/notebooks notebooks/*.ipynb
+
+check-notebooks: install ## The notebooks' committed form: one clean run, counts 1, 2, 3, no errors (a pre-commit hook)
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_notebooks.py
 
 lint: install ## ruff: lint and format check of the code and the notebooks (what pre-commit runs)
 	$(PY) -m ruff check .
