@@ -58,9 +58,16 @@ endif
 venv: $(STAMP) ## Create .venv/ (unless an environment is active) and install the pinned requirements
 install: $(STAMP) ## Same as venv: install requirements.txt (and this package, editable) once per change
 
-setup-git: install ## Show notebook diffs cell by cell in git (nbdime; this clone only)
+setup-git: install ## This clone: notebook diffs and merges cell by cell in git (nbdime), pre-commit hooks
 	$(PY) -m nbdime config-git --enable
-	@echo "git diff / git show now render .ipynb changes with nbdime; 'nbdiff-web' opens them in a browser"
+	@# nbdime names its drivers as bare commands; give git their full path so they work without activating .venv
+	@scripts="$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" && \
+	    git config diff.jupyternotebook.command "$$scripts/git-nbdiffdriver diff" && \
+	    git config merge.jupyternotebook.driver "$$scripts/git-nbmergedriver merge %O %A %B %L %P" && \
+	    git config difftool.nbdime.cmd "$$scripts/git-nbdifftool diff \"\$$LOCAL\" \"\$$REMOTE\" \"\$$BASE\"" && \
+	    git config mergetool.nbdime.cmd "$$scripts/git-nbmergetool merge \"\$$BASE\" \"\$$LOCAL\" \"\$$REMOTE\" \"\$$MERGED\""
+	$(PY) -m pre_commit install
+	@echo "git diff and git show now show notebooks cell by cell (git difftool --tool=nbdime: in a browser)"
 
 data: install ## Download the MNIST files if missing (to MNIST_DATA_DIR, else data/) and check their MD5s
 	$(PY) -m mnist_cnn.download
