@@ -29,10 +29,15 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without an active environment or an outer make's settings (``make test`` runs us)."""
+    outer = ("VIRTUAL_ENV", "CONDA_PREFIX", "USE_UV", "USE_VENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    return {k: v for k, v in os.environ.items() if k not in outer}
+
+
 def dry_run(project: Path, *args: str, **env: str) -> list[str]:
     """The commands ``make -n ARGS`` would run, with no environment active unless ``env`` sets one."""
-    base = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "MAKEFLAGS", "USE_UV")}
-    result = subprocess.run(["make", "-n", *args], cwd=project, capture_output=True, text=True, timeout=60, env={**base, **env})
+    result = subprocess.run(["make", "-n", *args], cwd=project, capture_output=True, text=True, timeout=60, env={**clean_env(), **env})
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
@@ -85,9 +90,9 @@ def test_clean_keeps_the_venv_and_distclean_removes_it(project: Path) -> None:
     fake_venv(project)
     assert not any(".venv" in line for line in dry_run(project, "clean"))
     assert "rm -rf .venv" in dry_run(project, "distclean")
-    subprocess.run(["make", "clean"], cwd=project, check=True, capture_output=True, timeout=60)
+    subprocess.run(["make", "clean"], cwd=project, check=True, capture_output=True, timeout=60, env=clean_env())
     assert (project / ".venv" / "bin" / "python").exists()
-    subprocess.run(["make", "distclean"], cwd=project, check=True, capture_output=True, timeout=60)
+    subprocess.run(["make", "distclean"], cwd=project, check=True, capture_output=True, timeout=60, env=clean_env())
     assert not (project / ".venv").exists()
 
 
@@ -98,7 +103,7 @@ def test_help_names_every_target(project: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")},
+        env=clean_env(),
     )
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and "environment:" not in line}
     assert {"run", "test", "venv", "lint", "format", "setup-git", "data", "clean", "distclean"} <= listed
