@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from mnist_cnn.config import PROJECT_ROOT
 
 HEAVY = ("torch", "torchvision", "torchmetrics", "matplotlib", "sklearn", "pandas", "seaborn", "numpy", "PIL")
 COMMANDS = ("train", "evaluate", "predict", "download")
@@ -61,3 +64,14 @@ def test_the_check_sees_heavy_imports() -> None:
     result, modules = imported_modules("mnist_cnn.train", "--device", "tpu")
     assert result.returncode == 1 and "unknown device 'tpu'" in result.stderr
     assert "torch" in heavy_in(modules)
+
+
+def test_predict_imports_only_what_it_uses(seed_weights: Path) -> None:
+    """Classifying an image needs torch, numpy and Pillow, not torchvision, torchmetrics or the plotting libraries."""
+    image = PROJECT_ROOT / "docs" / "images" / "sample_digit_3.jpg"
+    result, modules = imported_modules("mnist_cnn.predict", "--checkpoint", str(seed_weights), str(image), "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(str(image))
+    assert {"torch", "numpy", "PIL"} <= {name.split(".")[0] for name in modules}
+    unused = ("torchvision", "torchmetrics", "matplotlib", "sklearn", "pandas", "seaborn")
+    assert not [name for name in modules if name.split(".")[0] in unused]

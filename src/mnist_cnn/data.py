@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
 
 from mnist_cnn.config import DATA_DIR_ENV, DEFAULT_DATA_DIR, IMAGE_SIZE, INPUT_SCALINGS, MNIST_MEAN, MNIST_STD
 from mnist_cnn.errors import ConfigError, DataError
@@ -160,6 +159,8 @@ def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool 
 
 def _download(root: Path, missing: list[str]) -> None:
     """Download with torchvision into a scratch folder, check, then move the files in: a failed download leaves nothing behind."""
+    from torchvision import datasets  # here and in the loaders, not at the top: over a second, and predict never needs it
+
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # without a network, fail in seconds rather than hang
     try:
@@ -232,6 +233,8 @@ def load_split(split: str, data_dir: str | os.PathLike[str] | None = None, downl
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: choose 'train' or 'test'")
+    from torchvision import datasets
+
     root = ensure_mnist(data_dir, download=download)
     dataset = datasets.MNIST(root, train=split == "train", download=False)
     return MNISTArrays(images=dataset.data, labels=dataset.targets.long())
@@ -355,6 +358,8 @@ def torchvision_loader(
 
     Kept for the ``seed`` preset so its timing stays comparable with the original project.
     """
+    from torchvision import datasets, transforms
+
     root = ensure_mnist(data_dir)
     dataset = datasets.MNIST(root, train=split == "train", download=False, transform=transforms.ToTensor())
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
