@@ -1,41 +1,120 @@
 # Run `make` or `make help` to list the targets.
+#
+# Environment: with a virtual or conda environment active (VIRTUAL_ENV or CONDA_PREFIX set), every target
+# uses it and installs into it. Otherwise the first target that needs packages creates .venv/ here (with uv
+# when it is on the PATH, else with `$(PYTHON) -m venv` and pip), installs requirements.txt into it, and every
+# later target runs .venv/bin/python. USE_VENV=0 uses $(PYTHON) as it is instead (for a machine whose Python
+# already holds the pinned set).
 PYTHON ?= python3
+VENV ?= .venv
 PYTEST_NOTEBOOKS = --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 .DEFAULT_GOAL := help
 
-.PHONY: help install run train evaluate test unit notebooks execute-notebooks benchmark ablation clean
+USE_VENV ?= 1
+ACTIVE_ENV := $(or $(VIRTUAL_ENV),$(CONDA_PREFIX))
+ifneq ($(ACTIVE_ENV),)
+  # An environment the user activated: its python, and a stamp inside it.
+  PY := python
+  ENV_DIR := $(ACTIVE_ENV)
+else ifeq ($(USE_VENV),0)
+  PY := $(PYTHON)
+  ENV_DIR := build
+  ACTIVE_ENV := $(shell $(PYTHON) -c 'import sys; print(sys.prefix)')
+else
+  PY := $(VENV)/bin/python
+  ENV_DIR := $(VENV)
+endif
+# Re-install only when the pinned set or the package's metadata changed since the last install into ENV_DIR.
+STAMP := $(ENV_DIR)/.mnist-cnn-requirements.stamp
+# USE_UV=0 forces pip; uv does not read pip's configuration (find-links, local indexes).
+USE_UV ?= $(if $(shell command -v uv 2>/dev/null),1,0)
+
+.PHONY: help venv install setup-git data run train evaluate test unit notebooks execute-notebooks executed-notebooks \
+        check-notebooks lint format benchmark ablation clean distclean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  environment: $(if $(ACTIVE_ENV),the active one ($(ACTIVE_ENV)),$(VENV)/ (created on first use))"
 
-install: ## Install the pinned dependencies and this package (editable)
-	$(PYTHON) -m pip install -q -r requirements.txt
+$(VENV)/bin/python:
+	@echo "creating $(VENV)/ (no virtual or conda environment is active)"
+ifeq ($(USE_UV),1)
+	uv venv --python $(PYTHON) $(VENV)
+else
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	    echo "error: '$(PYTHON) -m venv' failed; on Debian or Ubuntu install it with: sudo apt-get install python3-venv" >&2; \
+	    exit 1; }
+endif
+
+$(STAMP): requirements.txt pyproject.toml $(if $(ACTIVE_ENV),,$(VENV)/bin/python)
+	@mkdir -p $(ENV_DIR)
+ifeq ($(USE_UV),1)
+	uv pip install --python $(PY) -r requirements.txt
+else
+	$(PY) -m pip install -q -r requirements.txt
+endif
+	@touch $@
+
+venv: $(STAMP) ## Create .venv/ (unless an environment is active) and install the pinned requirements
+install: $(STAMP) ## Same as venv: install requirements.txt (and this package, editable) once per change
+
+setup-git: install ## This clone: notebook diffs and merges cell by cell in git (nbdime), pre-commit hooks
+	$(PY) -m nbdime config-git --enable
+	@# nbdime names its drivers as bare commands; give git their full path so they work without activating .venv
+	@scripts="$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" && \
+	    git config diff.jupyternotebook.command "$$scripts/git-nbdiffdriver diff" && \
+	    git config merge.jupyternotebook.driver "$$scripts/git-nbmergedriver merge %O %A %B %L %P" && \
+	    git config difftool.nbdime.cmd "$$scripts/git-nbdifftool diff \"\$$LOCAL\" \"\$$REMOTE\" \"\$$BASE\"" && \
+	    git config mergetool.nbdime.cmd "$$scripts/git-nbmergetool merge \"\$$BASE\" \"\$$LOCAL\" \"\$$REMOTE\" \"\$$MERGED\""
+	$(PY) -m pre_commit install
+	@echo "git diff and git show now show notebooks cell by cell (git difftool --tool=nbdime: in a browser)"
+
+data: install ## Download the MNIST files if missing (to MNIST_DATA_DIR, else data/) and check their MD5s
+	$(PY) -m mnist_cnn.download
 
 run: install train evaluate ## Set up, train the default preset, and write reports/ (figures and metrics)
 
-train: ## Train the default preset into models/default/ (PRESET=fast|best|seed to change)
-	$(PYTHON) -m mnist_cnn.train --preset $(or $(PRESET),default)
+train: install ## Train the default preset into models/default/ (PRESET=fast|best|seed to change)
+	$(PY) -m mnist_cnn.train --preset $(or $(PRESET),default)
 
-evaluate: ## Evaluate models/<preset>/model.pt and write reports/
-	$(PYTHON) -m mnist_cnn.evaluate --checkpoint models/$(or $(PRESET),default)/model.pt --out reports
+evaluate: install ## Evaluate models/<preset>/model.pt and write reports/
+	$(PY) -m mnist_cnn.evaluate --checkpoint models/$(or $(PRESET),default)/model.pt --out reports
 
 test: install ## Set up, then run the unit tests and execute every notebook (nbval)
-	$(PYTHON) -m pytest $(PYTEST_NOTEBOOKS) tests notebooks
+	$(PY) -m pytest $(PYTEST_NOTEBOOKS) tests notebooks
 
-unit: ## Unit tests only (no install)
-	$(PYTHON) -m pytest tests
+unit: install ## Unit tests only
+	$(PY) -m pytest tests
 
-notebooks: ## Execute the notebooks only (no install)
-	$(PYTHON) -m pytest $(PYTEST_NOTEBOOKS) notebooks
+notebooks: install ## Execute the notebooks only
+	$(PY) -m pytest $(PYTEST_NOTEBOOKS) notebooks
 
-execute-notebooks: ## Re-run every notebook top to bottom and save its outputs (the form they are committed in)
-	$(PYTHON) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 notebooks/*.ipynb
+execute-notebooks: install ## Re-run every notebook top to bottom and save its outputs (the form they are committed in)
+	$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 notebooks/*.ipynb
 
-benchmark: ## Time the seed and public recipes against each preset (about 25 min; writes benchmarks/results.json)
-	$(PYTHON) benchmarks/benchmark.py
+executed-notebooks: install ## Execute copies of the notebooks into build/test-artifacts/notebooks/ (CI keeps them)
+	$(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=600 \
+	    --output-dir build/test-artifacts/notebooks notebooks/*.ipynb
 
-ablation: ## What each speed-up buys per training step, and a profile (a few minutes; writes benchmarks/ablation.json)
-	$(PYTHON) benchmarks/ablation.py
+check-notebooks: install ## The notebooks' committed form: one clean run, counts 1, 2, 3, no errors (a pre-commit hook)
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_notebooks.py
 
-clean: ## Remove generated models, reports and test artefacts
-	rm -rf models reports build .pytest_cache
+lint: install ## ruff: lint and format check of the code and the notebooks (what pre-commit runs)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install ## ruff: fix what can be fixed and reformat the code and the notebooks
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+benchmark: install ## Time the seed and public recipes against each preset (about 25 min; writes benchmarks/results.json)
+	$(PY) benchmarks/benchmark.py
+
+ablation: install ## What each speed-up buys per training step, and a profile (a few minutes; writes benchmarks/ablation.json)
+	$(PY) benchmarks/ablation.py
+
+clean: ## Remove generated models, reports and test artefacts (keeps .venv/ and data/)
+	rm -rf models reports build .pytest_cache .ruff_cache
+
+distclean: clean ## Also remove .venv/ (the next target re-creates it)
+	rm -rf $(VENV)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 import mnist_cnn
@@ -31,6 +30,8 @@ SEED_INPUT_SCALING = "unit"
 
 def versions() -> dict[str, str]:
     """Library versions recorded in every checkpoint."""
+    import torchvision  # here, not at the top: loading a checkpoint to predict does not need it
+
     return {
         "mnist_cnn": mnist_cnn.__version__,
         "torch": str(torch.__version__),

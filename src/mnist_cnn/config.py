@@ -25,6 +25,11 @@ NUM_CLASSES = 10
 IMAGE_SIZE = 28
 CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(NUM_CLASSES))
 
+#: How pixels are scaled for the model (``data.scale_images``); here so that presets import without torch.
+INPUT_SCALINGS: tuple[str, ...] = ("unit", "standard")
+#: Values of ``--device`` besides ``cuda:N``; here so that argument parsers import without torch.
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+
 #: Mean and standard deviation of MNIST training pixels on a [0, 1] scale.
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
 
-from mnist_cnn.config import DATA_DIR_ENV, DEFAULT_DATA_DIR, IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from mnist_cnn.config import DATA_DIR_ENV, DEFAULT_DATA_DIR, IMAGE_SIZE, INPUT_SCALINGS, MNIST_MEAN, MNIST_STD
 from mnist_cnn.errors import ConfigError, DataError
 
 IMAGE_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions
@@ -35,8 +34,6 @@ RAW_MD5: dict[str, str] = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-
-INPUT_SCALINGS = ("unit", "standard")
 
 _verified: dict[tuple[str, int, int], None] = {}
 
@@ -161,23 +158,49 @@ def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool 
 
 
 def _download(root: Path, missing: list[str]) -> None:
-    """Download with torchvision into a scratch folder, then move the files in: a failed download leaves nothing behind."""
+    """Download with torchvision into a scratch folder, check, then move the files in: a failed download leaves nothing behind."""
+    from torchvision import datasets  # here and in the loaders, not at the top: over a second, and predict never needs it
+
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # without a network, fail in seconds rather than hang
     try:
         with tempfile.TemporaryDirectory(prefix="mnist-download-") as scratch:
-            for train in (True, False):
-                datasets.MNIST(scratch, train=train, download=True)
+            downloaded = raw_folder(scratch)
+            try:
+                for train in (True, False):
+                    datasets.MNIST(scratch, train=train, download=True)
+            except Exception:
+                _check_downloaded(downloaded, missing)  # a file that arrived but cannot be read: name it and say why
+                raise
+            # a mirror may serve wrong bytes under a right name: check before the data root sees them
+            _check_downloaded(downloaded, missing)
             target = raw_folder(root)
             target.mkdir(parents=True, exist_ok=True)
             for name in missing:
-                shutil.move(str(raw_folder(scratch) / name), target / name)
+                # copy under a temporary name and rename, so an interrupted copy never leaves a partial file behind
+                partial = target / f".{name}.download"
+                try:
+                    shutil.copyfile(downloaded / name, partial)
+                    os.replace(partial, target / name)
+                finally:
+                    partial.unlink(missing_ok=True)
+    except DataError as error:
+        raise DataError(f"a downloaded file failed its check, so nothing was written to {raw_folder(root)}: {error}") from None
     except Exception as error:  # network failures arrive as URLError, OSError or RuntimeError
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(error).__name__
+        # torchvision's message spans lines ("Error downloading X.gz:", "Tried URL, got:", reason): keep them all, on one line
+        lines = [line.strip().rstrip(":") for line in str(error).splitlines() if line.strip()]
+        reason = ": ".join(lines) if lines else type(error).__name__
         raise DataError(f"{_missing_message(root, missing)}; downloading them failed ({reason})") from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def _check_downloaded(folder: Path, names: list[str]) -> None:
+    """Check those of ``names`` that are in ``folder`` (raises :class:`DataError` naming the first bad one)."""
+    counts = {name: count for images, labels, count in SPLITS.values() for name in (images, labels)}
+    for name in names:
+        if (folder / name).is_file():
+            check_idx_file(folder / name, expected_count=counts[name])
 
 
 @dataclass
@@ -210,6 +233,8 @@ def load_split(split: str, data_dir: str | os.PathLike[str] | None = None, downl
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: choose 'train' or 'test'")
+    from torchvision import datasets
+
     root = ensure_mnist(data_dir, download=download)
     dataset = datasets.MNIST(root, train=split == "train", download=False)
     return MNISTArrays(images=dataset.data, labels=dataset.targets.long())
@@ -333,6 +358,8 @@ def torchvision_loader(
 
     Kept for the ``seed`` preset so its timing stays comparable with the original project.
     """
+    from torchvision import datasets, transforms
+
     root = ensure_mnist(data_dir)
     dataset = datasets.MNIST(root, train=split == "train", download=False, transform=transforms.ToTensor())
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)

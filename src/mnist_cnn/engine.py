@@ -8,12 +8,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:  # torchmetrics takes seconds to import; only training and evaluation need it
+    from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_cnn.config import NUM_CLASSES
 from mnist_cnn.errors import TrainingDiverged, TrainingInterrupted
@@ -47,6 +49,8 @@ def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
 
 def _accuracy_metric(device: torch.device) -> MulticlassAccuracy:
     # micro average = fraction of all examples classified correctly; skip per-batch input validation for speed
+    from torchmetrics.classification import MulticlassAccuracy
+
     return MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro", validate_args=False).to(device)
 
 

@@ -8,16 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # a command writes files; it never opens windows
-
-from mnist_cnn.analysis import evaluate_checkpoint  # noqa: E402
-from mnist_cnn.checkpoint import load_checkpoint  # noqa: E402
-from mnist_cnn.cli import ArgumentParser, positive_int, run_cli  # noqa: E402
-from mnist_cnn.config import REPORTS_DIR  # noqa: E402
-from mnist_cnn.report import write_report  # noqa: E402
-from mnist_cnn.utils import DEVICE_CHOICES, ensure_writable_dir, select_device  # noqa: E402
+# Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
+from mnist_cnn.cli import ArgumentParser, positive_int, run_cli
+from mnist_cnn.config import DEVICE_CHOICES, REPORTS_DIR
 
 
 def build_parser() -> ArgumentParser:
@@ -36,6 +29,15 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, evaluate, write the report. Returns the exit status."""
     args = build_parser().parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # a command writes files; it never opens windows
+
+    from mnist_cnn.analysis import evaluate_checkpoint
+    from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.report import write_report
+    from mnist_cnn.utils import ensure_writable_dir, select_device
+
     device = select_device(args.device)
     out = ensure_writable_dir(args.out)
     checkpoint = load_checkpoint(args.checkpoint, device=device)

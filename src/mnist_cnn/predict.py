@@ -17,11 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnist_cnn.checkpoint import load_checkpoint
+# Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.cli import ArgumentParser, positive_int, run_cli
-from mnist_cnn.config import NUM_CLASSES
-from mnist_cnn.inference import format_prediction, iter_predictions
-from mnist_cnn.utils import DEVICE_CHOICES, select_device
+from mnist_cnn.config import DEVICE_CHOICES, NUM_CLASSES
 
 
 def top_k_count(text: str) -> int:
@@ -62,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, classify, print as results come. Returns the exit status (1 when any file failed)."""
     args = build_parser().parse_args(argv)
     _tolerant_output()
+    from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.inference import format_prediction, iter_predictions
+    from mnist_cnn.utils import select_device
+
     checkpoint = load_checkpoint(args.checkpoint, device=select_device(args.device))
     failed = total = 0
     if args.json:

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mnist_cnn import data as mnist_data
+from mnist_cnn.config import INPUT_SCALINGS
 from mnist_cnn.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -62,7 +62,7 @@ class TrainConfig:
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("schedule", self.schedule, SCHEDULES),
             ("pipeline", self.pipeline, PIPELINES),
-            ("input scaling", self.input_scaling, mnist_data.INPUT_SCALINGS),
+            ("input scaling", self.input_scaling, INPUT_SCALINGS),
         ):
             if value not in choices:
                 raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")

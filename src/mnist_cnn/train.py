@@ -18,14 +18,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnist_cnn.checkpoint import load_checkpoint
+# Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.cli import ArgumentParser, positive_float, positive_int, run_cli
-from mnist_cnn.config import MODELS_DIR
-from mnist_cnn.distributed import context_from_env, destroy_process_group, device_for
+from mnist_cnn.config import DEVICE_CHOICES, MODELS_DIR
 from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.presets import PRESETS, get_preset
-from mnist_cnn.runs import fit, resume_config, save_run, training_state_of
-from mnist_cnn.utils import DEVICE_CHOICES, StopRequest, ensure_writable_dir, select_device
 
 SMOKE_TRAIN_SIZE = 2_000
 SMOKE_TEST_SIZE = 1_000
@@ -82,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, train, save. Returns the exit status."""
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.distributed import context_from_env, destroy_process_group, device_for
+    from mnist_cnn.runs import fit, resume_config, save_run, training_state_of
+    from mnist_cnn.utils import StopRequest, ensure_writable_dir, select_device
+
     args.preset, args.seed = getattr(args, "preset", None), getattr(args, "seed", None)
     context = context_from_env()
     checkpoint = None

@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
+from mnist_cnn.config import DEVICE_CHOICES
 from mnist_cnn.errors import ConfigError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def seed_everything(seed: int) -> torch.Generator:

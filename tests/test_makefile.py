@@ -1,0 +1,110 @@
+"""The Makefile's choice of environment, read from ``make -n`` (what it would run) in a scratch copy.
+
+A full install is proved by ``.ci/fresh-setup-check``; these check the decisions cheaply: which Python
+every target uses, when requirements.txt is installed again, and what ``clean``/``distclean`` remove.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_cnn.config import PROJECT_ROOT
+
+STAMP = ".mnist-cnn-requirements.stamp"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The Makefile and the files its rules depend on, in a scratch folder."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    for name in ("Makefile", "requirements.txt", "pyproject.toml"):
+        shutil.copyfile(PROJECT_ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without an active environment or an outer make's settings (``make test`` runs us)."""
+    outer = ("VIRTUAL_ENV", "CONDA_PREFIX", "USE_UV", "USE_VENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    return {k: v for k, v in os.environ.items() if k not in outer}
+
+
+def dry_run(project: Path, *args: str, **env: str) -> list[str]:
+    """The commands ``make -n ARGS`` would run, with no environment active unless ``env`` sets one."""
+    result = subprocess.run(["make", "-n", *args], cwd=project, capture_output=True, text=True, timeout=60, env={**clean_env(), **env})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def fake_venv(project: Path) -> None:
+    """A .venv that looks installed: its python and a stamp newer than requirements.txt."""
+    (project / ".venv" / "bin").mkdir(parents=True)
+    (project / ".venv" / "bin" / "python").write_text("")
+    time.sleep(0.01)
+    (project / ".venv" / STAMP).write_text("")
+    later = time.time() + 5
+    os.utime(project / ".venv" / STAMP, (later, later))
+
+
+def test_without_an_environment_make_creates_and_uses_dot_venv(project: Path) -> None:
+    lines = dry_run(project, "unit", USE_UV="0")
+    assert any(line.startswith("python3 -m venv .venv") for line in lines), lines
+    assert ".venv/bin/python -m pip install -q -r requirements.txt" in lines
+    assert lines[-1] == ".venv/bin/python -m pytest tests"
+
+
+def test_uv_is_used_when_asked(project: Path) -> None:
+    lines = dry_run(project, "venv", USE_UV="1")
+    assert "uv venv --python python3 .venv" in lines
+    assert "uv pip install --python .venv/bin/python -r requirements.txt" in lines
+
+
+def test_installed_venv_is_reused_until_requirements_change(project: Path) -> None:
+    fake_venv(project)
+    lines = dry_run(project, "unit", USE_UV="0")
+    assert lines == [".venv/bin/python -m pytest tests"], "nothing to install"
+    later = time.time() + 10
+    os.utime(project / "requirements.txt", (later, later))
+    lines = dry_run(project, "unit", USE_UV="0")
+    assert ".venv/bin/python -m pip install -q -r requirements.txt" in lines
+    assert not any("-m venv" in line for line in lines), "the environment itself is kept"
+
+
+@pytest.mark.parametrize("variable", ["VIRTUAL_ENV", "CONDA_PREFIX"])
+def test_an_active_environment_is_respected(project: Path, tmp_path: Path, variable: str) -> None:
+    env_dir = tmp_path / "active-env"
+    lines = dry_run(project, "unit", **{variable: str(env_dir), "USE_UV": "0"})
+    assert not any(".venv" in line for line in lines), lines
+    assert "python -m pip install -q -r requirements.txt" in lines
+    assert f"touch {env_dir}/{STAMP}" in lines
+    assert lines[-1] == "python -m pytest tests"
+
+
+def test_clean_keeps_the_venv_and_distclean_removes_it(project: Path) -> None:
+    fake_venv(project)
+    assert not any(".venv" in line for line in dry_run(project, "clean"))
+    assert "rm -rf .venv" in dry_run(project, "distclean")
+    subprocess.run(["make", "clean"], cwd=project, check=True, capture_output=True, timeout=60, env=clean_env())
+    assert (project / ".venv" / "bin" / "python").exists()
+    subprocess.run(["make", "distclean"], cwd=project, check=True, capture_output=True, timeout=60, env=clean_env())
+    assert not (project / ".venv").exists()
+
+
+def test_help_names_every_target(project: Path) -> None:
+    result = subprocess.run(
+        ["make", "help"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and "environment:" not in line}
+    assert {"run", "test", "venv", "lint", "format", "setup-git", "data", "clean", "distclean"} <= listed
+    assert ".venv/ (created on first use)" in result.stdout
