@@ -16,7 +16,7 @@ import pytest
 from mnist_cnn.config import PROJECT_ROOT
 
 HEAVY = ("torch", "torchvision", "torchmetrics", "matplotlib", "sklearn", "pandas", "seaborn", "numpy", "PIL")
-COMMANDS = ("train", "evaluate", "predict", "download")
+COMMANDS = ("train", "evaluate", "predict", "download", "compare")
 
 
 def imported_modules(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -49,6 +49,7 @@ def test_help_answers_without_heavy_imports(command: str) -> None:
         (["mnist_cnn.evaluate", "--batch-size", "0"], "--batch-size: must be at least 1"),
         (["mnist_cnn.predict", "--checkpoint", "m.pt", "--top-k", "11", "x.png"], "--top-k: must be at most 10"),
         (["mnist_cnn.download", "--no-such-option"], "unrecognized arguments"),
+        (["mnist_cnn.compare", "--no-such-option"], "unrecognized arguments"),
     ],
 )
 def test_usage_errors_answer_without_heavy_imports(args: list[str], fragment: str) -> None:
