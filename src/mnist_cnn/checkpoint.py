@@ -144,8 +144,12 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not source.is_file():
             raise CheckpointError(f"checkpoint {source} is not a file")
         mappable = check_archive_size(source)
-        # mmap: tensors stay in the file until read, so shapes can be checked before any weight is in memory
-        loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=mappable)
+        if _utf8_name(source):
+            # mmap: tensors stay in the file until read, so shapes can be checked before any weight is in memory
+            loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=mappable)
+        else:  # torch cannot open a name that is not UTF-8 itself (mmap needs the name): hand it an open file
+            with source.open("rb") as handle:
+                loaded = torch.load(handle, map_location="cpu", weights_only=True)
     except PermissionError as error:
         raise CheckpointError(f"cannot read checkpoint {source}: {error.strerror or error}") from None
     except pickle.UnpicklingError as error:
@@ -164,6 +168,14 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{source} is not a checkpoint: it holds a {type(loaded).__name__}, not a dict")
     return loaded
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_archive_size(source: Path) -> bool:
