@@ -4,8 +4,8 @@ Example: ``python -m mnist_cnn.train --preset default --epochs 3 --seed 1``
 
 While training, ``<out>/last.pt`` holds a resumable checkpoint of the last finished epoch (rewritten
 atomically after each one); once the run finishes it is replaced by ``model.pt``, which is resumable
-too. Ctrl-C stops after the current batch, keeps ``last.pt`` and exits with status 130;
-``--resume <out>/last.pt`` then continues exactly where the last finished epoch left off.
+too. Ctrl-C stops after the current batch, keeps ``last.pt`` and exits with status 130 (SIGTERM and
+SIGHUP likewise, with 143 and 129); ``--resume <out>/last.pt`` then continues exactly where the last finished epoch left off.
 Under ``torchrun --nproc_per_node=N`` the same command trains with ``DistributedDataParallel``.
 """
 
