@@ -117,6 +117,8 @@ MALFORMED_FIELDS = [
     ("weight not a tensor", lambda payload: payload["state_dict"].update({"classifier.1.bias": [0.0] * 10}), "invalid state_dict"),
     ("history str", _set("history", "long"), "invalid history"),
     ("metrics list", _set("metrics", [0.99]), "invalid metrics"),
+    ("metrics tensor", _set("metrics.test_accuracy", torch.tensor(0.5)), "invalid metrics: it holds values other than"),
+    ("history lengths", _set("history.test_loss", [0.5, 0.4, 0.3]), "invalid history['test_loss']: it has 3 entries for 2"),
 ]
 #: (name, change, fragment): tampered resume state, refused by train --resume before any training.
 BAD_RESUME_STATES = [

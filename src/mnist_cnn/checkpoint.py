@@ -360,11 +360,34 @@ def validate_payload(payload: dict[str, Any], source: Path) -> tuple[str, dict[s
         value = payload.get(key)
         if value is not None and not isinstance(value, dict):
             raise _invalid(source, key, f"expected a dict, got {_short(value)}")
-    history = payload.get("history") or {}
-    for key, values in history.items():
-        if not isinstance(values, list):
-            raise _invalid(source, f"history[{key!r}]", f"expected a list, got {_short(values)}")
+        if value is not None and not _is_plain(value):
+            # these are written to metrics.json and plotted: only what JSON can hold
+            raise _invalid(source, key, "it holds values other than text, numbers, lists and dicts")
+    _check_history_lists(payload.get("history") or {}, source)
     return arch, dict(options), scaling, state_dict
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is made only of what JSON can hold (and is not absurdly nested)."""
+    if depth > 20:
+        return False
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item, depth + 1) for key, item in value.items())
+    return False
+
+
+def _check_history_lists(history: dict[str, Any], source: Path) -> None:
+    """Per-epoch lists of numbers, all as long as ``history['epoch']`` (lists of dicts, such as step records, aside)."""
+    epochs = history.get("epoch")
+    for key, values in history.items():
+        if not isinstance(values, list) or not all(isinstance(v, dict) or _is_real(v) for v in values):
+            raise _invalid(source, f"history[{key!r}]", f"expected a list of numbers, got {_short(values)}")
+        if isinstance(epochs, list) and values and not isinstance(values[0], dict) and len(values) != len(epochs):
+            raise _invalid(source, f"history[{key!r}]", f"it has {len(values)} entries for {len(epochs)} epoch(s)")
 
 
 def check_model_options(arch: str, options: dict[str, Any], source: Path) -> None:
@@ -584,8 +607,4 @@ def _validate_history(history: Any, source: Path, epoch: int) -> None:
     for key in required:
         if key not in history:
             raise _invalid(source, "history", f"it lacks {key!r}")
-    for key, values in history.items():
-        if not isinstance(values, list) or not all(isinstance(v, dict) or _is_real(v) for v in values):
-            raise _invalid(source, f"history[{key!r}]", f"expected a list of numbers, got {_short(values)}")
-        if values and not isinstance(values[0], dict) and len(values) != len(epochs):
-            raise _invalid(source, f"history[{key!r}]", f"it has {len(values)} entries for {len(epochs)} epoch(s)")
+    _check_history_lists(history, source)
