@@ -88,3 +88,21 @@ def test_stop_request_counts_signals_and_restores_handlers() -> None:
         for _ in range(4):
             os.kill(os.getpid(), signal.SIGHUP)
         assert stop() and stop.exit_status == 129
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_command_line_keeps_counting_after_a_stop() -> None:
+    """A late second Ctrl-C, arriving while the command prints how to resume, must not kill it."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with StopRequest(linger=True) as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in before), "ignored until the process exits"
+        os.kill(os.getpid(), signal.SIGINT)  # after the block: harmless
+        assert stop.count == 1 and stop.exit_status == 130
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    with StopRequest(linger=True):  # no stop requested: handlers restored as usual
+        pass
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -127,7 +127,7 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
             + (f", {context.world_size} processes" if context.enabled else ""))
     try:
         # under torchrun the launcher forwards Ctrl-C, so a second signal must not abort the save
-        with StopRequest(repeat_interrupts=not context.enabled) as stop:
+        with StopRequest(repeat_interrupts=not context.enabled, linger=True) as stop:
             result = fit(config, data_dir=args.data_dir, device=device, progress=False if args.quiet else None, log=log,
                          resume=checkpoint, checkpoint_path=last_path, deterministic=deterministic,
                          should_stop=stop, distributed=context)

@@ -125,12 +125,17 @@ class StopRequest:
     Args:
         repeat_interrupts: Let a third signal interrupt immediately.
         signals: The signals to catch (default: :data:`STOP_SIGNALS`).
+        linger: Once a stop was requested, ignore these signals after the block instead of restoring the
+            previous handlers, so that a late second press cannot kill the process while it prints how to resume
+            and exits (Python restores the default handlers while shutting down, but leaves ignored signals
+            ignored). For command lines, which exit right after; a notebook wants its Ctrl-C back (the default).
     """
 
-    def __init__(self, repeat_interrupts: bool = True, signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+    def __init__(self, repeat_interrupts: bool = True, signals: tuple[int, ...] = STOP_SIGNALS, linger: bool = False) -> None:
         self.requested = False
         self.repeat_interrupts = repeat_interrupts
         self.signals = signals
+        self.linger = linger
         #: The first signal received (``None`` until one arrives).
         self.signum: int | None = None
         self.count = 0
@@ -165,6 +170,11 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        if self.linger and self.requested and self._previous:
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
+            self._previous = {}
+            return
         for signum, previous in self._previous.items():
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
