@@ -107,7 +107,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path: Path, data_dir
 
 def test_kill_9_leaves_a_loadable_checkpoint_and_earlier_files(previous_run: Path, data_dir: Path) -> None:
     before = snapshot(previous_run)
-    process = start_and_wait_for_epoch(previous_run, 1, "--preset", "fast", "--smoke", "--epochs", "6")
+    process = start_and_wait_for_epoch(previous_run, 1, "--preset", "fast", "--smoke", "--epochs", "6", "--overwrite")
     time.sleep(0.3)  # somewhere in epoch 2
     process.kill()
     process.communicate(timeout=60)
@@ -116,13 +116,13 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_earlier_files(previous_run: Pat
     assert checkpoint.payload["training_state"]["epoch"] >= 1
     after = snapshot(previous_run)
     assert {name: after[name] for name in before} == before, "model.pt and metrics.json of the earlier run are untouched"
-    # at most a temporary file from a write in progress sits beside them
-    assert all(name in before or name == "last.pt" or name.endswith(".tmp") for name in after)
+    # at most a temporary file from a write in progress, and the dead run's lock (stale, taken over by the next run)
+    assert all(name in before or name in ("last.pt", ".train.lock") or name.endswith(".tmp") for name in after)
 
 
 def test_divergence_keeps_the_last_good_checkpoint(previous_run: Path, data_dir: Path) -> None:
     before = snapshot(previous_run)
-    result = run("--preset", "seed", "--smoke", "--batch-size", "250", "--lr", "1e6", "--quiet", "--out", str(previous_run))
+    result = run("--preset", "seed", "--smoke", "--batch-size", "250", "--lr", "1e6", "--quiet", "--out", str(previous_run), "--overwrite")
     message = assert_one_line_error(result.stderr, result.returncode, "training diverged in epoch 1")
     assert "learning rate is probably too high" in message
     assert f"the last good checkpoint is {previous_run / 'last.pt'} (after epoch 0)" in message
@@ -136,7 +136,7 @@ def test_truncated_data_file_overwrites_nothing(data_copy: Path, previous_run: P
     path = data_copy / "MNIST" / "raw" / "train-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:30_000])
     before = snapshot(previous_run)
-    result = run("--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(previous_run))
+    result = run("--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(previous_run), "--overwrite")
     assert_one_line_error(result.stderr, result.returncode, "train-labels-idx1-ubyte is truncated")
     assert snapshot(previous_run) == before
 
@@ -170,7 +170,7 @@ def test_wrong_magic_overwrites_nothing(data_copy: Path, previous_run: Path, cap
     raw[0:4] = (2049).to_bytes(4, "big")
     path.write_bytes(bytes(raw))
     before = snapshot(previous_run)
-    message = run_in_process(capsys, "--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(previous_run))
+    message = run_in_process(capsys, "--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(previous_run), "--overwrite")
     assert "t10k-images-idx3-ubyte is corrupt or not an IDX image file (magic number 2049" in message
     assert snapshot(previous_run) == before
 
@@ -181,14 +181,14 @@ def test_image_label_count_mismatch(data_copy: Path, previous_run: Path, capsys:
     raw[4:8] = (59_999).to_bytes(4, "big")
     path.write_bytes(bytes(raw[:-1]))  # a consistent file with one label fewer than there are images
     before = snapshot(previous_run)
-    message = run_in_process(capsys, "--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(previous_run))
+    message = run_in_process(capsys, "--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(previous_run), "--overwrite")
     assert "train-labels-idx1-ubyte says it holds 59999 items, expected 60000" in message
     assert snapshot(previous_run) == before
 
 
 def test_missing_data_offline(tmp_path: Path, previous_run: Path, offline: None, capsys: pytest.CaptureFixture) -> None:
     before = snapshot(previous_run)
-    message = run_in_process(capsys, "--smoke", "--quiet", "--data-dir", str(tmp_path / "none"), "--out", str(previous_run))
+    message = run_in_process(capsys, "--smoke", "--quiet", "--data-dir", str(tmp_path / "none"), "--out", str(previous_run), "--overwrite")
     assert "MNIST files not found" in message and "downloading them failed" in message
     assert snapshot(previous_run) == before and not (tmp_path / "none").exists()
 

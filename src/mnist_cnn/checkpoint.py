@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import platform
+import random
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -26,6 +28,24 @@ CHECKPOINT_VERSION = 1
 #: What the seed project's bare ``state_dict`` (``mnist_VGG.pth``) stands for.
 SEED_ARCH = "vgg"
 SEED_INPUT_SCALING = "unit"
+
+#: What a checkpoint may ask for, checked before anything is built: ``(low, high)`` for whole numbers, ``bool`` for
+#: switches. The largest models these allow are far beyond anything useful on MNIST (VGG with 512 channels: 12M
+#: weights, 48 MB; SmallCNN 512/512/4096: 53M weights, 210 MB), yet a file cannot make us allocate gigabytes.
+OPTION_BOUNDS: dict[str, dict[str, tuple[int, int] | type]] = {
+    "vgg": {"hidden_units": (1, 512), "in_channels": (1, 1), "num_classes": (10, 10), "batch_norm": bool},
+    "small_cnn": {"channels1": (1, 512), "channels2": (1, 512), "fc_units": (1, 4096), "num_classes": (10, 10), "batch_norm": bool},
+}
+#: The most a checkpoint may hold once unpacked (all tensors and the pickle together), checked on the archive's
+#: directory before anything is inflated: the largest model above with Adam's two moments fits well within it.
+MAX_CHECKPOINT_BYTES = 1 << 30
+#: The most the pickled structure (everything but the tensors' bytes) may take unpacked.
+MAX_PICKLE_BYTES = 64 << 20
+#: Weights stored in these types are loaded (cast to float32 by ``load_state_dict``); float64 and complex are refused,
+#: since a model meant to be float32 that carries them was not written by this project and casting would hide that.
+ACCEPTED_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Largest epoch count a training state may claim.
+MAX_EPOCHS = 100_000
 
 
 def versions() -> dict[str, str]:
@@ -119,12 +139,20 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         CheckpointError: Missing, unreadable, corrupt, unsafe, or not a dict.
     """
     source = Path(path)
-    if not source.exists():
-        raise CheckpointError(f"checkpoint not found: {source}")
-    if not source.is_file():
-        raise CheckpointError(f"checkpoint {source} is not a file")
     try:
-        loaded = torch.load(source, map_location="cpu", weights_only=True)
+        if not source.exists():
+            raise CheckpointError(f"checkpoint not found: {source}")
+        if not source.is_file():
+            raise CheckpointError(f"checkpoint {source} is not a file")
+        mappable = check_archive_size(source)
+        if _utf8_name(source):
+            # mmap: tensors stay in the file until read, so shapes can be checked before any weight is in memory
+            loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=mappable)
+        else:  # torch cannot open a name that is not UTF-8 itself (mmap needs the name): hand it an open file
+            with source.open("rb") as handle:
+                loaded = torch.load(handle, map_location="cpu", weights_only=True)
+    except PermissionError as error:
+        raise CheckpointError(f"cannot read checkpoint {source}: {error.strerror or error}") from None
     except pickle.UnpicklingError as error:
         text = str(error)
         if "Unsupported global" in text or "GLOBAL" in text:
@@ -143,6 +171,48 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return loaded
 
 
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_archive_size(source: Path) -> bool:
+    """Refuse a checkpoint that would unpack to more than :data:`MAX_CHECKPOINT_BYTES`, from the zip directory alone.
+
+    A few megabytes of compressed zeros can stand for gigabytes of tensor; the sizes the archive declares are
+    what the loader allocates, so they are summed before anything is inflated.
+
+    Returns:
+        Whether the file can be memory-mapped (a zip archive whose entries are stored, as ``torch.save`` writes them).
+
+    Raises:
+        CheckpointError: The declared sizes exceed the bounds.
+    """
+    if not zipfile.is_zipfile(source):
+        # the legacy (pre-1.6) format stores tensors uncompressed, so the file size bounds what loading allocates
+        size = source.stat().st_size
+        if size > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(f"{source} is too large for a checkpoint: {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} allowed")
+        return False
+    try:
+        with zipfile.ZipFile(source) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint (corrupt zip archive: {error})") from None
+    total = sum(entry.file_size for entry in entries)
+    if total > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{source} would unpack to {total:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may hold; it was not loaded"
+        )
+    pickled = sum(entry.file_size for entry in entries if entry.filename.endswith("data.pkl"))
+    if pickled > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{source} holds a {pickled:,}-byte pickle, more than the {MAX_PICKLE_BYTES:,} a checkpoint may hold")
+    return all(entry.compress_type == zipfile.ZIP_STORED for entry in entries)
+
+
 def _infer_bare_state_dict(state_dict: dict[str, Any], source: Path) -> tuple[str, dict[str, Any]]:
     """Recognise a bare VGG ``state_dict`` (the seed's format) and infer its options."""
     first = state_dict.get("conv_block_1.0.weight")
@@ -151,7 +221,7 @@ def _infer_bare_state_dict(state_dict: dict[str, Any], source: Path) -> tuple[st
         raise CheckpointError(
             f"{source} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})"
         )
-    options = {"hidden_units": int(first.shape[0])}
+    options: dict[str, Any] = {"hidden_units": int(first.shape[0])}
     if "conv_block_1.1.running_mean" in state_dict:
         options["batch_norm"] = True
     return SEED_ARCH, options
@@ -192,24 +262,25 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
     source = Path(path)
     payload = read_checkpoint_file(source)
     if payload.get("format") == CHECKPOINT_FORMAT:
-        try:
-            arch, options = payload["arch"], dict(payload["model_options"])
-            scaling, state_dict = payload["input_scaling"], payload["state_dict"]
-        except KeyError as error:
-            raise CheckpointError(f"{source} is an incomplete mnist-cnn checkpoint: it lacks {error.args[0]!r}") from None
+        arch, options, scaling, state_dict = validate_payload(payload, source)
     elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         arch, options = _infer_bare_state_dict(payload, source)
         scaling, state_dict = SEED_INPUT_SCALING, payload
     else:
         raise CheckpointError(f"{source} is not an mnist-cnn checkpoint nor a model state_dict")
+    check_model_options(arch, options, source)
     try:
-        model = build_model(arch, **options)
+        # on the meta device: shapes and dtypes only, no memory, whatever the options say
+        with torch.device("meta"):
+            expected = build_model(arch, **options)
     except ConfigError as error:
         raise CheckpointError(f"{source} names a model this version cannot build: {error}") from None
-    mismatch = _describe_mismatch(model, state_dict)
+    mismatch = _describe_mismatch(expected, state_dict)
     if mismatch:
         described = ", ".join(f"{k}={v}" for k, v in options.items())
         raise CheckpointError(f"{source} does not fit architecture {arch}({described}): {mismatch}")
+    check_weights(expected, state_dict, source)
+    model = build_model(arch, **options)
     model.load_state_dict(state_dict)
     model.to(device).eval()
     ours = payload.get("format") == CHECKPOINT_FORMAT
@@ -224,3 +295,317 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         metrics=payload.get("metrics", {}) if ours else {},
         payload=payload,
     )
+
+
+# --- Validation: every field a file can hold is checked before it is used, naming the file and the field. ---
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: its type and a repr cut to a readable length."""
+    text = repr(value)
+    if isinstance(value, torch.Tensor):
+        text = f"tensor {list(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    elif len(text) > 40:
+        text = text[:37] + "..."
+    return f"{text} ({type(value).__name__})" if not isinstance(value, torch.Tensor) else text
+
+
+def _invalid(source: Path, field_name: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{source} has an invalid {field_name}: {problem}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_payload(payload: dict[str, Any], source: Path) -> tuple[str, dict[str, Any], str, dict[str, torch.Tensor]]:
+    """Check the fields of an mnist-cnn checkpoint's payload have the types this version writes.
+
+    Args:
+        payload: What :func:`read_checkpoint_file` returned (its ``format`` is :data:`CHECKPOINT_FORMAT`).
+        source: The file, for messages.
+
+    Returns:
+        ``(arch, model_options, input_scaling, state_dict)``.
+
+    Raises:
+        CheckpointError: A field is missing or of the wrong type; the message names it.
+    """
+    for key in ("arch", "model_options", "input_scaling", "state_dict"):
+        if key not in payload:
+            raise CheckpointError(f"{source} is an incomplete mnist-cnn checkpoint: it lacks {key!r}")
+    version = payload.get("format_version", CHECKPOINT_VERSION)
+    if not _is_int(version) or version < 1:
+        raise _invalid(source, "format_version", f"expected a whole number, got {_short(version)}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{source} has checkpoint format version {version}, newer than this version reads ({CHECKPOINT_VERSION})")
+    arch, options, scaling, state_dict = payload["arch"], payload["model_options"], payload["input_scaling"], payload["state_dict"]
+    if not isinstance(arch, str):
+        raise _invalid(source, "arch", f"expected a name such as 'vgg', got {_short(arch)}")
+    if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
+        raise _invalid(source, "model_options", f"expected a dict of named options, got {_short(options)}")
+    from mnist_cnn.data import INPUT_SCALINGS  # here: data imports torchvision, which only loading needs
+
+    if not isinstance(scaling, str) or scaling not in INPUT_SCALINGS:
+        raise _invalid(source, "input_scaling", f"expected one of {', '.join(INPUT_SCALINGS)}, got {_short(scaling)}")
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise _invalid(source, "state_dict", f"expected a dict of weight tensors, got {_short(state_dict)}")
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise _invalid(source, "state_dict", f"entry {_short(key)} holds {_short(value)}, not a tensor")
+    for key in ("config", "history", "metrics"):
+        value = payload.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise _invalid(source, key, f"expected a dict, got {_short(value)}")
+        if value is not None and not _is_plain(value):
+            # these are written to metrics.json and plotted: only what JSON can hold
+            raise _invalid(source, key, "it holds values other than text, numbers, lists and dicts")
+    _check_history_lists(payload.get("history") or {}, source)
+    return arch, dict(options), scaling, state_dict
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is made only of what JSON can hold (and is not absurdly nested)."""
+    if depth > 20:
+        return False
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item, depth + 1) for key, item in value.items())
+    return False
+
+
+def _check_history_lists(history: dict[str, Any], source: Path) -> None:
+    """Per-epoch lists of numbers, all as long as ``history['epoch']`` (lists of dicts, such as step records, aside)."""
+    epochs = history.get("epoch")
+    for key, values in history.items():
+        if not isinstance(values, list) or not all(isinstance(v, dict) or _is_real(v) for v in values):
+            raise _invalid(source, f"history[{key!r}]", f"expected a list of numbers, got {_short(values)}")
+        if isinstance(epochs, list) and values and not isinstance(values[0], dict) and len(values) != len(epochs):
+            raise _invalid(source, f"history[{key!r}]", f"it has {len(values)} entries for {len(epochs)} epoch(s)")
+
+
+def check_model_options(arch: str, options: dict[str, Any], source: Path) -> None:
+    """Check architecture options against :data:`OPTION_BOUNDS` before any model is built.
+
+    Raises:
+        CheckpointError: An unknown architecture or option, a value of the wrong type, or out of bounds.
+    """
+    if arch not in OPTION_BOUNDS:
+        raise CheckpointError(f"{source} names a model this version cannot build: unknown architecture {arch!r}")
+    bounds = OPTION_BOUNDS[arch]
+    for name, value in options.items():
+        if name not in bounds:
+            raise CheckpointError(
+                f"{source} names a model this version cannot build: {arch} has no option {name!r} (it has {', '.join(bounds)})"
+            )
+        bound = bounds[name]
+        if bound is bool:
+            if not isinstance(value, bool):
+                raise _invalid(source, f"model_options.{name}", f"expected true or false, got {_short(value)}")
+            continue
+        low, high = bound  # type: ignore[misc]
+        if not _is_int(value):
+            raise _invalid(source, f"model_options.{name}", f"expected a whole number, got {_short(value)}")
+        if not low <= value <= high:
+            allowed = f"must be {low}" if low == high else f"must be from {low} to {high}"
+            raise _invalid(source, f"model_options.{name}", f"{value} is out of bounds ({allowed}); it was not built")
+
+
+def check_weights(expected: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:
+    """Check each weight's dtype against the model's and that every float value is finite.
+
+    Args:
+        expected: The model (on any device, ``meta`` included) whose ``state_dict`` says what to expect;
+            shapes have already been compared.
+        state_dict: The file's weights.
+        source: The file, for messages.
+
+    Raises:
+        CheckpointError: float64/complex/integer weights where float32 is expected, or NaN/infinite values.
+    """
+    for name, reference in expected.state_dict().items():
+        tensor = state_dict[name]
+        if reference.dtype.is_floating_point:
+            if tensor.dtype not in ACCEPTED_FLOAT_DTYPES:
+                raise CheckpointError(
+                    f"{source} holds {name} as {str(tensor.dtype).removeprefix('torch.')}, not float32: "
+                    "this project's models are float32 and such a file was not written by it"
+                )
+            if not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(f"{source} holds NaN or infinite values in {name}: the model is broken and was not loaded")
+        elif tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+            raise CheckpointError(f"{source} holds {name} as {str(tensor.dtype).removeprefix('torch.')}, expected whole numbers")
+
+
+def validate_training_state(
+    state: Any, path: str | os.PathLike[str], *, model: nn.Module | None = None, config: dict[str, Any] | None = None,
+    history: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check a checkpoint's resume state field by field, so a tampered file fails before training, not during it.
+
+    Args:
+        state: ``payload["training_state"]``.
+        path: The checkpoint file, for messages.
+        model: The loaded model: optimizer state must fit its parameters.
+        config: The recorded training configuration (it must rebuild a valid ``TrainConfig``).
+        history: The recorded per-epoch history (lists of numbers, one entry per finished epoch).
+
+    Returns:
+        ``state``, unchanged.
+
+    Raises:
+        CheckpointError: Naming the file and the first field that is missing or wrong.
+    """
+    source = Path(path)
+    if not isinstance(state, dict):
+        raise _invalid(source, "training_state", f"expected a dict, got {_short(state)}")
+    epoch = state.get("epoch")
+    if not _is_int(epoch) or not 0 <= epoch <= MAX_EPOCHS:
+        raise _invalid(source, "training_state.epoch", f"expected a whole number from 0 to {MAX_EPOCHS}, got {_short(epoch)}")
+    for key in ("deterministic",):
+        if state.get(key) is not None and not isinstance(state[key], bool):
+            raise _invalid(source, f"training_state.{key}", f"expected true or false, got {_short(state[key])}")
+    if "world_size" in state and (not _is_int(state["world_size"]) or state["world_size"] < 1):
+        raise _invalid(source, "training_state.world_size", f"expected a whole number of at least 1, got {_short(state['world_size'])}")
+    epochs = _validate_config(config, source) if config is not None else None
+    if epochs is not None and epoch > epochs:
+        raise _invalid(source, "training_state.epoch", f"{epoch} is beyond the {epochs} epoch(s) the run was configured for")
+    _validate_optimizer(state.get("optimizer"), source, model)
+    _validate_scheduler(state.get("scheduler"), source, epoch, epochs)
+    _validate_rng(state.get("rng"), source)
+    if history is not None:
+        _validate_history(history, source, epoch)
+    return state
+
+
+def _validate_config(config: Any, source: Path) -> int:
+    from mnist_cnn.presets import TrainConfig  # here: presets imports the data module, which loading alone does not need
+
+    if not isinstance(config, dict) or not config:
+        raise _invalid(source, "config", f"expected the run's training configuration, got {_short(config)}")
+    try:
+        rebuilt = TrainConfig.from_dict(config)
+        rebuilt.validate()
+        for name in ("epochs", "batch_size", "eval_batch_size", "seed"):
+            if not _is_int(getattr(rebuilt, name)):
+                raise ConfigError(f"{name} must be a whole number, got {_short(getattr(rebuilt, name))}")
+        if not _is_real(rebuilt.lr) or not math.isfinite(rebuilt.lr):
+            raise ConfigError(f"lr must be a finite number, got {_short(rebuilt.lr)}")
+    except (TypeError, ValueError, ConfigError) as error:
+        raise _invalid(source, "config", str(error)) from None
+    return int(rebuilt.epochs)
+
+
+def _validate_optimizer(optimizer: Any, source: Path, model: nn.Module | None) -> None:
+    name = "training_state.optimizer"
+    valid = isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list)
+    if not valid:
+        raise _invalid(source, name, f"expected an optimizer state_dict with 'state' and 'param_groups', got {_short(optimizer)}")
+    ids: list[int] = []
+    for index, group in enumerate(optimizer["param_groups"]):
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list) or not all(_is_int(i) for i in group["params"]):
+            raise _invalid(source, f"{name}.param_groups[{index}]", f"expected a dict listing parameter numbers, got {_short(group)}")
+        lr = group.get("lr")
+        if lr is not None and not (_is_real(lr) and math.isfinite(lr) and lr >= 0):
+            raise _invalid(source, f"{name}.param_groups[{index}].lr", f"expected a finite number of at least 0, got {_short(lr)}")
+        ids += group["params"]
+    shapes = [tuple(p.shape) for p in model.parameters()] if model is not None else None
+    if shapes is not None and sorted(ids) != list(range(len(shapes))):
+        raise _invalid(source, f"{name}.param_groups", f"it covers {len(ids)} parameter(s), the model has {len(shapes)}")
+    for key, entry in optimizer["state"].items():
+        if not _is_int(key) or key not in ids or not isinstance(entry, dict):
+            raise _invalid(source, f"{name}.state", f"entry {_short(key)} does not belong to a parameter")
+        for slot, value in entry.items():
+            where = f"{name}.state[{key}].{slot}"
+            if slot == "step":
+                number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+                if not _is_real(number) or not math.isfinite(number) or number < 0:
+                    raise _invalid(source, where, f"expected a count of steps, got {_short(value)}")
+                continue
+            if not isinstance(value, torch.Tensor):
+                if value is None or _is_real(value):
+                    continue
+                raise _invalid(source, where, f"expected a tensor, got {_short(value)}")
+            if not value.dtype.is_floating_point or value.dtype not in ACCEPTED_FLOAT_DTYPES:
+                raise _invalid(source, where, f"expected float32 values, got {_short(value)}")
+            if shapes is not None and tuple(value.shape) != shapes[key]:
+                raise _invalid(source, where, f"shape {list(value.shape)} does not fit parameter {key} of shape {list(shapes[key])}")
+            if not bool(torch.isfinite(value).all()):
+                raise _invalid(source, where, "it holds NaN or infinite values")
+
+
+#: Scheduler fields that must be whole numbers, and those that must be lists of numbers, where present.
+_SCHEDULER_INTS = ("last_epoch", "_step_count", "total_steps")
+_SCHEDULER_NUMBER_LISTS = ("base_lrs", "_last_lr")
+
+
+def _validate_scheduler(scheduler: Any, source: Path, epoch: int, epochs: int | None) -> None:
+    name = "training_state.scheduler"
+    if scheduler is None:
+        return
+    if not isinstance(scheduler, dict) or not all(isinstance(key, str) for key in scheduler):
+        raise _invalid(source, name, f"expected a scheduler state_dict or nothing, got {_short(scheduler)}")
+    for key in _SCHEDULER_INTS:
+        if key in scheduler and not _is_int(scheduler[key]):
+            raise _invalid(source, f"{name}.{key}", f"expected a whole number, got {_short(scheduler[key])}")
+    for key in _SCHEDULER_NUMBER_LISTS:
+        values = scheduler.get(key)
+        if values is not None and (not isinstance(values, list) or not all(_is_real(v) and math.isfinite(v) for v in values)):
+            raise _invalid(source, f"{name}.{key}", f"expected a list of finite numbers, got {_short(values)}")
+    total, done = scheduler.get("total_steps"), scheduler.get("last_epoch")
+    if _is_int(total) and _is_int(done):
+        # a one-cycle schedule raises once it is stepped past its total: catch that now rather than after an epoch
+        if total < 1 or not 0 <= done <= total:
+            raise _invalid(source, f"{name}.last_epoch", f"{done} steps taken of a {total}-step schedule")
+        if epochs is not None and epochs > 0 and total % epochs == 0 and done != epoch * (total // epochs):
+            raise _invalid(
+                source, f"{name}.last_epoch",
+                f"{done} steps do not match epoch {epoch} of a {epochs}-epoch, {total}-step schedule",
+            )
+
+
+def _validate_rng(rng: Any, source: Path) -> None:
+    name = "training_state.rng"
+    if not isinstance(rng, dict):
+        raise _invalid(source, name, f"expected the random generators' states, got {_short(rng)}")
+    length = torch.get_rng_state().numel()
+    for key in ("torch", "generator"):
+        value = rng.get(key)
+        if value is None and key == "generator":
+            continue
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or tuple(value.shape) != (length,):
+            raise _invalid(source, f"{name}.{key}", f"expected {length} bytes (a uint8 tensor), got {_short(value)}")
+    cuda = rng.get("cuda")
+    if cuda is not None and (not isinstance(cuda, list) or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda)):
+        raise _invalid(source, f"{name}.cuda", f"expected a list of uint8 tensors or nothing, got {_short(cuda)}")
+    python = rng.get("python")
+    try:
+        version, internal, gauss = python  # type: ignore[misc]
+        if not isinstance(internal, (list, tuple)) or not all(_is_int(v) for v in internal):
+            raise TypeError("the state must be whole numbers")
+        random.Random().setstate((version, tuple(internal), gauss))  # a scratch generator: the real one is untouched
+    except (TypeError, ValueError, OverflowError):
+        raise _invalid(source, f"{name}.python", f"expected Python's [version, [625 numbers], gauss], got {_short(python)}") from None
+
+
+def _validate_history(history: Any, source: Path, epoch: int) -> None:
+    if not isinstance(history, dict) or not history:
+        raise _invalid(source, "history", f"expected per-epoch lists, got {_short(history)}")
+    epochs = history.get("epoch")
+    if not isinstance(epochs, list) or not all(_is_int(e) for e in epochs) or (epochs[-1] if epochs else 0) != epoch:
+        raise _invalid(source, "history['epoch']", f"expected a list of epochs ending with {epoch}, got {_short(epochs)}")
+    try:  # the keys the training loop appends to; the module may be reorganised, so look them up softly
+        from mnist_cnn.engine import HISTORY_KEYS as required
+    except ImportError:  # pragma: no cover
+        required = ()
+    for key in required:
+        if key not in history:
+            raise _invalid(source, "history", f"it lacks {key!r}")
+    _check_history_lists(history, source)

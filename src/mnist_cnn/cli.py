@@ -9,12 +9,27 @@ from collections.abc import Callable, Sequence
 
 from mnist_cnn.errors import MnistCnnError
 
+#: The largest ``--seed``: torch seeds are unsigned 64-bit, and 2**63-1 also fits every signed 64-bit field.
+MAX_SEED = 2**63 - 1
+#: The largest learning rate accepted: far above any that trains, yet finite in float32 (whose maximum is about 3.4e38).
+MAX_LR = 1e6
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` once: only where the help text does not already say it and there is a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
 
 class ArgumentParser(argparse.ArgumentParser):
-    """An ``argparse`` parser whose errors are a single line, with defaults shown in ``--help``."""
+    """An ``argparse`` parser whose errors are a single line, with defaults shown (once) in ``--help``."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -54,17 +69,53 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seed_int(text: str) -> int:
+    """``argparse`` type: a random seed, a whole number from 0 to 2**63-1."""
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most 2**63-1 = {MAX_SEED}, got {text}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """``argparse`` type: a learning rate, finite, above 0 and at most :data:`MAX_LR`."""
+    value = positive_float(text)
+    if value > MAX_LR:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LR:g}, got {text}")
+    return value
+
+
+def describe_os_error(error: OSError) -> str:
+    """One sentence for an ``OSError``: what failed and on which file (e.g. ``No space left on device: models/x/model.pt``)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    names = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    return f"{reason}: {' -> '.join(names)}" if names else reason
+
+
+def _escape_output() -> None:
+    """Let stdout and stderr print any text (e.g. a file name that is not valid UTF-8) as escapes instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or replaced stream (e.g. under pytest's capture)
+                pass
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``, turning user errors into one line on stderr and exit status 1.
 
     Args:
-        main: The command's body; raises :class:`MnistCnnError` for problems the user can fix.
+        main: The command's body; raises :class:`MnistCnnError` for problems the user can fix (an ``OSError``,
+            such as a full disk or a permission, is reported in one line too).
         argv: Arguments (default: ``sys.argv[1:]``).
 
     Returns:
         The process exit status.
     """
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "mnist_cnn"
+    _escape_output()
     try:
         return int(main(argv) or 0)
     except MnistCnnError as error:
@@ -77,3 +128,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        # a permission, a full disk, a vanished file: the user's environment, not a bug
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return 1

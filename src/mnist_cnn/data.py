@@ -7,7 +7,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +42,20 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Choose the torchvision root: the argument, else ``$MNIST_DATA_DIR``, else ``data/`` in the project.
 
     The root holds ``MNIST/raw/<the four IDX files>``.
+
+    Raises:
+        ConfigError: ``data_dir`` or ``$MNIST_DATA_DIR`` is an empty string: an empty setting is more
+            likely a mistake (an unset shell variable) than a wish for the default, where a machine
+            online would start a download.
     """
-    if data_dir is not None and str(data_dir) != "":
+    if data_dir is not None:
+        if str(data_dir) == "":
+            raise ConfigError("the data directory is an empty string: pass --data-dir with a directory that holds MNIST/raw/")
         return Path(data_dir).expanduser()
     from_env = os.environ.get(DATA_DIR_ENV)
-    if from_env:
+    if from_env is not None:
+        if from_env.strip() == "":
+            raise ConfigError(f"{DATA_DIR_ENV} is set but empty: set it to a directory that holds MNIST/raw/, or unset it to use data/")
         return Path(from_env).expanduser()
     return DEFAULT_DATA_DIR
 
@@ -104,25 +113,63 @@ def check_idx_file(path: Path, expected_count: int | None = None, checksum: bool
     return count
 
 
-def check_raw_files(root: str | os.PathLike[str], checksum: bool = True) -> None:
-    """Check all four MNIST files under ``root`` (results are cached per file size and mtime).
+def split_files(splits: Sequence[str] | None = None) -> list[str]:
+    """The raw file names of ``splits`` (all four files when ``None``).
 
     Raises:
-        DataError: A file is missing, truncated, corrupt, or images and labels disagree.
+        ConfigError: An unknown split name.
+    """
+    chosen = list(SPLITS) if splits is None else list(splits)
+    unknown = [split for split in chosen if split not in SPLITS]
+    if unknown:
+        raise ConfigError(f"unknown split {unknown[0]!r}: choose 'train' or 'test'")
+    return [name for split in chosen for name in SPLITS[split][:2]]
+
+
+def _unreadable(error: OSError, path: Path) -> DataError:
+    """The one-line error for an MNIST file or folder the operating system will not let us read."""
+    reason = error.strerror or type(error).__name__
+    return DataError(
+        f"cannot read MNIST data at {error.filename or path}: {reason} (check the permissions of the data folder and its files)"
+    )
+
+
+def _missing_files(root: str | os.PathLike[str], names: Sequence[str]) -> list[str]:
+    folder = raw_folder(root)
+    try:
+        return [name for name in names if not (folder / name).is_file()]
+    except OSError as error:  # e.g. a folder without search permission
+        raise _unreadable(error, folder) from None
+
+
+def check_raw_files(root: str | os.PathLike[str], checksum: bool = True, splits: Sequence[str] | None = None) -> None:
+    """Check the MNIST files of ``splits`` (all four by default) under ``root`` (results cached per file size and mtime).
+
+    Args:
+        root: The data root.
+        checksum: Also compare MD5s with the published files.
+        splits: ``["test"]`` checks only the test files, for a command that reads nothing else.
+
+    Raises:
+        DataError: A file is missing, unreadable, truncated, corrupt, or images and labels disagree.
     """
     folder = raw_folder(root)
-    missing = [name for name in RAW_FILES if not (folder / name).is_file()]
+    missing = _missing_files(root, split_files(splits))
     if missing:
         raise DataError(_missing_message(Path(root), missing))
     # Each file is checked against its split's known size, so images and labels cannot disagree.
-    for images_name, labels_name, expected in SPLITS.values():
+    for split in SPLITS if splits is None else splits:
+        images_name, labels_name, expected = SPLITS[split]
         for name in (images_name, labels_name):
             path = folder / name
-            stat = path.stat()
-            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-            if key not in _verified:
-                check_idx_file(path, expected_count=expected, checksum=checksum)
-                _verified[key] = None
+            try:
+                stat = path.stat()
+                key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+                if key not in _verified:
+                    check_idx_file(path, expected_count=expected, checksum=checksum)
+                    _verified[key] = None
+            except OSError as error:
+                raise _unreadable(error, path) from None
 
 
 def _missing_message(root: Path, missing: list[str]) -> str:
@@ -133,7 +180,9 @@ def _missing_message(root: Path, missing: list[str]) -> str:
     )
 
 
-def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Path:
+def ensure_mnist(
+    data_dir: str | os.PathLike[str] | None = None, download: bool = True, splits: Sequence[str] | None = None
+) -> Path:
     """Make sure the MNIST files are present and sound, downloading them if absent.
 
     Files that are present are never rewritten, so a read-only data root is fine.
@@ -141,6 +190,7 @@ def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool 
     Args:
         data_dir: Root as for :func:`resolve_data_dir`.
         download: Try torchvision's download when files are missing.
+        splits: Only these splits' files (default: all four).
 
     Returns:
         The resolved root.
@@ -149,11 +199,10 @@ def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool 
         DataError: The files are missing and could not be downloaded, or are corrupt.
     """
     root = resolve_data_dir(data_dir)
-    folder = raw_folder(root)
-    missing = [name for name in RAW_FILES if not (folder / name).is_file()]
+    missing = _missing_files(root, split_files(splits))
     if missing and download:
         _download(root, missing)
-    check_raw_files(root)
+    check_raw_files(root, splits=splits)
     return root
 
 
@@ -233,11 +282,17 @@ def load_split(split: str, data_dir: str | os.PathLike[str] | None = None, downl
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: choose 'train' or 'test'")
-    from torchvision import datasets
+    from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    root = ensure_mnist(data_dir, download=download)
-    dataset = datasets.MNIST(root, train=split == "train", download=False)
-    return MNISTArrays(images=dataset.data, labels=dataset.targets.long())
+    root = ensure_mnist(data_dir, download=download, splits=[split])
+    # read the two checked files directly: torchvision's MNIST class insists on all four being present
+    images_name, labels_name, _ = SPLITS[split]
+    folder = raw_folder(root)
+    try:
+        images, labels = read_image_file(str(folder / images_name)), read_label_file(str(folder / labels_name))
+    except OSError as error:
+        raise _unreadable(error, folder) from None
+    return MNISTArrays(images=images, labels=labels.long())
 
 
 def scale_images(images: torch.Tensor, scaling: str = "unit") -> torch.Tensor:
@@ -360,6 +415,6 @@ def torchvision_loader(
     """
     from torchvision import datasets, transforms
 
-    root = ensure_mnist(data_dir)
+    root = ensure_mnist(data_dir, splits=[split])
     dataset = datasets.MNIST(root, train=split == "train", download=False, transform=transforms.ToTensor())
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)

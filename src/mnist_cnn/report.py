@@ -1,16 +1,22 @@
-"""The evaluation report on disk: ``metrics.json``, ``per_class_metrics.csv`` and the figures."""
+"""The evaluation report on disk: ``metrics.json``, ``per_class_metrics.csv`` and the figures.
+
+Every file is written atomically (a temporary file renamed into place): a full disk or an interrupt leaves
+the previous report's files as they were and no temporary file behind.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from mnist_cnn import plots
 from mnist_cnn.analysis import EvaluationResult, most_confident_mistakes
 from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.data import load_split
-from mnist_cnn.utils import write_json
+from mnist_cnn.utils import atomic_write_bytes, write_json
 
 
 def write_report(
@@ -37,7 +43,7 @@ def write_report(
         "training": checkpoint.metrics,
     }
     write_json(out / "metrics.json", metrics)
-    result.report.to_csv(out / "per_class_metrics.csv", float_format="%.4f")
+    atomic_write_bytes(out / "per_class_metrics.csv", result.report.to_csv(float_format="%.4f").encode())
     written += [out / "metrics.json", out / "per_class_metrics.csv"]
     if not figures:
         return written
@@ -58,6 +64,19 @@ def write_report(
     if checkpoint.history.get("epoch"):
         made["training_curves.png"] = plots.plot_history(checkpoint.history)
     for name, fig in made.items():
-        written.append(plots.save_figure(fig, figures_dir / name))
+        written.append(save_figure_atomically(fig, figures_dir / name))
         plt.close(fig)
     return written
+
+
+def save_figure_atomically(fig: Figure, path: Path, dpi: int = 120) -> Path:
+    """Render ``fig`` in memory (as :func:`mnist_cnn.plots.save_figure` would), then write it atomically.
+
+    Returns:
+        The path written.
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

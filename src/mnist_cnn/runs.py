@@ -13,7 +13,7 @@ from torch import nn
 
 from mnist_cnn import data as mnist_data
 from mnist_cnn.augment import RandomAffine
-from mnist_cnn.checkpoint import LoadedCheckpoint, build_payload, load_checkpoint, save_checkpoint
+from mnist_cnn.checkpoint import LoadedCheckpoint, build_payload, load_checkpoint, save_checkpoint, validate_training_state
 from mnist_cnn.config import MODELS_DIR
 from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, any_process, device_for, init_process_group, weighted_mean
 from mnist_cnn.engine import History, train
@@ -115,7 +115,8 @@ def training_state_of(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
             f"cannot resume from {checkpoint.path}: it holds a model but no training state "
             "(optimizer, schedule, random generators); only checkpoints written by mnist_cnn.train can be resumed"
         )
-    return state
+    # issue 11: every field checked before use, so a tampered file fails now, naming the field, not mid-training
+    return validate_training_state(state, checkpoint.path, model=checkpoint.model, config=checkpoint.config, history=checkpoint.history)
 
 
 def resume_config(checkpoint: LoadedCheckpoint, epochs: int | None = None, **requested: Any) -> TrainConfig:

@@ -4,14 +4,15 @@ Example: ``python -m mnist_cnn.train --preset default --epochs 3 --seed 1``
 
 While training, ``<out>/last.pt`` holds a resumable checkpoint of the last finished epoch (rewritten
 atomically after each one); once the run finishes it is replaced by ``model.pt``, which is resumable
-too. Ctrl-C stops after the current batch, keeps ``last.pt`` and exits with status 130;
-``--resume <out>/last.pt`` then continues exactly where the last finished epoch left off.
+too. Ctrl-C stops after the current batch, keeps ``last.pt`` and exits with status 130 (SIGTERM and
+SIGHUP likewise, with 143 and 129); ``--resume <out>/last.pt`` then continues exactly where the last finished epoch left off.
 Under ``torchrun --nproc_per_node=N`` the same command trains with ``DistributedDataParallel``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import time
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
-from mnist_cnn.cli import ArgumentParser, positive_float, positive_int, run_cli
+from mnist_cnn.cli import ArgumentParser, learning_rate, positive_int, run_cli, seed_int
 from mnist_cnn.config import DEVICE_CHOICES, MODELS_DIR
 from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.presets import PRESETS, get_preset
@@ -41,8 +42,8 @@ def build_parser() -> ArgumentParser:
                         help=f"training recipe (default: {DEFAULT_PRESET})")
     parser.add_argument("--epochs", type=positive_int, help="number of epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size (default: the preset's)")
-    parser.add_argument("--lr", type=positive_float, help="(peak) learning rate (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help=f"random seed (default: {DEFAULT_SEED})")
+    parser.add_argument("--lr", type=learning_rate, help="(peak) learning rate, finite, above 0 and at most 1e6 (default: the preset's)")
+    parser.add_argument("--seed", type=seed_int, default=argparse.SUPPRESS, help=f"random seed, 0 to 2**63-1 (default: {DEFAULT_SEED})")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     parser.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR, else data/)")
     parser.add_argument("--out", type=Path, help="output directory (default: models/<preset>, or the --resume file's directory)")
@@ -52,6 +53,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                         help="use deterministic kernels so a seed gives bit-identical results "
                              "(default: on for the CPU, off for GPUs; when resuming: as recorded)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run even if --out holds another run's last.pt or model.pt (they are replaced)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"quick check on {SMOKE_TRAIN_SIZE} training and {SMOKE_TEST_SIZE} test images, 1 epoch unless --epochs says")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -77,10 +80,17 @@ def resume_command(checkpoint: Path, args: argparse.Namespace, world_size: int) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, train, save. Returns the exit status."""
+    # the output folder's lock (issue 11) is held until main returns, however it returns
+    with contextlib.ExitStack() as held:
+        return _main(argv, held)
+
+
+def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.distributed import context_from_env, destroy_process_group, device_for
+    from mnist_cnn.rundir import claim_run_folder
     from mnist_cnn.runs import fit, resume_config, save_run, training_state_of
     from mnist_cnn.utils import StopRequest, ensure_writable_dir, select_device
 
@@ -109,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = args.out or MODELS_DIR / preset
     device = device_for(context, select_device(args.device))
     out = ensure_writable_dir(out_dir)  # fail before training, not after
+    if context.is_main:  # issue 11: one live run per folder, and never over another run's files without --overwrite
+        held.enter_context(claim_run_folder(out, resume=args.resume, overwrite=args.overwrite))
     last_path = out / LAST_CHECKPOINT
     log = None if args.quiet or not context.is_main else print
     if log:
@@ -117,14 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f", {context.world_size} processes" if context.enabled else ""))
     try:
         # under torchrun the launcher forwards Ctrl-C, so a second signal must not abort the save
-        with StopRequest(repeat_interrupts=not context.enabled) as stop:
+        with StopRequest(repeat_interrupts=not context.enabled, linger=True) as stop:
             result = fit(config, data_dir=args.data_dir, device=device, progress=False if args.quiet else None, log=log,
                          resume=checkpoint, checkpoint_path=last_path, deterministic=deterministic,
                          should_stop=stop, distributed=context)
     except TrainingInterrupted as error:
         if context.is_main:
             print(_interrupted_message(error, args, context.world_size), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return stop.exit_status  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     except TrainingDiverged as error:
         saved = getattr(error, "checkpoint_path", None)
         where = (f"the last good checkpoint is {saved} (after epoch {error.checkpoint_epoch})"  # type: ignore[attr-defined]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import random
+import secrets
 import signal
 import tempfile
 import threading
@@ -101,40 +104,79 @@ def deterministic_mode(enabled: bool) -> Iterator[None]:
         torch.utils.deterministic.fill_uninitialized_memory = previous[4]  # type: ignore[attr-defined]
 
 
+#: The signals that ask training to stop at a safe point: Ctrl-C, ``kill``/cluster schedulers, a closing terminal.
+STOP_SIGNALS: tuple[int, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+#: How many stop signals force an immediate ``KeyboardInterrupt`` (the first asks politely, the second is forgiven).
+FORCE_AFTER = 3
+
+
 class StopRequest:
-    """A flag that Ctrl-C (SIGINT) sets instead of raising ``KeyboardInterrupt``, so training can stop at a safe point.
+    """A flag that SIGINT, SIGTERM and SIGHUP set instead of killing the process, so training can stop at a safe point.
 
     Use as a context manager around training; call the instance to ask whether a stop was requested.
-    A second Ctrl-C raises ``KeyboardInterrupt`` at once (unless ``repeat_interrupts`` is false: under
-    ``torchrun`` the launcher forwards the signal, so workers may receive it twice).
+    The first signal asks to stop after the current batch; a second one (a habitual double Ctrl-C) is
+    only counted, so the save and the resume hint still happen; a third raises ``KeyboardInterrupt`` at
+    once (unless ``repeat_interrupts`` is false: under ``torchrun`` the launcher forwards signals, so
+    workers may receive several). The last finished epoch is on disk in every case.
 
     Args:
-        repeat_interrupts: Let a second SIGINT interrupt immediately.
+        repeat_interrupts: Let a third signal interrupt immediately.
+        signals: The signals to catch (default: :data:`STOP_SIGNALS`).
+        linger: Once a stop was requested, ignore these signals after the block instead of restoring the
+            previous handlers, so that a late second press cannot kill the process while it prints how to resume
+            and exits (Python restores the default handlers while shutting down, but leaves ignored signals
+            ignored). For command lines, which exit right after; a notebook wants its Ctrl-C back (the default).
     """
 
-    def __init__(self, repeat_interrupts: bool = True) -> None:
+    def __init__(self, repeat_interrupts: bool = True, signals: tuple[int, ...] = STOP_SIGNALS, linger: bool = False) -> None:
         self.requested = False
         self.repeat_interrupts = repeat_interrupts
-        self._previous: Any = None
+        self.signals = signals
+        self.linger = linger
+        #: The first signal received (``None`` until one arrives).
+        self.signum: int | None = None
+        self.count = 0
+        self._previous: dict[int, Any] = {}
 
     def __call__(self) -> bool:
         return self.requested
 
+    @property
+    def exit_status(self) -> int:
+        """The conventional status for a process stopped by :attr:`signum`: 128 + its number (130 for Ctrl-C)."""
+        return 128 + (self.signum if self.signum is not None else signal.SIGINT)
+
+    @property
+    def signal_name(self) -> str:
+        """``"SIGTERM"`` etc. for the first signal received (``"SIGINT"`` when none was)."""
+        return signal.Signals(self.signum if self.signum is not None else signal.SIGINT).name
+
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and self.repeat_interrupts:
-            raise KeyboardInterrupt
+        self.count += 1
+        if self.signum is None:
+            self.signum = signum
         self.requested = True
+        if self.count >= FORCE_AFTER and self.repeat_interrupts:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> StopRequest:
         # signal handlers can only be installed from the main thread (e.g. not in some notebook executors)
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        if self.linger and self.requested and self._previous:
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
+            self._previous = {}
+            return
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
 
 
 def select_device(name: str | None = "auto") -> torch.device:
@@ -198,22 +240,72 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     return directory
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the complete new one."""
-    target = Path(path)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False) as handle:
-        temporary = Path(handle.name)
+def _temporary_beside(target: Path) -> tuple[Path, int]:
+    """Create an empty, new temporary file next to ``target`` (mode 0666 less the umask, like any new file)."""
+    for _ in range(100):
+        candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         try:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            handle.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    os.replace(temporary, target)
+            return candidate, os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "cannot create a temporary file", str(target.parent))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see either the old file or the complete new one.
+
+    The bytes go to a temporary file beside ``path`` (created with mode 0666 less the umask, so 0644
+    usually, like files other programs write), which is flushed to disk and renamed over ``path``.
+    On any failure (a full disk, a permission, an interrupt) the temporary file is removed and
+    ``path`` is left as it was.
+
+    Raises:
+        OSError: The write failed; its ``filename`` is ``path``, so the message names the file meant.
+    """
+    target = Path(path)
+    temporary: Path | None = None
+    try:
+        temporary, fd = _temporary_beside(target)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+        temporary = None
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(target)) from None
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    # make the rename itself durable; some filesystems cannot open or sync a directory, which is harmless
+    with contextlib.suppress(OSError):
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def strict_json_value(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (also inside dicts, lists and tuples) replaced by ``None``.
+
+    Strict JSON has no NaN or Infinity; Python's ``json`` would write them as bare words other parsers refuse.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(item) for item in value]
+    return value
 
 
 def write_json(path: str | os.PathLike[str], payload: Any) -> None:
-    """Write ``payload`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+    """Write ``payload`` as indented, strict JSON (non-finite numbers become ``null``), atomically."""
+    text = json.dumps(strict_json_value(payload), indent=2, sort_keys=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
