@@ -24,17 +24,17 @@ def small_config(**changes) -> TrainConfig:
     values = dict(
         model_options={"hidden_units": 4, "batch_norm": True}, input_scaling="standard", epochs=3, batch_size=64,
         lr=0.05, momentum=0.9, nesterov=True, schedule="onecycle", label_smoothing=0.1, seed=7,
-        augment={"max_shift": 1.0, "max_rotation": 5.0, "max_scale": 0.05}, train_size=512, test_size=256,
+        augment={"max_shift": 1.0, "max_rotation": 5.0, "max_scale": 0.05}, train_size=512, val_size=256, test_size=256,
     )
     values.update(changes)
     return TrainConfig(**values)
 
 
-def comparable(result: TrainResult) -> tuple[dict, dict]:
-    """History and metrics without the wall-clock timings, which no two runs share."""
+def comparable(result: TrainResult) -> tuple[dict, dict, dict]:
+    """History, per-step history and metrics without the wall-clock timings, which no two runs share."""
     history = {k: v for k, v in result.history.items() if k != "seconds"}
     metrics = {k: v for k, v in result.metrics.items() if k not in TIMING_KEYS}
-    return history, metrics
+    return history, metrics, result.step_history
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -87,10 +87,13 @@ def test_checkpoint_records_everything_needed_to_resume(tmp_path: Path) -> None:
         payload = read_checkpoint_file(tmp_path / name)  # weights_only=True: plain containers and tensors only
         assert payload["model_options"] == {"hidden_units": 4, "batch_norm": True}
         assert payload["input_scaling"] == "standard" and payload["config"]["seed"] == 7
-        assert payload["history"]["epoch"] == [0, 1] and "test_accuracy" in payload["metrics"]
+        assert payload["history"]["epoch"] == [0, 1] and "val_accuracy" in payload["metrics"]
+        assert ("test_accuracy" in payload["metrics"]) == (name == "model.pt"), "the test set is measured once, at the end"
+        assert payload["metrics"]["validation"]["size"] == 5_000 and payload["metrics"]["validation"]["held_out"]
+        assert payload["step_history"]["step"] == [8] and payload["step_history"]["epoch"] == [1]
         assert set(payload["versions"]) >= {"torch", "mnist_cnn", "python"}
         state = payload["training_state"]
-        assert state["epoch"] == 1 and state["deterministic"] is True and state["world_size"] == 1
+        assert state["epoch"] == 1 and state["step"] == 8 and state["deterministic"] is True and state["world_size"] == 1
         assert state["optimizer"]["state"] and state["scheduler"]["total_steps"] == 8
         rng = state["rng"]
         assert isinstance(rng["torch"], torch.Tensor) and isinstance(rng["generator"], torch.Tensor)
@@ -108,7 +111,7 @@ def test_extending_a_constant_schedule_matches_a_longer_run(tmp_path: Path, data
 
 
 def test_resume_refuses_contradictions(tmp_path: Path, data_dir: Path) -> None:
-    save_run(quiet_fit(small_config(epochs=1, train_size=256, test_size=64)), tmp_path)
+    save_run(quiet_fit(small_config(epochs=1, train_size=256, val_size=64, test_size=64)), tmp_path)
     checkpoint = load_checkpoint(tmp_path / "model.pt")
     with pytest.raises(ConfigError, match="--preset best contradicts .* trained with preset 'custom'"):
         resume_config(checkpoint, preset="best")
