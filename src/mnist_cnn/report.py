@@ -56,7 +56,9 @@ def write_report(
     if first_conv is not None:
         made["filters.png"] = plots.plot_filters(first_conv.weight.detach())
     if checkpoint.history.get("epoch"):
-        made["training_curves.png"] = plots.plot_history(checkpoint.history)
+        made["training_curves.png"] = plots.plot_history(
+            checkpoint.history, checkpoint.step_history, checkpoint.config.get("label_smoothing")
+        )
     for name, fig in made.items():
         written.append(plots.save_figure(fig, figures_dir / name))
         plt.close(fig)
