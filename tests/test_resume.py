@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn import data, distributed, utils
+from mnist_cnn import utils
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_checkpoint_file, save_checkpoint
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.model import VGG
@@ -168,29 +168,3 @@ def test_deterministic_mode_restores_previous_settings() -> None:
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert not torch.are_deterministic_algorithms_enabled()
-
-
-def test_sharded_batches_are_disjoint_and_even() -> None:
-    images, labels = torch.zeros(103, 1, 1, 1), torch.arange(103)
-
-    def shard(rank: int, shuffle: bool) -> list[int]:
-        batches = data.InMemoryBatches(images, labels, 8, shuffle=shuffle, generator=torch.Generator().manual_seed(5),
-                                       rank=rank, world_size=2)
-        assert len(batches) == -(-batches.num_examples // 8)
-        return torch.cat([b for _, b in batches]).tolist()
-
-    first, second = shard(0, True), shard(1, True)
-    assert len(first) == len(second) == 51 and not set(first) & set(second)
-    whole = data.InMemoryBatches(images, labels, 8, shuffle=True, generator=torch.Generator().manual_seed(5))
-    order = torch.cat([b for _, b in whole]).tolist()
-    assert first == order[0:102:2] and second == order[1:102:2], "every rank shards the same permutation"
-    assert sorted(shard(0, False) + shard(1, False)) == list(range(103)), "evaluation keeps every example"
-
-
-def test_distributed_context_from_env() -> None:
-    assert distributed.context_from_env({}) == distributed.SINGLE_PROCESS
-    context = distributed.context_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
-    assert context.enabled and not context.is_main and context.local_rank == 1
-    with pytest.raises(ConfigError, match="RANK=3 is outside WORLD_SIZE=2"):
-        distributed.context_from_env({"RANK": "3", "WORLD_SIZE": "2"})
-    assert distributed.weighted_mean([0.5, 0.25], 10, distributed.SINGLE_PROCESS) == [0.5, 0.25]

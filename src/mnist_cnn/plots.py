@@ -17,6 +17,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from mnist_cnn.config import CLASS_NAMES, NUM_CLASSES
 
 if TYPE_CHECKING:  # only for annotations: predict imports the model code, plots should not need it
+    from mnist_cnn.analysis import Mistakes
     from mnist_cnn.inference import Prediction
     from mnist_cnn.preprocess import PreprocessedImage
 
@@ -71,6 +72,17 @@ def plot_digit_grid(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_mistakes(mistakes: Mistakes, title: str = "Most confident mistakes", ncols: int = 5) -> Figure:
+    """The mistakes gallery: each misclassified digit titled with its true label, the prediction and its confidence.
+
+    Args:
+        mistakes: From :func:`mnist_cnn.analysis.mistakes`.
+        title: Figure title.
+        ncols: Digits per row.
+    """
+    return plot_digit_grid(mistakes.images, mistakes.labels, mistakes.predicted, mistakes.confidence, ncols=ncols, title=title)
 
 
 def plot_class_balance(train_labels: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray) -> Figure:

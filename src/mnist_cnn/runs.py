@@ -371,6 +371,26 @@ def fit(
                        training_state=state.to_dict(), step_history=state.step_history)
 
 
+def result_from(model: nn.Module, config: TrainConfig, parts: TrainParts, state: TrainingState,
+                generator: torch.Generator | None = None) -> TrainResult:
+    """A :class:`TrainResult` for a model trained outside :func:`fit` (e.g. step by step in notebook 3), for :func:`save_run`.
+
+    Its metrics hold the validation numbers of the last epoch; the test set is not measured here.
+
+    Args:
+        model: The trained network.
+        config: The recipe it was trained with.
+        parts: Its optimizer, schedule and precision.
+        state: Its training state (history, per-step history, epochs).
+        generator: The data generator, whose state makes the saved run resumable.
+    """
+    facts = {"device": str(parts.device), "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
+             "deterministic": state.deterministic, "world_size": state.world_size}
+    state.capture(parts, generator)
+    return TrainResult(model, config, state.history, run_metrics(config, state, facts), parts.optimizer, parts.scheduler,
+                       training_state=state.to_dict(), step_history=state.step_history)
+
+
 def check_distributed(config: TrainConfig, context: DistributedContext) -> None:
     """Refuse a multi-process run that cannot work.
 
