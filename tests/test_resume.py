@@ -121,6 +121,11 @@ def test_resume_refuses_contradictions(tmp_path: Path, data_dir: Path) -> None:
         resume_config(checkpoint, seed=7)  # the same value as recorded is fine
     with pytest.raises(ConfigError, match="one-cycle learning-rate schedule was planned for 1 epoch"):
         resume_config(checkpoint, epochs=4)
+    old = read_checkpoint_file(tmp_path / "model.pt")
+    old["history"] = {k.replace("val_", "test_"): v for k, v in old["history"].items()}
+    save_checkpoint(tmp_path / "old.pt", old)
+    with pytest.raises(CheckpointError, match="trained before the validation split"):
+        resume_config(load_checkpoint(tmp_path / "old.pt"), epochs=2)
     plain = tmp_path / "plain.pt"
     save_checkpoint(plain, build_payload(VGG(hidden_units=4), arch="vgg", model_options={"hidden_units": 4}, input_scaling="unit"))
     with pytest.raises(CheckpointError, match="no training state"):

@@ -253,6 +253,11 @@ def resume_config(checkpoint: LoadedCheckpoint, epochs: int | None = None, **req
         ConfigError: An option contradicts the checkpoint, or there is nothing left to train.
     """
     state = training_state_of(checkpoint)
+    if checkpoint.history and "val_acc" not in checkpoint.history:
+        raise CheckpointError(
+            f"cannot resume from {checkpoint.path}: it was trained before the validation split (its curves are on the test set "
+            "and it trained on all 60,000 images); start a new run"
+        )
     config = TrainConfig.from_dict(checkpoint.config)
     done = int(state["epoch"])
     for name, value in requested.items():
