@@ -349,6 +349,7 @@ def fit(
         state = TrainingState(deterministic=deterministic, world_size=context.world_size)
         if resume is not None:
             state = restore(resume, model, parts, generator)
+            state.deterministic, state.world_size = deterministic, context.world_size  # as this run trains, not as recorded
             if log:
                 log(f"resuming {resume.path} after epoch {state.epoch} of {config.epochs}")
 
