@@ -203,9 +203,11 @@ class LivePlot:
         if epochs == self._drawn_at[1] and rows - self._drawn_at[0] < self.every:
             return
         self._drawn_at = (rows, epochs)
-        from IPython import get_ipython
-        from IPython.display import display
-
+        try:  # IPython comes with Jupyter; the package itself does not need it
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
         if get_ipython() is None:
             return
         fig = self.figure(state)
