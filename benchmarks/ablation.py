@@ -18,15 +18,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from mnist_cnn import data as mnist_data
-from mnist_cnn.augment import RandomAffine
-from mnist_cnn.engine import autocast
+from mnist_cnn.engine import train_batch
 from mnist_cnn.model import build_model
 from mnist_cnn.presets import TrainConfig, get_preset
-from mnist_cnn.runs import autocast_dtype_for, build_optimizer, build_scheduler
+from mnist_cnn.runs import build_parts
 
 CPU = torch.device("cpu")
 
@@ -55,11 +53,7 @@ def time_steps(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, 
     model = build_model(config.arch, **config.model_options)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(config, model)
-    scheduler = build_scheduler(config, optimizer, 60_000 // config.batch_size)
-    augment = RandomAffine(**config.augment, generator=generator) if config.augment else None
-    dtype = autocast_dtype_for(config, CPU)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    parts = build_parts(config, model, 60_000 // config.batch_size, CPU, generator)
     batches = mnist_data.InMemoryBatches(images, labels, config.batch_size, shuffle=True, generator=generator)
     model.train()
     started = None
@@ -68,17 +62,7 @@ def time_steps(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, 
             started = time.perf_counter()
         if step == steps + 2:
             break
-        if config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if augment is not None:
-            x = augment(x)
-        with autocast(CPU, dtype):
-            loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        train_batch(model, x, y, parts)  # the same step the engine's epoch loop and fit() take
     return (time.perf_counter() - started) / steps
 
 

@@ -121,3 +121,30 @@ def test_torchvision_pipeline_matches_memory_pipeline(data_dir: Path) -> None:
 
 def test_data_root_env_is_set_for_tests() -> None:
     assert os.environ.get("MNIST_DATA_DIR"), "the root conftest must point tests at a local MNIST copy"
+
+
+def test_validation_split_is_balanced_fixed_and_disjoint(data_dir: Path) -> None:
+    train = data.load_split("train", data_dir)
+    rest, validation = data.validation_split(train)
+    assert len(rest) == 55_000 and len(validation) == 5_000
+    assert validation.labels.bincount(minlength=10).tolist() == [data.VALIDATION_PER_CLASS] * 10
+    held_out = data.validation_indices(train.labels)
+    assert torch.equal(held_out, data.validation_indices(train.labels)), "the same images for every run"
+    assert torch.equal(validation.images, train.images[held_out])
+    # no image is both held out and trained on: together they are the training set, each index once
+    keep = torch.ones(60_000, dtype=torch.bool)
+    keep[held_out] = False
+    assert torch.equal(rest.labels, train.labels[keep]) and int(keep.sum()) == 55_000
+    description = data.describe_validation(train)
+    assert description["size"] == 5_000 and description["seed"] == data.VALIDATION_SEED and description["held_out"]
+    assert len(description["indices_sha256"]) == 64
+
+
+def test_validation_indices_depend_on_the_seed_only() -> None:
+    labels = torch.arange(10).repeat_interleave(7)
+    first = data.validation_indices(labels, per_class=3, seed=1)
+    assert len(first) == 30 and labels[first].bincount().tolist() == [3] * 10
+    assert torch.equal(first, data.validation_indices(labels, per_class=3, seed=1))
+    assert not torch.equal(first, data.validation_indices(labels, per_class=3, seed=2))
+    with pytest.raises(DataError, match="fewer than the 8"):
+        data.validation_indices(labels, per_class=8)

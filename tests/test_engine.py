@@ -1,8 +1,8 @@
-"""The training and evaluation loops, on small slices of MNIST so they run in seconds."""
+"""The training loop on small synthetic tensors (no MNIST): one batch, one epoch, evaluation, the epoch loop, the state."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
 
 import pytest
 import torch
@@ -10,75 +10,130 @@ from torch import nn
 
 from mnist_cnn import data, engine
 from mnist_cnn.augment import RandomAffine
-from mnist_cnn.errors import TrainingDiverged
+from mnist_cnn.errors import TrainingDiverged, TrainingInterrupted, TrainingStopped
 from mnist_cnn.model import VGG
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def small_splits(data_dir: Path) -> tuple[data.MNISTArrays, data.MNISTArrays]:
-    return data.load_split("train", data_dir).head(1_024), data.load_split("test", data_dir).head(512)
+def synthetic(n: int = 320, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images whose digit is where a bright 6x6 square sits (ten places): learnable in a few epochs."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.3
+    for i, label in enumerate(labels.tolist()):
+        row, col = divmod(label, 5)
+        images[i, 0, 4 + 12 * row : 10 + 12 * row, 1 + 5 * col : 7 + 5 * col] += 1.0
+    return images, labels
 
 
-def _batches(split: data.MNISTArrays, batch_size: int = 64, shuffle: bool = False, seed: int = 0) -> data.InMemoryBatches:
-    return data.memory_batches(split, batch_size, "standard", shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+def batches(n: int = 320, batch_size: int = 32, shuffle: bool = False, seed: int = 0) -> data.InMemoryBatches:
+    images, labels = synthetic(n, seed)
+    return data.InMemoryBatches(images, labels, batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
 
 
-def test_train_returns_history_with_epoch_zero(small_splits) -> None:
-    train_split, test_split = small_splits
+def parts_for(model: nn.Module, lr: float = 0.05, **changes) -> engine.TrainParts:
+    return engine.TrainParts(loss_fn=nn.CrossEntropyLoss(), optimizer=torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9), **changes)
+
+
+def test_train_batch_takes_one_optimizer_step() -> None:
+    torch.manual_seed(0)
+    model = VGG(hidden_units=4).train()
+    images, labels = synthetic(16)
+    parts = parts_for(model, scheduler=None)
+    parts.scheduler = torch.optim.lr_scheduler.StepLR(parts.optimizer, step_size=1, gamma=0.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, logits = engine.train_batch(model, images, labels, parts)
+    assert logits.shape == (16, 10) and not logits.requires_grad and loss.dim() == 0
+    assert loss.item() == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5), "loss of the forward pass"
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)), "every weight moved"
+    assert parts.lr == pytest.approx(0.025), "the schedule stepped once"
+
+
+def test_evaluate_matches_a_hand_count() -> None:
+    torch.manual_seed(0)
+    model = VGG(hidden_units=4).eval()
+    images, labels = synthetic(100)
+    loss, accuracy = engine.evaluate(model, batches(100, 30), CPU)
+    with torch.no_grad():
+        logits = model(images)
+    assert accuracy == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5), "plain cross-entropy by default"
+    smoothed, _ = engine.evaluate(model, batches(100, 30), CPU, loss_fn=nn.CrossEntropyLoss(label_smoothing=0.5))
+    assert smoothed != pytest.approx(loss)
+
+
+def test_train_epoch_logs_every_few_steps_and_at_the_end() -> None:
+    torch.manual_seed(0)
+    model = VGG(hidden_units=4, batch_norm=True)
+    parts = parts_for(model)
+    state, logged = engine.TrainingState(), []
+    loop = engine.Loop(epochs=1, log_every=4, progress=False, on_step_logged=lambda s: logged.append(s.step))
+    loss, accuracy = engine.train_epoch(model, batches(320, 32, shuffle=True), parts, state, loop)  # 10 batches
+    assert state.step == 10 and state.epoch == 0, "train_epoch counts steps; train() closes the epoch"
+    assert state.step_history["step"] == [4, 8, 10] == logged
+    assert state.step_history["epoch"] == [1, 1, 1] and state.step_history["lr"] == [0.05] * 3
+    assert all(math.isfinite(v) for v in state.step_history["train_loss"]) and 0 < loss and 0 <= accuracy <= 1
+
+
+def test_train_returns_history_with_epoch_zero_and_learns() -> None:
     torch.manual_seed(0)
     model = VGG(hidden_units=8, batch_norm=True)
     lines: list[str] = []
-    history = engine.train(
-        model, _batches(train_split, shuffle=True), _batches(test_split), nn.CrossEntropyLoss(),
-        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), epochs=2, device=CPU, progress=False, log=lines.append,
-    )
-    assert history["epoch"] == [0, 1, 2]
-    assert set(history) == set(engine.HISTORY_KEYS) and all(len(v) == 3 for v in history.values())
+    ended: list[int] = []
+    state = engine.train(model, batches(320, 32, shuffle=True), batches(200, 50, seed=1), parts_for(model),
+                         engine.TrainingState(), engine.Loop(epochs=3, progress=False, log=lines.append,
+                                                             on_epoch_end=lambda s: ended.append(s.epoch)))
+    history = state.history
+    assert history["epoch"] == [0, 1, 2, 3] and ended == [0, 1, 2, 3] and state.epoch == 3 and state.step == 30
+    assert set(history) == set(engine.HISTORY_KEYS) and all(len(v) == 4 for v in history.values())
     assert history["seconds"][0] == 0.0 and all(s > 0 for s in history["seconds"][1:])
-    assert history["train_loss"][2] < history["train_loss"][0]
-    assert history["test_acc"][2] > 0.7 > history["test_acc"][0]
-    assert len(lines) == 3 and lines[0].startswith("epoch  0")
+    assert history["train_loss"][3] < history["train_loss"][0]
+    assert history["val_acc"][3] > 0.9 > 0.3 > history["val_acc"][0], history["val_acc"]
+    assert len(lines) == 4 and lines[0].startswith("epoch  0") and "val loss" in lines[0]
+    assert state.step_history["step"] == [10, 20, 30]
 
 
-def test_test_step_matches_a_hand_count(small_splits) -> None:
-    _, test_split = small_splits
-    torch.manual_seed(0)
-    model = VGG(hidden_units=4).eval()
-    loss, accuracy = engine.test_step(model, _batches(test_split, 100), nn.CrossEntropyLoss(), CPU)
-    inputs = data.scale_images(test_split.images, "standard")
-    with torch.no_grad():
-        logits = model(inputs)
-    assert accuracy == pytest.approx((logits.argmax(1) == test_split.labels).float().mean().item())
-    assert loss == pytest.approx(nn.functional.cross_entropy(logits, test_split.labels).item(), rel=1e-5)
-
-
-def test_predict_is_batched_and_consistent(small_splits) -> None:
-    _, test_split = small_splits
+def test_training_state_round_trips() -> None:
     model = VGG(hidden_units=4)
-    predictions = engine.predict(model, _batches(test_split, 128), CPU)
-    assert predictions.probabilities.shape == (512, 10)
-    assert torch.allclose(predictions.probabilities.sum(1), torch.ones(512), atol=1e-5)
-    assert torch.equal(predictions.predicted, predictions.probabilities.argmax(1))
-    assert predictions.targets.tolist() == test_split.labels.tolist()
+    parts = parts_for(model)
+    state = engine.TrainingState(epoch=2, step=20, deterministic=True)
+    state.history["epoch"] += [0, 1, 2]
+    state.step_history["step"].append(10)
+    state.capture(parts, torch.Generator().manual_seed(1))
+    again = engine.TrainingState.from_dict(state.to_dict())
+    assert again == state
+    old_format = {"epoch": 1, "optimizer": {}, "scheduler": None, "rng": {}, "deterministic": True, "world_size": 1}
+    restored = engine.TrainingState.from_dict(old_format, history={"epoch": [0, 1]})
+    assert restored.history == {"epoch": [0, 1]} and restored.step == 0 and restored.step_history["step"] == []
 
 
-def test_bf16_autocast_and_channels_last_train(small_splits) -> None:
-    train_split, _ = small_splits
+def test_bf16_autocast_channels_last_and_augmentation_train() -> None:
     model = VGG(hidden_units=8, batch_norm=True).to(memory_format=torch.channels_last)
-    loss, accuracy = engine.train_step(
-        model, _batches(train_split, shuffle=True), nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05),
-        CPU, autocast_dtype=torch.bfloat16, channels_last=True,
-    )
-    assert 0 < loss < 2.4 and 0 <= accuracy <= 1
+    parts = parts_for(model, autocast_dtype=torch.bfloat16, channels_last=True,
+                      augment=RandomAffine(1.0, 5.0, 0.05, generator=torch.Generator().manual_seed(0)))
+    loop = engine.Loop(1, progress=False)
+    loss, accuracy = engine.train_epoch(model, batches(128, 32, shuffle=True), parts, engine.TrainingState(), loop)
+    assert 0 < loss < 2.6 and 0 <= accuracy <= 1
 
 
-def test_divergence_stops_with_a_clear_message(small_splits) -> None:
-    train_split, _ = small_splits
+def test_divergence_stops_with_a_clear_message() -> None:
     model = VGG(hidden_units=8)
-    with pytest.raises(TrainingDiverged, match="learning rate is probably too high"):
-        engine.train_step(model, _batches(train_split), nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=1e6), CPU)
+    with pytest.raises(TrainingDiverged, match="learning rate is probably too high") as caught:
+        engine.train_epoch(model, batches(128), parts_for(model, lr=1e6), engine.TrainingState(epoch=4), engine.Loop(5, progress=False))
+    assert caught.value.epoch == 5 and caught.value.checkpoint_path is None
+
+
+def test_stop_request_interrupts_after_the_current_batch() -> None:
+    model = VGG(hidden_units=4)
+    asked = iter([False, False, True])
+    state = engine.TrainingState()
+    with pytest.raises(TrainingInterrupted) as caught:
+        engine.train(model, batches(320), batches(50), parts_for(model), state,
+                     engine.Loop(2, progress=False, log=None, should_stop=lambda: next(asked)))
+    assert caught.value.epoch == 1 and state.step == 2, "checked before the epoch and after each batch"
+    error = caught.value.with_checkpoint(None, None)
+    assert isinstance(error, TrainingStopped) and type(error) is TrainingInterrupted and error.epoch == 1
 
 
 def test_random_affine_keeps_shape_and_mass() -> None:
@@ -90,3 +145,13 @@ def test_random_affine_keeps_shape_and_mass() -> None:
     assert torch.allclose(augmented.sum((1, 2, 3)), images.sum((1, 2, 3)), rtol=0.25)
     identity = RandomAffine(max_shift=0, max_rotation=0, max_scale=0)(images)
     assert torch.allclose(identity, images, atol=1e-5)
+
+
+def test_predict_is_batched_and_consistent() -> None:
+    model = VGG(hidden_units=4)
+    images, labels = synthetic(100)
+    predictions = engine.predict(model, batches(100, 30), CPU)
+    assert predictions.probabilities.shape == (100, 10)
+    assert torch.allclose(predictions.probabilities.sum(1), torch.ones(100), atol=1e-5)
+    assert torch.equal(predictions.predicted, predictions.probabilities.argmax(1))
+    assert predictions.targets.tolist() == labels.tolist()

@@ -53,7 +53,7 @@ def checkpoint(tmp_path_factory) -> LoadedCheckpoint:
     from mnist_cnn.presets import get_preset
     from mnist_cnn.runs import fit, save_run
 
-    config = get_preset("fast", train_size=20_000, test_size=1_000, bf16=False, channels_last=False)
+    config = get_preset("fast", train_size=20_000, val_size=1_000, test_size=1_000, bf16=False, channels_last=False)
     model_path, _ = save_run(fit(config, device="cpu", progress=False, log=None), tmp_path_factory.mktemp("model"))
     return load_checkpoint(model_path)
 

@@ -17,14 +17,14 @@ from mnist_cnn.utils import seed_everything
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_preset_trains_a_few_steps(name: str, data_dir: Path) -> None:
-    overrides = {"epochs": 1, "train_size": 2_048, "test_size": 500}
+    overrides = {"epochs": 1, "train_size": 2_048, "val_size": 500, "test_size": 500}
     if PRESETS[name].pipeline == "torchvision":
         overrides["pipeline"] = "memory"  # the slicing options need the in-memory pipeline
     config = get_preset(name, **overrides)
     result = fit(config, data_dir=data_dir, device="cpu", progress=False, log=None)
     assert result.history["epoch"] == [0, 1]
     assert result.metrics["preset"] == name and result.metrics["train_seconds"] > 0
-    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0 and 0.0 <= result.metrics["val_accuracy"] <= 1.0
     assert all(math.isfinite(v) for v in result.history["train_loss"])
     seed_everything(config.seed)
     initial = build_model(config.arch, **config.model_options).state_dict()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn import data, distributed, utils
+from mnist_cnn import utils
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_checkpoint_file, save_checkpoint
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.model import VGG
@@ -24,17 +24,17 @@ def small_config(**changes) -> TrainConfig:
     values = dict(
         model_options={"hidden_units": 4, "batch_norm": True}, input_scaling="standard", epochs=3, batch_size=64,
         lr=0.05, momentum=0.9, nesterov=True, schedule="onecycle", label_smoothing=0.1, seed=7,
-        augment={"max_shift": 1.0, "max_rotation": 5.0, "max_scale": 0.05}, train_size=512, test_size=256,
+        augment={"max_shift": 1.0, "max_rotation": 5.0, "max_scale": 0.05}, train_size=512, val_size=256, test_size=256,
     )
     values.update(changes)
     return TrainConfig(**values)
 
 
-def comparable(result: TrainResult) -> tuple[dict, dict]:
-    """History and metrics without the wall-clock timings, which no two runs share."""
+def comparable(result: TrainResult) -> tuple[dict, dict, dict]:
+    """History, per-step history and metrics without the wall-clock timings, which no two runs share."""
     history = {k: v for k, v in result.history.items() if k != "seconds"}
     metrics = {k: v for k, v in result.metrics.items() if k not in TIMING_KEYS}
-    return history, metrics
+    return history, metrics, result.step_history
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -87,10 +87,13 @@ def test_checkpoint_records_everything_needed_to_resume(tmp_path: Path) -> None:
         payload = read_checkpoint_file(tmp_path / name)  # weights_only=True: plain containers and tensors only
         assert payload["model_options"] == {"hidden_units": 4, "batch_norm": True}
         assert payload["input_scaling"] == "standard" and payload["config"]["seed"] == 7
-        assert payload["history"]["epoch"] == [0, 1] and "test_accuracy" in payload["metrics"]
+        assert payload["history"]["epoch"] == [0, 1] and "val_accuracy" in payload["metrics"]
+        assert ("test_accuracy" in payload["metrics"]) == (name == "model.pt"), "the test set is measured once, at the end"
+        assert payload["metrics"]["validation"]["size"] == 5_000 and payload["metrics"]["validation"]["held_out"]
+        assert payload["step_history"]["step"] == [8] and payload["step_history"]["epoch"] == [1]
         assert set(payload["versions"]) >= {"torch", "mnist_cnn", "python"}
         state = payload["training_state"]
-        assert state["epoch"] == 1 and state["deterministic"] is True and state["world_size"] == 1
+        assert state["epoch"] == 1 and state["step"] == 8 and state["deterministic"] is True and state["world_size"] == 1
         assert state["optimizer"]["state"] and state["scheduler"]["total_steps"] == 8
         rng = state["rng"]
         assert isinstance(rng["torch"], torch.Tensor) and isinstance(rng["generator"], torch.Tensor)
@@ -108,7 +111,7 @@ def test_extending_a_constant_schedule_matches_a_longer_run(tmp_path: Path, data
 
 
 def test_resume_refuses_contradictions(tmp_path: Path, data_dir: Path) -> None:
-    save_run(quiet_fit(small_config(epochs=1, train_size=256, test_size=64)), tmp_path)
+    save_run(quiet_fit(small_config(epochs=1, train_size=256, val_size=64, test_size=64)), tmp_path)
     checkpoint = load_checkpoint(tmp_path / "model.pt")
     with pytest.raises(ConfigError, match="--preset best contradicts .* trained with preset 'custom'"):
         resume_config(checkpoint, preset="best")
@@ -118,6 +121,11 @@ def test_resume_refuses_contradictions(tmp_path: Path, data_dir: Path) -> None:
         resume_config(checkpoint, seed=7)  # the same value as recorded is fine
     with pytest.raises(ConfigError, match="one-cycle learning-rate schedule was planned for 1 epoch"):
         resume_config(checkpoint, epochs=4)
+    old = read_checkpoint_file(tmp_path / "model.pt")
+    old["history"] = {k.replace("val_", "test_"): v for k, v in old["history"].items()}
+    save_checkpoint(tmp_path / "old.pt", old)
+    with pytest.raises(CheckpointError, match="trained before the validation split"):
+        resume_config(load_checkpoint(tmp_path / "old.pt"), epochs=2)
     plain = tmp_path / "plain.pt"
     save_checkpoint(plain, build_payload(VGG(hidden_units=4), arch="vgg", model_options={"hidden_units": 4}, input_scaling="unit"))
     with pytest.raises(CheckpointError, match="no training state"):
@@ -165,29 +173,3 @@ def test_deterministic_mode_restores_previous_settings() -> None:
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert not torch.are_deterministic_algorithms_enabled()
-
-
-def test_sharded_batches_are_disjoint_and_even() -> None:
-    images, labels = torch.zeros(103, 1, 1, 1), torch.arange(103)
-
-    def shard(rank: int, shuffle: bool) -> list[int]:
-        batches = data.InMemoryBatches(images, labels, 8, shuffle=shuffle, generator=torch.Generator().manual_seed(5),
-                                       rank=rank, world_size=2)
-        assert len(batches) == -(-batches.num_examples // 8)
-        return torch.cat([b for _, b in batches]).tolist()
-
-    first, second = shard(0, True), shard(1, True)
-    assert len(first) == len(second) == 51 and not set(first) & set(second)
-    whole = data.InMemoryBatches(images, labels, 8, shuffle=True, generator=torch.Generator().manual_seed(5))
-    order = torch.cat([b for _, b in whole]).tolist()
-    assert first == order[0:102:2] and second == order[1:102:2], "every rank shards the same permutation"
-    assert sorted(shard(0, False) + shard(1, False)) == list(range(103)), "evaluation keeps every example"
-
-
-def test_distributed_context_from_env() -> None:
-    assert distributed.context_from_env({}) == distributed.SINGLE_PROCESS
-    context = distributed.context_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
-    assert context.enabled and not context.is_main and context.local_rank == 1
-    with pytest.raises(ConfigError, match="RANK=3 is outside WORLD_SIZE=2"):
-        distributed.context_from_env({"RANK": "3", "WORLD_SIZE": "2"})
-    assert distributed.weighted_mean([0.5, 0.25], 10, distributed.SINGLE_PROCESS) == [0.5, 0.25]

@@ -1,4 +1,4 @@
-"""Measuring a trained model on the test set: loss, accuracy, confusion matrix and per-class metrics."""
+"""Measuring a trained model on the test set: loss, accuracy, confusion matrix, per-class metrics and its mistakes."""
 
 from __future__ import annotations
 
@@ -113,6 +113,41 @@ def evaluate_checkpoint(
 ) -> EvaluationResult:
     """:func:`evaluate_model` for a loaded checkpoint, with the input scaling it recorded."""
     return evaluate_model(checkpoint.model, checkpoint.input_scaling, data_dir, device, batch_size)
+
+
+@dataclass
+class Mistakes:
+    """Misclassified examples, surest first: what the mistakes gallery (:func:`mnist_cnn.plots.plot_mistakes`) shows.
+
+    Attributes:
+        indices: Their positions in the evaluated split (int64).
+        images: Their images ``[K, 28, 28]`` as stored (uint8).
+        labels: The true digits.
+        predicted: What the model said.
+        confidence: The probability it gave its answer.
+    """
+
+    indices: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def mistakes(predictions: Predictions, images: torch.Tensor, count: int = 25) -> Mistakes:
+    """The ``count`` misclassified examples the model was surest about, with their images.
+
+    Args:
+        predictions: A model's predictions over a split, in the split's order.
+        images: That split's images (e.g. ``load_split("test").images``).
+        count: How many at most.
+    """
+    wrong = most_confident_mistakes(predictions, count)
+    return Mistakes(indices=wrong, images=images[wrong], labels=predictions.targets[wrong],
+                    predicted=predictions.predicted[wrong], confidence=predictions.confidence[wrong])
 
 
 def most_confident_mistakes(predictions: Predictions, count: int = 25) -> torch.Tensor:

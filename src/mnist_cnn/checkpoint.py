@@ -69,6 +69,7 @@ def build_payload(
     config: dict[str, Any] | None = None,
     history: dict[str, list] | None = None,
     metrics: dict[str, Any] | None = None,
+    step_history: dict[str, list] | None = None,
     training_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to rebuild and use a model, as plain containers and tensors.
@@ -80,6 +81,7 @@ def build_payload(
         input_scaling: How images were scaled for this model (``"unit"`` or ``"standard"``).
         config: The training configuration.
         history: Per-epoch metrics.
+        step_history: Training loss and learning rate every few steps.
         metrics: Final metrics.
         training_state: Optimizer/scheduler/RNG state and epoch, for resuming.
     """
@@ -92,6 +94,7 @@ def build_payload(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": config or {},
         "history": history or {},
+        "step_history": step_history or {},
         "metrics": metrics or {},
         "training_state": training_state,
         "versions": versions(),
@@ -124,6 +127,7 @@ class LoadedCheckpoint:
     config: dict[str, Any] = field(default_factory=dict)
     history: dict[str, list] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    step_history: dict[str, list] = field(default_factory=dict)
     payload: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -293,6 +297,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         config=payload.get("config", {}) if ours else {},
         history=payload.get("history", {}) if ours else {},
         metrics=payload.get("metrics", {}) if ours else {},
+        step_history=payload.get("step_history", {}) if ours else {},
         payload=payload,
     )
 

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -34,6 +35,11 @@ RAW_MD5: dict[str, str] = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+
+#: The validation split: this many training images of each digit are held out of training, chosen with
+#: this seed. Both are constants, independent of a run's ``--seed``, so every run holds out the same images.
+VALIDATION_PER_CLASS = 500
+VALIDATION_SEED = 20_240_801
 
 _verified: dict[tuple[str, int, int], None] = {}
 
@@ -267,6 +273,67 @@ class MNISTArrays:
         if count is None:
             return self
         return MNISTArrays(images=self.images[:count], labels=self.labels[:count])
+
+
+def validation_indices(labels: torch.Tensor, per_class: int = VALIDATION_PER_CLASS, seed: int = VALIDATION_SEED) -> torch.Tensor:
+    """Indices of a balanced, seeded hold-out: ``per_class`` random examples of each digit, in ascending order.
+
+    Args:
+        labels: The training labels (int64 ``[N]``).
+        per_class: Examples to hold out per digit.
+        seed: Seed of the draw (a constant, not the run's seed, so the split never changes).
+
+    Raises:
+        DataError: A digit has fewer than ``per_class`` examples.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for digit in range(int(labels.max()) + 1 if len(labels) else 0):
+        members = (labels == digit).nonzero().squeeze(1)
+        if len(members) < per_class:
+            raise DataError(f"digit {digit} has {len(members)} training images, fewer than the {per_class} the validation split holds out")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
+
+
+def validation_split(train: MNISTArrays) -> tuple[MNISTArrays, MNISTArrays]:
+    """Split the 60,000 training images into the images to train on (55,000) and the validation hold-out (5,000).
+
+    The hold-out is :func:`validation_indices`: 500 of each digit, the same for every run. Per-epoch
+    curves and every choice of recipe are judged on it; the test set is measured once, after training.
+
+    Args:
+        train: The full training split from :func:`load_split`.
+
+    Returns:
+        ``(train_rest, validation)``, both in the original order.
+    """
+    held_out = validation_indices(train.labels)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[held_out] = False
+    return (MNISTArrays(images=train.images[keep], labels=train.labels[keep]),
+            MNISTArrays(images=train.images[held_out], labels=train.labels[held_out]))
+
+
+def describe_validation(train: MNISTArrays, held_out: bool = True) -> dict[str, Any]:
+    """What identifies the validation split, recorded in checkpoints and ``metrics.json``.
+
+    Args:
+        train: The full training split the hold-out is drawn from.
+        held_out: Whether the run trained without these images (``False`` for the ``seed`` preset,
+            which trains on all 60,000, so its validation numbers are measured on images it has seen).
+
+    Returns:
+        ``size``, ``per_class``, ``seed``, ``indices_sha256`` (of the int64 indices) and ``held_out``.
+    """
+    indices = validation_indices(train.labels)
+    return {
+        "size": len(indices),
+        "per_class": VALIDATION_PER_CLASS,
+        "seed": VALIDATION_SEED,
+        "indices_sha256": hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest(),
+        "held_out": held_out,
+    }
 
 
 def load_split(split: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> MNISTArrays:

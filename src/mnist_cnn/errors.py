@@ -1,5 +1,13 @@
 """Errors a user can cause. Command-line tools print their message as one line and exit non-zero."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 
 class MnistCnnError(Exception):
     """Base class: a problem with the user's input, files or settings, not a bug."""
@@ -17,17 +25,35 @@ class ConfigError(MnistCnnError):
     """An option or preset is not valid."""
 
 
-class TrainingDiverged(MnistCnnError):
-    """The loss became NaN or infinite."""
-
-
 class ImageError(MnistCnnError):
     """An image file is missing, unreadable, not an image, or holds no digit."""
 
 
-class TrainingInterrupted(MnistCnnError):
-    """Training stopped at a safe point because the user asked (Ctrl-C); ``epoch`` is the one in progress."""
+class TrainingStopped(MnistCnnError):
+    """Training ended before its last epoch; says where it stopped and what was saved.
 
-    def __init__(self, message: str, epoch: int | None = None) -> None:
+    Args:
+        message: What happened, in one sentence.
+        epoch: The epoch in progress when training stopped (0 for the evaluation before the first).
+        checkpoint_path: The last resumable checkpoint written, or ``None`` if there is none.
+        checkpoint_epoch: The epoch that checkpoint ends with.
+    """
+
+    def __init__(self, message: str, *, epoch: int, checkpoint_path: Path | None = None, checkpoint_epoch: int | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.epoch = epoch
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_epoch = checkpoint_epoch
+
+    def with_checkpoint(self, path: Path | None, epoch: int | None) -> Self:
+        """The same error, saying which checkpoint was the last one written."""
+        return type(self)(self.message, epoch=self.epoch, checkpoint_path=path, checkpoint_epoch=epoch)
+
+
+class TrainingInterrupted(TrainingStopped):
+    """Training stopped at a safe point because the user asked (Ctrl-C)."""
+
+
+class TrainingDiverged(TrainingStopped):
+    """The training loss became NaN or infinite."""

@@ -19,6 +19,7 @@ from mnist_cnn.config import CLASS_NAMES, NUM_CLASSES
 if TYPE_CHECKING:  # only for annotations: predict imports the model code, plots should not need it
     import pandas as pd
 
+    from mnist_cnn.analysis import Mistakes
     from mnist_cnn.drawpad import DrawingResult
     from mnist_cnn.inference import Prediction
     from mnist_cnn.preprocess import PreprocessedImage
@@ -76,6 +77,17 @@ def plot_digit_grid(
     return fig
 
 
+def plot_mistakes(mistakes: Mistakes, title: str = "Most confident mistakes", ncols: int = 5) -> Figure:
+    """The mistakes gallery: each misclassified digit titled with its true label, the prediction and its confidence.
+
+    Args:
+        mistakes: From :func:`mnist_cnn.analysis.mistakes`.
+        title: Figure title.
+        ncols: Digits per row.
+    """
+    return plot_digit_grid(mistakes.images, mistakes.labels, mistakes.predicted, mistakes.confidence, ncols=ncols, title=title)
+
+
 def plot_class_balance(train_labels: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray) -> Figure:
     """Bar chart of how many images each digit has, in the training and test splits side by side."""
     rows = []
@@ -115,21 +127,103 @@ def plot_mean_digits(images: torch.Tensor | np.ndarray, labels: torch.Tensor | n
     return fig
 
 
-def plot_history(history: dict[str, Sequence[float]]) -> Figure:
-    """Loss and accuracy per epoch, training and test, side by side."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
-    epochs = history["epoch"]
-    for split, style in (("train", "-o"), ("test", "-s")):
-        loss_ax.plot(epochs, history[f"{split}_loss"], style, label=split)
-        acc_ax.plot(epochs, history[f"{split}_acc"], style, label=split)
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+def _val_key(history: dict[str, Sequence[float]]) -> str:
+    # runs from before the validation split recorded their per-epoch curves on the test set
+    return "val" if "val_acc" in history else "test"
+
+
+def plot_history(
+    history: dict[str, Sequence[float]],
+    step_history: dict[str, Sequence[float]] | None = None,
+    label_smoothing: float | None = None,
+) -> Figure:
+    """Learning curves: loss, accuracy and (with ``step_history``) the learning rate.
+
+    The training loss is drawn every few steps when ``step_history`` is given (else once per epoch); it
+    is the loss the optimizer minimised, label-smoothed when the recipe smooths labels, so it never
+    reaches 0. The validation loss is plain cross-entropy, once per epoch. Old runs that recorded
+    their per-epoch curves on the test set (``test_loss``/``test_acc``) are drawn with those labels.
+
+    Args:
+        history: Per-epoch rows (``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``).
+        step_history: Per-step rows (``step``, ``epoch``, ``train_loss``, ``lr``), if recorded.
+        label_smoothing: The recipe's label smoothing, named in the training-loss label when above 0.
+    """
+    held_out = _val_key(history)
+    steps = step_history if step_history and step_history.get("step") else None
+    fig, axes = plt.subplots(1, 3 if steps else 2, figsize=(14 if steps else 10, 3.8))
+    loss_ax, acc_ax = axes[0], axes[1]
+    epochs = list(history.get("epoch", []))
+    smoothing = f", label smoothing {label_smoothing:g}" if label_smoothing else ""
+    if steps:
+        per_epoch = steps["step"][-1] / max(steps["epoch"][-1], 1)  # the last row closes an epoch
+        x = [step / per_epoch for step in steps["step"]]
+        loss_ax.plot(x, steps["train_loss"], "-", alpha=0.8, linewidth=1, label=f"training (every few steps{smoothing})")
+        axes[2].plot(x, steps["lr"], "-", color="tab:green")
+        axes[2].set(xlabel="epoch", ylabel="learning rate", title="Learning rate")
+        axes[2].grid(alpha=0.3)
+    elif epochs:
+        loss_ax.plot(epochs, history["train_loss"], "-o", label=f"training (epoch mean{smoothing})")
+    name = "validation" if held_out == "val" else "test"
+    if epochs:
+        loss_ax.plot(epochs, history[f"{held_out}_loss"], "-s", label=f"{name} (cross-entropy)")
+        acc_ax.plot(epochs, history["train_acc"], "-o", label="training")
+        acc_ax.plot(epochs, history[f"{held_out}_acc"], "-s", label=name)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy (zoomed: epoch 0 may sit below)" if len(epochs) > 1 else "Accuracy")
+    if len(epochs) > 1:
+        acc_ax.set_ylim(max(0.0, min(history[f"{held_out}_acc"][1:] + history["train_acc"][1:]) - 0.02), 1.0)
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend()
-        ax.set_xticks(list(epochs))
+        if ax.lines:
+            ax.legend(loc="upper right" if ax is loss_ax else "lower right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+class LivePlot:
+    """Learning curves redrawn in place in a notebook while training runs.
+
+    Pass it as both :class:`mnist_cnn.engine.Loop` hooks (``on_step_logged`` and ``on_epoch_end``): it
+    redraws :func:`plot_history` every ``every`` new per-step rows and at every epoch's end, replacing one
+    output in the notebook (IPython's ``display_id``), so nbconvert and nbval keep the last drawing.
+    Outside IPython it draws nothing until :meth:`figure` is asked for.
+
+    Args:
+        every: Redraw after this many new per-step rows (each row is ``log_every`` steps).
+        label_smoothing: Passed on to :func:`plot_history` for the loss label.
+    """
+
+    def __init__(self, every: int = 5, label_smoothing: float | None = None) -> None:
+        self.every = every
+        self.label_smoothing = label_smoothing
+        self.draws = 0
+        self._handle = None
+        self._drawn_at = (-1, -1)
+
+    def __call__(self, state) -> None:  # an engine.TrainingState; not imported, so plots stays free of the model code
+        rows, epochs = len(state.step_history["step"]), len(state.history["epoch"])
+        if epochs == self._drawn_at[1] and rows - self._drawn_at[0] < self.every:
+            return
+        self._drawn_at = (rows, epochs)
+        try:  # IPython comes with Jupyter; the package itself does not need it
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
+        fig = self.figure(state)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)  # shown through the display handle only, not again when the cell ends
+        self.draws += 1
+
+    def figure(self, state) -> Figure:
+        """The curves of ``state`` as they stand now."""
+        return plot_history(state.history, state.step_history, self.label_smoothing)
 
 
 def plot_confusion_matrix(confusion: np.ndarray, normalize: bool = False, title: str = "Confusion matrix") -> Figure:

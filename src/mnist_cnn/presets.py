@@ -43,17 +43,20 @@ class TrainConfig:
     #: Treat denormal floats as zero on the CPU. Weights that drift towards zero otherwise produce denormals,
     #: which CPUs compute up to 10x slower; the seed preset keeps PyTorch's default (off) to stay the original.
     flush_denormal: bool = True
-    #: Use only the first N training / test images (quick checks and tests); ``None`` for all.
+    #: Use only the first N training / validation / test images (quick checks and tests); ``None`` for all.
     train_size: int | None = None
     test_size: int | None = None
+    val_size: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that cannot work."""
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        for name, size in (("train_size", self.train_size), ("test_size", self.test_size)):
+        for name, size in (("train_size", self.train_size), ("val_size", self.val_size), ("test_size", self.test_size)):
             if size is not None and size < 1:
                 raise ConfigError(f"{name} must be at least 1, got {size}")
+        if self.pipeline == "torchvision" and (self.train_size or self.test_size or self.val_size):
+            raise ConfigError("train_size/val_size/test_size need the in-memory pipeline, not 'torchvision'")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {min(self.batch_size, self.eval_batch_size)}")
         if not self.lr > 0:

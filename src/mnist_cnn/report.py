@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from mnist_cnn import plots
-from mnist_cnn.analysis import EvaluationResult, most_confident_mistakes
+from mnist_cnn.analysis import EvaluationResult, mistakes
 from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.data import load_split
 from mnist_cnn.utils import atomic_write_bytes, write_json
@@ -48,21 +48,19 @@ def write_report(
     if not figures:
         return written
     figures_dir = out / "figures"
-    test_images = load_split("test", data_dir).images
-    wrong = most_confident_mistakes(result.predictions)
+    gallery = mistakes(result.predictions, load_split("test", data_dir).images)
     made = {
         "confusion_matrix.png": plots.plot_confusion_matrix(result.confusion, title=f"Confusion matrix (accuracy {result.accuracy:.4f})"),
         "per_class_accuracy.png": plots.plot_per_class(result.report["recall"].to_numpy()),
-        "misclassified.png": plots.plot_digit_grid(
-            test_images[wrong], result.predictions.targets[wrong], result.predictions.predicted[wrong],
-            result.predictions.confidence[wrong], title="Most confident mistakes",
-        ),
+        "misclassified.png": plots.plot_mistakes(gallery),
     }
     first_conv = next((m for m in checkpoint.model.modules() if m.__class__.__name__ == "Conv2d"), None)
     if first_conv is not None:
         made["filters.png"] = plots.plot_filters(first_conv.weight.detach())
     if checkpoint.history.get("epoch"):
-        made["training_curves.png"] = plots.plot_history(checkpoint.history)
+        made["training_curves.png"] = plots.plot_history(
+            checkpoint.history, checkpoint.step_history, checkpoint.config.get("label_smoothing")
+        )
     for name, fig in made.items():
         written.append(save_figure_atomically(fig, figures_dir / name))
         plt.close(fig)

@@ -1,10 +1,15 @@
-"""A training run from start to finish: ``fit()`` wires data, model, optimizer and loop; saving, resuming, loading."""
+"""A training run from start to finish: ``fit()`` wires data, model, optimizer and loop; saving, resuming, loading.
+
+``fit()`` reads top to bottom: settings, random state, data (training, validation, test), model, training
+parts, resumed state, the epoch loop of :func:`mnist_cnn.engine.train` with a checkpoint at every epoch
+boundary, then the test set, measured once.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +17,16 @@ import torch
 from torch import nn
 
 from mnist_cnn import data as mnist_data
+from mnist_cnn import engine
 from mnist_cnn.augment import RandomAffine
 from mnist_cnn.checkpoint import LoadedCheckpoint, build_payload, load_checkpoint, save_checkpoint, validate_training_state
 from mnist_cnn.config import MODELS_DIR
-from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, any_process, device_for, init_process_group, weighted_mean
-from mnist_cnn.engine import History, train
-from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
+from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, device_for, init_process_group
+from mnist_cnn.engine import Batches, History, Loop, TrainingState, TrainParts
+from mnist_cnn.errors import CheckpointError, ConfigError, TrainingStopped
 from mnist_cnn.model import build_model
 from mnist_cnn.presets import TrainConfig, get_preset
-from mnist_cnn.utils import (
-    deterministic_mode,
-    rng_state,
-    seed_everything,
-    select_device,
-    set_rng_state,
-    supports_bf16_autocast,
-    write_json,
-)
+from mnist_cnn.utils import deterministic_mode, seed_everything, select_device, set_rng_state, supports_bf16_autocast, write_json
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -68,6 +66,77 @@ def default_deterministic(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def build_parts(config: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device,
+                generator: torch.Generator) -> TrainParts:
+    """The loss, optimizer, schedule, augmentation and precision ``config`` names, for ``model`` on ``device``.
+
+    Args:
+        config: The recipe.
+        model: The network the optimizer updates.
+        steps_per_epoch: Batches per epoch (the one-cycle schedule is planned over all epochs).
+        device: Where to compute.
+        generator: The run's data generator (augmentation draws from it).
+    """
+    optimizer = build_optimizer(config, model)
+    return TrainParts(
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        optimizer=optimizer,
+        scheduler=build_scheduler(config, optimizer, steps_per_epoch),
+        augment=RandomAffine(**config.augment, generator=generator) if config.augment else None,
+        device=device,
+        autocast_dtype=autocast_dtype_for(config, device),
+        channels_last=config.channels_last,
+    )
+
+
+@dataclass
+class RunData:
+    """The batches of one run: training, validation (per-epoch curves and choices) and test (measured once, at the end).
+
+    Attributes:
+        train: Training batches: the 55,000 images outside the validation split (all 60,000 for the
+            ``seed`` preset's torchvision pipeline).
+        val: The 5,000 validation images, this process's shard.
+        test: The 10,000 test images, this process's shard.
+        validation: What identifies the validation split (:func:`mnist_cnn.data.describe_validation`).
+    """
+
+    train: Batches
+    val: mnist_data.InMemoryBatches
+    test: mnist_data.InMemoryBatches
+    validation: dict[str, Any]
+
+
+def load_data(config: TrainConfig, data_dir: str | None, generator: torch.Generator,
+              context: DistributedContext = SINGLE_PROCESS) -> RunData:
+    """Read MNIST and serve it as ``config`` says, holding the validation split out of the training images.
+
+    Args:
+        config: Pipeline, batch sizes, input scaling and the optional ``train_size``/``val_size``/``test_size`` slices.
+        data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
+        generator: Shuffles the training batches.
+        context: This process's shard (``batch_size`` is the total over all processes).
+    """
+    full_train = mnist_data.load_split("train", data_dir)
+    train_rest, validation = mnist_data.validation_split(full_train)
+    shard = {"rank": context.rank, "world_size": context.world_size}
+    evaluation = {"scaling": config.input_scaling, **shard}
+    if config.pipeline == "torchvision":
+        # the seed project's pipeline, unchanged: ToTensor over all 60,000 training images
+        train: Batches = mnist_data.torchvision_loader("train", config.batch_size, data_dir, shuffle=True, generator=generator)
+    else:
+        train = mnist_data.memory_batches(train_rest.head(config.train_size), config.batch_size // context.world_size,
+                                          config.input_scaling, shuffle=True, generator=generator, **shard)
+    return RunData(
+        train=train,
+        val=mnist_data.memory_batches(validation.head(config.val_size), config.eval_batch_size, **evaluation),
+        test=mnist_data.memory_batches(
+            mnist_data.load_split("test", data_dir).head(config.test_size), config.eval_batch_size, **evaluation
+        ),
+        validation=mnist_data.describe_validation(full_train, held_out=config.pipeline != "torchvision"),
+    )
+
+
 @dataclass
 class TrainResult:
     """What :func:`fit` produces."""
@@ -78,29 +147,78 @@ class TrainResult:
     metrics: dict[str, Any]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    #: Optimizer, scheduler and RNG state after the last epoch, so that :func:`save_run` writes a resumable file.
+    #: Optimizer, scheduler and RNG state after the last epoch (:meth:`TrainingState.to_dict`), so that
+    #: :func:`save_run` writes a resumable file.
     training_state: dict[str, Any] | None = None
+    #: Training loss and learning rate every few steps.
+    step_history: History = field(default_factory=engine.new_step_history)
 
 
-def _run_metrics(
-    config: TrainConfig, history: History, load_seconds: float, device: torch.device,
-    autocast_dtype: torch.dtype | None, deterministic: bool, world_size: int,
-) -> dict[str, Any]:
+def run_metrics(config: TrainConfig, state: TrainingState, facts: dict[str, Any]) -> dict[str, Any]:
+    """The summary ``metrics.json`` and checkpoints carry: the last epoch's numbers and the run's ``facts``.
+
+    Args:
+        config: The recipe.
+        state: The run so far.
+        facts: What does not change while it trains: ``load_seconds``, ``device``, ``precision``,
+            ``deterministic``, ``world_size``, ``validation``.
+    """
+    history = state.history
     return {
         "preset": config.preset,
+        "seed": config.seed,
         "epochs": config.epochs,
-        "test_accuracy": history["test_acc"][-1],
-        "test_loss": history["test_loss"][-1],
+        "val_accuracy": history["val_acc"][-1],
+        "val_loss": history["val_loss"][-1],
         "train_accuracy": history["train_acc"][-1],
         "train_loss": history["train_loss"][-1],
         "train_seconds": sum(history["seconds"]),
-        "load_seconds": load_seconds,
-        "device": str(device),
-        "precision": "bf16-autocast" if autocast_dtype is not None else "fp32",
-        "seed": config.seed,
-        "deterministic": deterministic,
-        "world_size": world_size,
+        **facts,
     }
+
+
+@dataclass
+class EpochCheckpoints:
+    """:func:`fit`'s epoch-end hook: writes a resumable checkpoint and remembers the last one written.
+
+    Attributes:
+        path: Where to write (``None``: nowhere, e.g. on processes other than rank 0).
+        model: The network (not its multi-process wrapper).
+        config: The recipe.
+        parts: The optimizer and schedule whose state is saved.
+        generator: The data generator whose state is saved.
+        facts: The run's unchanging metrics (:func:`run_metrics`).
+        user_hook: The caller's ``on_epoch_end(epoch, history)``, called after each trained epoch.
+        saved_path: The last checkpoint written, once there is one.
+        saved_epoch: The epoch it ends with.
+    """
+
+    path: Path | None
+    model: nn.Module
+    config: TrainConfig
+    parts: TrainParts
+    generator: torch.Generator
+    facts: dict[str, Any]
+    user_hook: Callable[[int, History], Any] | None = None
+    saved_path: Path | None = None
+    saved_epoch: int | None = None
+
+    def __call__(self, state: TrainingState) -> None:
+        if self.path is not None:
+            state.capture(self.parts, self.generator)
+            save_checkpoint(self.path, run_payload(self.model, self.config, state, run_metrics(self.config, state, self.facts)))
+            self.saved_path, self.saved_epoch = self.path, state.epoch
+        if self.user_hook is not None and state.epoch > 0:
+            self.user_hook(state.epoch, state.history)
+
+
+def run_payload(model: nn.Module, config: TrainConfig, state: TrainingState, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of a run: the model, its recipe, history, metrics and resumable state."""
+    return build_payload(
+        model, arch=config.arch, model_options=config.model_options, input_scaling=config.input_scaling,
+        config=config.to_dict(), history=state.history, step_history=state.step_history, metrics=metrics,
+        training_state=state.to_dict(),
+    )
 
 
 def training_state_of(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
@@ -136,6 +254,11 @@ def resume_config(checkpoint: LoadedCheckpoint, epochs: int | None = None, **req
         ConfigError: An option contradicts the checkpoint, or there is nothing left to train.
     """
     state = training_state_of(checkpoint)
+    if checkpoint.history and "val_acc" not in checkpoint.history:
+        raise CheckpointError(
+            f"cannot resume from {checkpoint.path}: it was trained before the validation split (its curves are on the test set "
+            "and it trained on all 60,000 images); start a new run"
+        )
     config = TrainConfig.from_dict(checkpoint.config)
     done = int(state["epoch"])
     for name, value in requested.items():
@@ -175,7 +298,7 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     distributed: DistributedContext | None = None,
 ) -> TrainResult:
-    """Train a model as ``config`` says and measure it on the MNIST test set.
+    """Train a model as ``config`` says, judging it on the validation split, then measure it once on the test set.
 
     Args:
         config: A preset from :func:`get_preset` or a custom :class:`TrainConfig`.
@@ -189,149 +312,134 @@ def fit(
         checkpoint_path: Where to save a resumable checkpoint at every epoch boundary (``None``: nowhere).
         deterministic: Use deterministic kernels (see :func:`mnist_cnn.utils.deterministic_mode`);
             ``None`` chooses :func:`default_deterministic`. Settings are restored afterwards.
-        should_stop: Asked after every batch; when true, training stops (see below).
+        should_stop: Asked after every batch; when true, training stops with :class:`TrainingInterrupted`.
         distributed: This process's place in a multi-process run (default: single process).
 
     Returns:
-        The trained model, its history and final metrics (``test_accuracy``, ``test_loss``,
-        ``train_seconds`` for the training passes alone, ``load_seconds`` for reading the data).
+        The trained model, its per-epoch and per-step history and final metrics (``val_accuracy``,
+        ``val_loss``, ``test_accuracy``, ``test_loss``, ``train_seconds`` for the training passes alone,
+        ``load_seconds`` for reading the data, ``validation`` describing the split).
 
     Raises:
-        TrainingDiverged: The loss became NaN or infinite.
-        TrainingInterrupted: ``should_stop`` asked to stop. Both carry ``checkpoint_path`` and
-            ``checkpoint_epoch``: the last resumable checkpoint (``None`` if there is none) and its epoch.
+        TrainingStopped: :class:`TrainingDiverged` (the loss became NaN or infinite) or
+            :class:`TrainingInterrupted` (``should_stop``); its ``checkpoint_path`` and ``checkpoint_epoch``
+            name the last resumable checkpoint (``None`` if there is none).
     """
     config.validate()
-    device = device if isinstance(device, torch.device) else select_device(device)
     context = distributed or SINGLE_PROCESS
-    device = device_for(context, device)
-    if deterministic is None:
-        deterministic = default_deterministic(device)
-    with deterministic_mode(deterministic):
-        return _fit(config, data_dir, device, progress, log, on_epoch_end, resume,
-                    Path(checkpoint_path) if checkpoint_path is not None else None, deterministic, should_stop, context)
-
-
-def _fit(
-    config: TrainConfig,
-    data_dir: str | None,
-    device: torch.device,
-    progress: bool | None,
-    log: Callable[[str], Any] | None,
-    on_epoch_end: Callable[[int, History], Any] | None,
-    resume: LoadedCheckpoint | None,
-    checkpoint_path: Path | None,
-    deterministic: bool,
-    should_stop: Callable[[], bool] | None,
-    context: DistributedContext,
-) -> TrainResult:
-    state = training_state_of(resume) if resume is not None else None
+    device = device_for(context, device if isinstance(device, torch.device) else select_device(device))
+    deterministic = default_deterministic(device) if deterministic is None else deterministic
     if context.enabled:
-        if config.pipeline != "memory":
-            raise ConfigError(f"multi-process training needs the in-memory pipeline, not {config.pipeline!r}")
-        if config.batch_size % context.world_size:
-            raise ConfigError(
-                f"batch size {config.batch_size} must divide evenly among {context.world_size} processes "
-                "(it is the total over all processes)"
-            )
+        check_distributed(config, context)
         init_process_group(context, device)
-        if not context.is_main:
-            log, progress = None, False
-    generator = seed_everything(config.seed)
-    torch.set_flush_denormal(config.flush_denormal)
+    if not context.is_main:
+        log, progress = None, False
+    with deterministic_mode(deterministic):
+        generator = seed_everything(config.seed)
+        torch.set_flush_denormal(config.flush_denormal)
 
-    load_started = time.perf_counter()
-    if config.pipeline == "torchvision":
-        if config.train_size or config.test_size:
-            raise ConfigError("train_size/test_size need the in-memory pipeline, not 'torchvision'")
-        train_batches = mnist_data.torchvision_loader("train", config.batch_size, data_dir, shuffle=True, generator=generator)
-        test_batches = mnist_data.torchvision_loader("test", config.eval_batch_size, data_dir)
-    else:
-        train_split = mnist_data.load_split("train", data_dir).head(config.train_size)
-        test_split = mnist_data.load_split("test", data_dir).head(config.test_size)
-        # batch_size is the total over all processes, so the optimisation matches a single process's
-        shard = {"rank": context.rank, "world_size": context.world_size}
-        train_batches = mnist_data.memory_batches(
-            train_split, config.batch_size // context.world_size, config.input_scaling, shuffle=True, generator=generator, **shard
+        load_started = time.perf_counter()
+        data = load_data(config, data_dir, generator, context)
+        load_seconds = time.perf_counter() - load_started
+
+        # building the model draws from torch's generator; a resumed run restores it afterwards, so its stream continues
+        model = build_model(config.arch, **config.model_options).to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        parts = build_parts(config, model, len(data.train), device, generator)  # type: ignore[arg-type]
+        state = TrainingState(deterministic=deterministic, world_size=context.world_size)
+        if resume is not None:
+            state = restore(resume, model, parts, generator)
+            state.deterministic, state.world_size = deterministic, context.world_size  # as this run trains, not as recorded
+            if log:
+                log(f"resuming {resume.path} after epoch {state.epoch} of {config.epochs}")
+
+        facts = {"load_seconds": load_seconds, "device": str(device),
+                 "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
+                 "deterministic": deterministic, "world_size": context.world_size, "validation": data.validation}
+        checkpoints = EpochCheckpoints(Path(checkpoint_path) if checkpoint_path is not None and context.is_main else None,
+                                       model, config, parts, generator, facts, user_hook=on_epoch_end,
+                                       saved_path=resume.path if resume is not None else None,
+                                       saved_epoch=state.epoch if resume is not None else None)
+        loop = Loop(epochs=config.epochs, progress=progress, log=log, should_stop=should_stop,
+                    on_epoch_end=checkpoints, context=context)
+        try:
+            engine.train(wrap_for_processes(model, context, device), data.train, data.val, parts, state, loop)
+        except TrainingStopped as error:
+            raise error.with_checkpoint(checkpoints.saved_path, checkpoints.saved_epoch) from None
+
+        # the test set, measured once, after every choice was made on the validation split
+        test_loss, test_accuracy = loop.average(
+            engine.evaluate(model, data.test, device, autocast_dtype=parts.autocast_dtype, channels_last=parts.channels_last), data.test
         )
-        test_batches = mnist_data.memory_batches(test_split, config.eval_batch_size, config.input_scaling, **shard)
-    load_seconds = time.perf_counter() - load_started
+    metrics = {**run_metrics(config, state, facts), "test_accuracy": test_accuracy, "test_loss": test_loss}
+    state.capture(parts, generator)
+    return TrainResult(model, config, state.history, metrics, parts.optimizer, parts.scheduler,
+                       training_state=state.to_dict(), step_history=state.step_history)
 
-    model = build_model(config.arch, **config.model_options).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if resume is not None:
-        model.load_state_dict(resume.model.state_dict())
-    optimizer = build_optimizer(config, model)
-    scheduler = build_scheduler(config, optimizer, len(train_batches))
-    augment = RandomAffine(**config.augment, generator=generator) if config.augment else None
-    autocast_dtype = autocast_dtype_for(config, device)
-    history: History | None = None
-    start_epoch = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        # after building the model (which drew from torch's generator), so the stream continues where it stopped
-        set_rng_state(state["rng"], generator)
-        history = {key: list(values) for key, values in resume.history.items()}  # type: ignore[union-attr]
-        start_epoch = int(state["epoch"])
-        if log:
-            log(f"resuming {resume.path} after epoch {start_epoch} of {config.epochs}")  # type: ignore[union-attr]
 
-    train_model: nn.Module = model
-    if context.enabled:
-        from torch.nn.parallel import DistributedDataParallel
+def result_from(model: nn.Module, config: TrainConfig, parts: TrainParts, state: TrainingState,
+                generator: torch.Generator | None = None) -> TrainResult:
+    """A :class:`TrainResult` for a model trained outside :func:`fit` (e.g. step by step in notebook 3), for :func:`save_run`.
 
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    Its metrics hold the validation numbers of the last epoch; the test set is not measured here.
 
-    def current_state(epoch: int) -> dict[str, Any]:
-        return {
-            "epoch": epoch,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": rng_state(generator),
-            "deterministic": deterministic,
-            "world_size": context.world_size,
-        }
+    Args:
+        model: The trained network.
+        config: The recipe it was trained with.
+        parts: Its optimizer, schedule and precision.
+        state: Its training state (history, per-step history, epochs).
+        generator: The data generator, whose state makes the saved run resumable.
+    """
+    facts = {"device": str(parts.device), "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
+             "deterministic": state.deterministic, "world_size": state.world_size}
+    state.capture(parts, generator)
+    return TrainResult(model, config, state.history, run_metrics(config, state, facts), parts.optimizer, parts.scheduler,
+                       training_state=state.to_dict(), step_history=state.step_history)
 
-    saved: dict[str, Any] = {"path": resume.path if resume is not None else None, "epoch": start_epoch if resume is not None else None}
 
-    def save_state(epoch: int, history: History) -> None:
-        if checkpoint_path is None or not context.is_main:
-            return
-        metrics = _run_metrics(config, history, load_seconds, device, autocast_dtype, deterministic, context.world_size)
-        payload = build_payload(
-            model, arch=config.arch, model_options=config.model_options, input_scaling=config.input_scaling,
-            config=config.to_dict(), history=history, metrics=metrics, training_state=current_state(epoch),
+def check_distributed(config: TrainConfig, context: DistributedContext) -> None:
+    """Refuse a multi-process run that cannot work.
+
+    Raises:
+        ConfigError: The pipeline is not in-memory, or the batch does not divide among the processes.
+    """
+    if config.pipeline != "memory":
+        raise ConfigError(f"multi-process training needs the in-memory pipeline, not {config.pipeline!r}")
+    if config.batch_size % context.world_size:
+        raise ConfigError(
+            f"batch size {config.batch_size} must divide evenly among {context.world_size} processes "
+            "(it is the total over all processes)"
         )
-        save_checkpoint(checkpoint_path, payload)
-        saved.update(path=checkpoint_path, epoch=epoch)
 
-    stop = should_stop
-    if should_stop is not None and context.enabled:
-        # every process must stop after the same batch, or the others would wait for it forever
-        def stop() -> bool:
-            return any_process(should_stop(), context)
 
-    def reduce(metrics: tuple[float, float], batches: Any) -> tuple[float, float]:
-        loss, accuracy = weighted_mean(metrics, batches.num_examples, context)
-        return loss, accuracy
+def wrap_for_processes(model: nn.Module, context: DistributedContext, device: torch.device) -> nn.Module:
+    """``model`` in ``DistributedDataParallel`` when there are several processes, else ``model`` itself."""
+    if not context.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
 
-    try:
-        history = train(
-            train_model, train_batches, test_batches,
-            nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer, config.epochs, device,
-            scheduler=scheduler, augment=augment, autocast_dtype=autocast_dtype, channels_last=config.channels_last,
-            progress=progress, on_epoch_end=on_epoch_end, log=log, history=history, start_epoch=start_epoch,
-            eval_model=model, should_stop=stop, checkpoint_hook=save_state,
-            reduce_metrics=reduce if context.enabled else None,
-        )
-    except (TrainingInterrupted, TrainingDiverged) as error:
-        error.checkpoint_path, error.checkpoint_epoch = saved["path"], saved["epoch"]  # type: ignore[attr-defined]
-        raise
-    metrics = _run_metrics(config, history, load_seconds, device, autocast_dtype, deterministic, context.world_size)
-    return TrainResult(model, config, history, metrics, optimizer, scheduler, training_state=current_state(config.epochs))
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def restore(checkpoint: LoadedCheckpoint, model: nn.Module, parts: TrainParts, generator: torch.Generator) -> TrainingState:
+    """Load a checkpoint's weights, optimizer, schedule and random states into a run, and return its training state.
+
+    Args:
+        checkpoint: A checkpoint written by :func:`fit` or :func:`save_run`.
+        model: The freshly built network (same architecture).
+        parts: The freshly built optimizer and schedule.
+        generator: The run's data generator.
+    """
+    state = engine.TrainingState.from_dict(training_state_of(checkpoint), checkpoint.history)
+    if not state.step_history["step"] and checkpoint.step_history:
+        state.step_history = {k: list(v) for k, v in checkpoint.step_history.items()}
+    model.load_state_dict(checkpoint.model.state_dict())
+    parts.optimizer.load_state_dict(state.optimizer)  # type: ignore[arg-type]
+    if parts.scheduler is not None and state.scheduler is not None:
+        parts.scheduler.load_state_dict(state.scheduler)
+    set_rng_state(state.rng, generator)  # type: ignore[arg-type]
+    return state
 
 
 def save_run(result: TrainResult, out: Path, extra_metrics: dict | None = None) -> tuple[Path, Path]:
@@ -351,12 +459,14 @@ def save_run(result: TrainResult, out: Path, extra_metrics: dict | None = None) 
         input_scaling=result.config.input_scaling,
         config=result.config.to_dict(),
         history=result.history,
+        step_history=result.step_history,
         metrics=metrics,
         training_state=result.training_state,
     )
     model_path = save_checkpoint(out / "model.pt", payload)
     metrics_path = out / "metrics.json"
-    write_json(metrics_path, {**metrics, "config": result.config.to_dict(), "history": result.history})
+    write_json(metrics_path, {**metrics, "config": result.config.to_dict(), "history": result.history,
+                              "step_history": result.step_history})
     return model_path, metrics_path
 
 

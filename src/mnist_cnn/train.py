@@ -26,6 +26,7 @@ from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.presets import PRESETS, get_preset
 
 SMOKE_TRAIN_SIZE = 2_000
+SMOKE_VAL_SIZE = 1_000
 SMOKE_TEST_SIZE = 1_000
 DEFAULT_PRESET = "default"
 DEFAULT_SEED = 42
@@ -56,7 +57,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run even if --out holds another run's last.pt or model.pt (they are replaced)")
     parser.add_argument("--smoke", action="store_true",
-                        help=f"quick check on {SMOKE_TRAIN_SIZE} training and {SMOKE_TEST_SIZE} test images, 1 epoch unless --epochs says")
+                        help=f"quick check on {SMOKE_TRAIN_SIZE} training, {SMOKE_VAL_SIZE} validation and {SMOKE_TEST_SIZE} test images, "
+                             "1 epoch unless --epochs says")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
 
@@ -112,7 +114,7 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
                      "seed": DEFAULT_SEED if args.seed is None else args.seed}
         preset = args.preset or DEFAULT_PRESET
         if args.smoke:
-            overrides.update(epochs=args.epochs or 1, train_size=SMOKE_TRAIN_SIZE, test_size=SMOKE_TEST_SIZE)
+            overrides.update(epochs=args.epochs or 1, train_size=SMOKE_TRAIN_SIZE, val_size=SMOKE_VAL_SIZE, test_size=SMOKE_TEST_SIZE)
             if PRESETS[preset].pipeline == "torchvision":
                 overrides["pipeline"] = "memory"
         config = get_preset(preset, **overrides)
@@ -138,12 +140,11 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
             print(_interrupted_message(error, args, context.world_size), file=sys.stderr)
         return stop.exit_status  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     except TrainingDiverged as error:
-        saved = getattr(error, "checkpoint_path", None)
-        where = (f"the last good checkpoint is {saved} (after epoch {error.checkpoint_epoch})"  # type: ignore[attr-defined]
-                 if saved is not None else "no checkpoint was saved")
+        where = (f"the last good checkpoint is {error.checkpoint_path} (after epoch {error.checkpoint_epoch})"
+                 if error.checkpoint_path is not None else "no checkpoint was saved")
         raise TrainingDiverged(
-            f"training diverged in epoch {getattr(error, 'epoch', '?')}: the loss became NaN or infinite; "
-            f"the learning rate is probably too high (try a smaller --lr); {where}"
+            f"training diverged in epoch {error.epoch}: the loss became NaN or infinite; "
+            f"the learning rate is probably too high (try a smaller --lr); {where}", epoch=error.epoch,
         ) from None
     finally:
         destroy_process_group(context)
@@ -153,19 +154,19 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     # model.pt now holds the same resumable state, so the per-epoch file would only be a stale duplicate
     last_path.unlink(missing_ok=True)
     m = result.metrics
-    print(f"test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}, "
+    print(f"validation accuracy {m['val_accuracy']:.4f}, loss {m['val_loss']:.4f}; "
+          f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f}; "
           f"training {m['train_seconds']:.1f}s on {m['device']} ({m['precision']})")
     print(f"saved {model_path} and {metrics_path}")
     return 0
 
 
 def _interrupted_message(error: TrainingInterrupted, args: argparse.Namespace, world_size: int) -> str:
-    saved = getattr(error, "checkpoint_path", None)
-    if saved is None:
+    if error.checkpoint_path is None:
         return f"interrupted in epoch {error.epoch} before any checkpoint was saved; nothing to resume"
     return (
-        f"interrupted in epoch {error.epoch}: its partial progress is discarded and {saved} holds the state after "
-        f"epoch {error.checkpoint_epoch}; resume with: {resume_command(saved, args, world_size)}"  # type: ignore[attr-defined]
+        f"interrupted in epoch {error.epoch}: its partial progress is discarded and {error.checkpoint_path} holds the state "
+        f"after epoch {error.checkpoint_epoch}; resume with: {resume_command(error.checkpoint_path, args, world_size)}"
     )
 
 
