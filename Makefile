@@ -74,8 +74,8 @@ data: install ## Download the MNIST files if missing (to MNIST_DATA_DIR, else da
 
 run: install train evaluate ## Set up, train the default preset, and write reports/ (figures and metrics)
 
-train: install ## Train the default preset into models/default/ (PRESET=fast|best|seed to change)
-	$(PY) -m mnist_cnn.train --preset $(or $(PRESET),default)
+train: install ## Train the default preset into models/default/ (PRESET=fast|best|seed; TRAIN_ARGS=--overwrite to train again)
+	$(PY) -m mnist_cnn.train --preset $(or $(PRESET),default) $(TRAIN_ARGS)
 
 evaluate: install ## Evaluate models/<preset>/model.pt and write reports/
 	$(PY) -m mnist_cnn.evaluate --checkpoint models/$(or $(PRESET),default)/model.pt --out reports

@@ -225,7 +225,8 @@ def training_state_of(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
     """The resumable state stored in a checkpoint written by :func:`fit` or :func:`save_run`.
 
     Raises:
-        CheckpointError: The checkpoint holds no training state (a seed-format file, or one saved without it).
+        CheckpointError: The checkpoint holds no training state (a seed-format file, or one saved without it), was
+            trained before the validation split, or a field of its state is malformed.
     """
     state = checkpoint.payload.get("training_state")
     if not isinstance(state, dict) or "epoch" not in state or not checkpoint.config:
@@ -233,7 +234,13 @@ def training_state_of(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
             f"cannot resume from {checkpoint.path}: it holds a model but no training state "
             "(optimizer, schedule, random generators); only checkpoints written by mnist_cnn.train can be resumed"
         )
-    # issue 11: every field checked before use, so a tampered file fails now, naming the field, not mid-training
+    # before the field checks, which would only say that the history lacks val_* keys
+    if checkpoint.history and "val_acc" not in checkpoint.history:
+        raise CheckpointError(
+            f"cannot resume from {checkpoint.path}: it was trained before the validation split (its curves are on the test set "
+            "and it trained on all 60,000 images); start a new run"
+        )
+    # every field checked before use, so a tampered file fails now, naming the field, not mid-training
     return validate_training_state(state, checkpoint.path, model=checkpoint.model, config=checkpoint.config, history=checkpoint.history)
 
 
@@ -254,11 +261,6 @@ def resume_config(checkpoint: LoadedCheckpoint, epochs: int | None = None, **req
         ConfigError: An option contradicts the checkpoint, or there is nothing left to train.
     """
     state = training_state_of(checkpoint)
-    if checkpoint.history and "val_acc" not in checkpoint.history:
-        raise CheckpointError(
-            f"cannot resume from {checkpoint.path}: it was trained before the validation split (its curves are on the test set "
-            "and it trained on all 60,000 images); start a new run"
-        )
     config = TrainConfig.from_dict(checkpoint.config)
     done = int(state["epoch"])
     for name, value in requested.items():

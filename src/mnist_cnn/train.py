@@ -82,7 +82,7 @@ def resume_command(checkpoint: Path, args: argparse.Namespace, world_size: int) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, train, save. Returns the exit status."""
-    # the output folder's lock (issue 11) is held until main returns, however it returns
+    # the output folder's lock is held until main returns, however it returns
     with contextlib.ExitStack() as held:
         return _main(argv, held)
 
@@ -121,7 +121,7 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         out_dir = args.out or MODELS_DIR / preset
     device = device_for(context, select_device(args.device))
     out = ensure_writable_dir(out_dir)  # fail before training, not after
-    if context.is_main:  # issue 11: one live run per folder, and never over another run's files without --overwrite
+    if context.is_main:  # one live run per folder, and never over another run's files without --overwrite
         held.enter_context(claim_run_folder(out, resume=args.resume, overwrite=args.overwrite))
     last_path = out / LAST_CHECKPOINT
     log = None if args.quiet or not context.is_main else print
