@@ -32,15 +32,18 @@ CPU = torch.device("cpu")
 def variants() -> list[tuple[str, TrainConfig]]:
     """From the seed's step (batch 32, fp32, no batch norm) to the default preset, one change at a time."""
     default = get_preset("default")
-    plain = dataclasses.replace(default, model_options={"hidden_units": 16}, bf16=False, channels_last=False, augment=None,
-                                batch_size=32)
+    plain = dataclasses.replace(default, model_options={"hidden_units": 16}, bf16=False, channels_last=False, augment=None, batch_size=32)
     steps = [
         ("batch 32, fp32, NCHW, no BN (seed step, in memory)", plain),
         ("+ batch 128", dataclasses.replace(plain, batch_size=128)),
         ("+ channels_last", dataclasses.replace(plain, batch_size=128, channels_last=True)),
         ("+ bf16 autocast", dataclasses.replace(plain, batch_size=128, channels_last=True, bf16=True)),
-        ("+ batch norm", dataclasses.replace(plain, batch_size=128, channels_last=True, bf16=True,
-                                             model_options={"hidden_units": 16, "batch_norm": True})),
+        (
+            "+ batch norm",
+            dataclasses.replace(
+                plain, batch_size=128, channels_last=True, bf16=True, model_options={"hidden_units": 16, "batch_norm": True}
+            ),
+        ),
         ("+ augmentation (= default preset)", default),
     ]
     return steps

@@ -32,9 +32,21 @@ from mnist_cnn.runs import fit
 #: conv 32@3x3, pool, ReLU, fc 256, fc 10), Adam lr 1e-2 betas (0.7, 0.9), OneCycle without momentum cycling,
 #: batch 256, in-memory data, fp32, default memory format.
 PUBLIC_RECIPE = TrainConfig(
-    preset="public", arch="small_cnn", model_options={"channels1": 24, "channels2": 32, "fc_units": 256},
-    input_scaling="standard", pipeline="memory", epochs=1, batch_size=256, optimizer="adam", lr=1e-2,
-    betas=(0.7, 0.9), schedule="onecycle", onecycle_pct_start=0.3, cycle_momentum=False, bf16=False, channels_last=False,
+    preset="public",
+    arch="small_cnn",
+    model_options={"channels1": 24, "channels2": 32, "fc_units": 256},
+    input_scaling="standard",
+    pipeline="memory",
+    epochs=1,
+    batch_size=256,
+    optimizer="adam",
+    lr=1e-2,
+    betas=(0.7, 0.9),
+    schedule="onecycle",
+    onecycle_pct_start=0.3,
+    cycle_momentum=False,
+    bf16=False,
+    channels_last=False,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -55,15 +67,20 @@ def worker(name: str, seed: int) -> None:
     """Train one recipe with one seed and print its measurements as JSON on the last line."""
     result = fit(recipe(name, seed), device="cpu", progress=False, log=None)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
-        "recipe": name, "seed": seed,
-        "val_accuracy": result.metrics["val_accuracy"],
-        "test_accuracy": result.metrics["test_accuracy"],
-        "train_seconds": result.metrics["train_seconds"],
-        "load_seconds": result.metrics["load_seconds"],
-        "precision": result.metrics["precision"],
-        "peak_rss_mib": round(peak_mib, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "recipe": name,
+                "seed": seed,
+                "val_accuracy": result.metrics["val_accuracy"],
+                "test_accuracy": result.metrics["test_accuracy"],
+                "train_seconds": result.metrics["train_seconds"],
+                "load_seconds": result.metrics["load_seconds"],
+                "precision": result.metrics["precision"],
+                "peak_rss_mib": round(peak_mib, 1),
+            }
+        )
+    )
 
 
 def run_one(name: str, seed: int) -> dict:
@@ -93,24 +110,27 @@ def summarise(rows: list[dict], recipes: list[str]) -> list[dict]:
             continue
         accuracies = [r["test_accuracy"] for r in runs]
         validation = [r["val_accuracy"] for r in runs if "val_accuracy" in r]
-        table.append({
-            "recipe": name,
-            "runs": len(runs),
-            "val_accuracy_mean": statistics.fmean(validation) if validation else None,
-            "val_accuracy_min": min(validation) if validation else None,
-            "accuracy_mean": statistics.fmean(accuracies),
-            "accuracy_min": min(accuracies),
-            "train_seconds_median": medians[name],
-            "ratio_to_seed": medians[name] / medians["seed"] if "seed" in medians else None,
-            "ratio_to_public": medians[name] / medians["public"] if "public" in medians else None,
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
-            "precision": runs[0]["precision"],
-        })
+        table.append(
+            {
+                "recipe": name,
+                "runs": len(runs),
+                "val_accuracy_mean": statistics.fmean(validation) if validation else None,
+                "val_accuracy_min": min(validation) if validation else None,
+                "accuracy_mean": statistics.fmean(accuracies),
+                "accuracy_min": min(accuracies),
+                "train_seconds_median": medians[name],
+                "ratio_to_seed": medians[name] / medians["seed"] if "seed" in medians else None,
+                "ratio_to_public": medians[name] / medians["public"] if "public" in medians else None,
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+                "precision": runs[0]["precision"],
+            }
+        )
     return table
 
 
 def format_table(table: list[dict]) -> str:
     """The summary as a Markdown table."""
+
     def ratio(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
@@ -160,8 +180,11 @@ def main() -> None:
             if seed < (args.seeds or DEFAULT_SEEDS[name]):
                 row = run_one(name, seed)
                 rows.append(row)
-                print(f"{name:>8} seed {seed}: validation {row['val_accuracy']:.4f}, test {row['test_accuracy']:.4f}, "
-                      f"training {row['train_seconds']:.2f}s", flush=True)
+                print(
+                    f"{name:>8} seed {seed}: validation {row['val_accuracy']:.4f}, test {row['test_accuracy']:.4f}, "
+                    f"training {row['train_seconds']:.2f}s",
+                    flush=True,
+                )
     table = summarise(rows, args.recipes)
     print()
     print(format_table(table))

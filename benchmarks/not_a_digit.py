@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     top = classify_digits(checkpoint.model, checkpoint.input_scaling, test_digits).max(dim=1).values.numpy()
     report["low_confidence_measured"] = round(float(np.percentile(top[:5000], 5)), 3)
     report["constants_used"] = {
-        "FAR_RANGES": inference.FAR_RANGES, "NEAR_RANGES": inference.NEAR_RANGES, "LOW_CONFIDENCE": inference.LOW_CONFIDENCE
+        "FAR_RANGES": inference.FAR_RANGES,
+        "NEAR_RANGES": inference.NEAR_RANGES,
+        "LOW_CONFIDENCE": inference.LOW_CONFIDENCE,
     }
 
     flags = flagged(test_digits, top)

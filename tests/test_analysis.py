@@ -59,6 +59,7 @@ def test_pixel_statistics() -> None:
 
 
 def test_evaluation_result_counts() -> None:
-    result = analysis.EvaluationResult(loss=0.1, accuracy=0.5, predictions=CASE, confusion=analysis.confusion(CASE),
-                                       report=analysis.per_class_report(CASE))
+    result = analysis.EvaluationResult(
+        loss=0.1, accuracy=0.5, predictions=CASE, confusion=analysis.confusion(CASE), report=analysis.per_class_report(CASE)
+    )
     assert result.correct == 3 and result.total == 6

@@ -27,11 +27,25 @@ def new_format(seed: int = 1, val: tuple[float, ...] = (0.95, 0.98, 0.99)) -> di
     """metrics.json as runs.save_run writes it with the validation split (the contract of issue 8)."""
     epochs = len(val)
     return {
-        "preset": "fast", "seed": seed, "epochs": epochs, "val_accuracy": val[-1], "val_loss": 0.05,
-        "test_accuracy": 0.9901, "test_loss": 0.04, "train_seconds": 2.5, "device": "cpu", "precision": "bf16-autocast",
+        "preset": "fast",
+        "seed": seed,
+        "epochs": epochs,
+        "val_accuracy": val[-1],
+        "val_loss": 0.05,
+        "test_accuracy": 0.9901,
+        "test_loss": 0.04,
+        "train_seconds": 2.5,
+        "device": "cpu",
+        "precision": "bf16-autocast",
         "config": {"preset": "fast", "lr": 0.01, "batch_size": 256, "epochs": epochs, "optimizer": "adam", "seed": seed},
-        "history": {"epoch": list(range(1, epochs + 1)), "train_loss": [0.5, 0.2, 0.1][:epochs], "train_acc": [0.9, 0.95, 0.97][:epochs],
-                    "val_loss": [0.2, 0.1, 0.05][:epochs], "val_acc": list(val), "seconds": [1.0] * epochs},
+        "history": {
+            "epoch": list(range(1, epochs + 1)),
+            "train_loss": [0.5, 0.2, 0.1][:epochs],
+            "train_acc": [0.9, 0.95, 0.97][:epochs],
+            "val_loss": [0.2, 0.1, 0.05][:epochs],
+            "val_acc": list(val),
+            "seconds": [1.0] * epochs,
+        },
         "step_history": [{"step": 10, "epoch": 1, "train_loss": 0.9, "lr": 0.001}],
     }
 
@@ -39,11 +53,26 @@ def new_format(seed: int = 1, val: tuple[float, ...] = (0.95, 0.98, 0.99)) -> di
 def old_format() -> dict:
     """metrics.json as this project wrote it before the validation split: test_* in history, no val_accuracy."""
     return {
-        "preset": "default", "epochs": 2, "test_accuracy": 0.9947, "test_loss": 0.03, "train_accuracy": 0.99, "train_loss": 0.1,
-        "train_seconds": 26.7, "load_seconds": 0.2, "device": "cpu", "precision": "fp32", "seed": 42,
+        "preset": "default",
+        "epochs": 2,
+        "test_accuracy": 0.9947,
+        "test_loss": 0.03,
+        "train_accuracy": 0.99,
+        "train_loss": 0.1,
+        "train_seconds": 26.7,
+        "load_seconds": 0.2,
+        "device": "cpu",
+        "precision": "fp32",
+        "seed": 42,
         "config": {"preset": "default", "lr": 0.2, "batch_size": 128, "epochs": 2, "seed": 42},
-        "history": {"epoch": [1, 2], "train_loss": [0.3, 0.1], "train_acc": [0.93, 0.99], "test_loss": [0.05, 0.03],
-                    "test_acc": [0.985, 0.9947], "seconds": [13.0, 13.7]},
+        "history": {
+            "epoch": [1, 2],
+            "train_loss": [0.3, 0.1],
+            "train_acc": [0.93, 0.99],
+            "test_loss": [0.05, 0.03],
+            "test_acc": [0.985, 0.9947],
+            "seconds": [13.0, 13.7],
+        },
     }
 
 
@@ -59,10 +88,19 @@ def save_small_checkpoint(path: Path, *, epoch: int, planned: int) -> None:
     """A real (tiny) resumable checkpoint as fit() writes it after ``epoch`` of ``planned`` epochs."""
     model = build_model("vgg", hidden_units=2)
     payload = build_payload(
-        model, arch="vgg", model_options={"hidden_units": 2}, input_scaling="unit",
+        model,
+        arch="vgg",
+        model_options={"hidden_units": 2},
+        input_scaling="unit",
         config={"preset": "seed", "lr": 0.01, "batch_size": 32, "epochs": planned, "seed": 7},
-        history={"epoch": list(range(1, epoch + 1)), "train_loss": [1.0] * epoch, "train_acc": [0.5] * epoch,
-                 "test_loss": [0.9] * epoch, "test_acc": [0.6] * epoch, "seconds": [3.0] * epoch},
+        history={
+            "epoch": list(range(1, epoch + 1)),
+            "train_loss": [1.0] * epoch,
+            "train_acc": [0.5] * epoch,
+            "test_loss": [0.9] * epoch,
+            "test_acc": [0.6] * epoch,
+            "seconds": [3.0] * epoch,
+        },
         metrics={"preset": "seed", "seed": 7, "test_accuracy": 0.6, "train_seconds": 3.0 * epoch, "device": "cpu", "precision": "fp32"},
         training_state={"epoch": epoch},
     )

@@ -16,8 +16,12 @@ from mnist_cnn.model import VGG, SmallCNN
 
 def _save_vgg(path: Path, **options) -> VGG:
     model = VGG(**options)
-    save_checkpoint(path, build_payload(model, arch="vgg", model_options=options, input_scaling="standard",
-                                        metrics={"test_accuracy": 0.5}, history={"epoch": [0]}))
+    save_checkpoint(
+        path,
+        build_payload(
+            model, arch="vgg", model_options=options, input_scaling="standard", metrics={"test_accuracy": 0.5}, history={"epoch": [0]}
+        ),
+    )
     return model
 
 

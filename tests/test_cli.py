@@ -66,8 +66,22 @@ def test_smoke_train_then_evaluate(tmp_path: Path, data_dir: Path) -> None:
     result = run("mnist_cnn.train", "--preset", "default", "--smoke", "--quiet", "--seed", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("preset", "seed", "epochs", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_seconds", "device",
-                "precision", "config", "history", "step_history", "validation"):
+    for key in (
+        "preset",
+        "seed",
+        "epochs",
+        "val_accuracy",
+        "val_loss",
+        "test_accuracy",
+        "test_loss",
+        "train_seconds",
+        "device",
+        "precision",
+        "config",
+        "history",
+        "step_history",
+        "validation",
+    ):
         assert key in metrics, key
     assert set(metrics["history"]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
     assert set(metrics["step_history"]) == {"step", "epoch", "train_loss", "lr"} and metrics["step_history"]["step"][-1] == 16

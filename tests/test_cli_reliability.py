@@ -71,8 +71,9 @@ def comparable_metrics(path: Path) -> dict:
 
 
 def start_and_wait_for_epoch(out: Path, epoch: int, *args: str) -> subprocess.Popen:
-    process = subprocess.Popen(command(*args, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=environment())
+    process = subprocess.Popen(
+        command(*args, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
+    )
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith(f"epoch {epoch:>2} |"):
@@ -100,8 +101,11 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path: Path, data_dir
     reference = tmp_path / "reference"
     assert run_cli(train.main, [*SHORT_RUN, "--quiet", "--out", str(reference)]) == 0
     assert comparable_metrics(out / "metrics.json") == comparable_metrics(reference / "metrics.json")
-    for (name, a), b in zip(load_checkpoint(out / "model.pt").model.state_dict().items(),
-                            load_checkpoint(reference / "model.pt").model.state_dict().values(), strict=False):
+    for (name, a), b in zip(
+        load_checkpoint(out / "model.pt").model.state_dict().items(),
+        load_checkpoint(reference / "model.pt").model.state_dict().values(),
+        strict=False,
+    ):
         assert torch.equal(a, b), name
 
 

@@ -27,8 +27,9 @@ def test_sharded_batches_are_disjoint_and_even() -> None:
     images, labels = torch.zeros(103, 1, 1, 1), torch.arange(103)
 
     def shard(rank: int, shuffle: bool) -> list[int]:
-        batches = data.InMemoryBatches(images, labels, 8, shuffle=shuffle, generator=torch.Generator().manual_seed(5),
-                                       rank=rank, world_size=2)
+        batches = data.InMemoryBatches(
+            images, labels, 8, shuffle=shuffle, generator=torch.Generator().manual_seed(5), rank=rank, world_size=2
+        )
         assert len(batches) == -(-batches.num_examples // 8)
         return torch.cat([b for _, b in batches]).tolist()
 
@@ -67,9 +68,27 @@ def test_multi_process_runs_refuse_what_cannot_work() -> None:
 def test_torchrun_two_processes_train_and_save_once(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "mnist_cnn.train", "--preset", "fast", "--smoke", "--epochs", "2", "--quiet", "--out", str(out)],
-        capture_output=True, text=True, timeout=180, env=environment(),
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mnist_cnn.train",
+            "--preset",
+            "fast",
+            "--smoke",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=environment(),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("saved ") == 1 and "Traceback" not in result.stderr

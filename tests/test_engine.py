@@ -81,9 +81,14 @@ def test_train_returns_history_with_epoch_zero_and_learns() -> None:
     model = VGG(hidden_units=8, batch_norm=True)
     lines: list[str] = []
     ended: list[int] = []
-    state = engine.train(model, batches(320, 32, shuffle=True), batches(200, 50, seed=1), parts_for(model),
-                         engine.TrainingState(), engine.Loop(epochs=3, progress=False, log=lines.append,
-                                                             on_epoch_end=lambda s: ended.append(s.epoch)))
+    state = engine.train(
+        model,
+        batches(320, 32, shuffle=True),
+        batches(200, 50, seed=1),
+        parts_for(model),
+        engine.TrainingState(),
+        engine.Loop(epochs=3, progress=False, log=lines.append, on_epoch_end=lambda s: ended.append(s.epoch)),
+    )
     history = state.history
     assert history["epoch"] == [0, 1, 2, 3] and ended == [0, 1, 2, 3] and state.epoch == 3 and state.step == 30
     assert set(history) == set(engine.HISTORY_KEYS) and all(len(v) == 4 for v in history.values())
@@ -110,8 +115,12 @@ def test_training_state_round_trips() -> None:
 
 def test_bf16_autocast_channels_last_and_augmentation_train() -> None:
     model = VGG(hidden_units=8, batch_norm=True).to(memory_format=torch.channels_last)
-    parts = parts_for(model, autocast_dtype=torch.bfloat16, channels_last=True,
-                      augment=RandomAffine(1.0, 5.0, 0.05, generator=torch.Generator().manual_seed(0)))
+    parts = parts_for(
+        model,
+        autocast_dtype=torch.bfloat16,
+        channels_last=True,
+        augment=RandomAffine(1.0, 5.0, 0.05, generator=torch.Generator().manual_seed(0)),
+    )
     loop = engine.Loop(1, progress=False)
     loss, accuracy = engine.train_epoch(model, batches(128, 32, shuffle=True), parts, engine.TrainingState(), loop)
     assert 0 < loss < 2.6 and 0 <= accuracy <= 1
@@ -129,8 +138,14 @@ def test_stop_request_interrupts_after_the_current_batch() -> None:
     asked = iter([False, False, True])
     state = engine.TrainingState()
     with pytest.raises(TrainingInterrupted) as caught:
-        engine.train(model, batches(320), batches(50), parts_for(model), state,
-                     engine.Loop(2, progress=False, log=None, should_stop=lambda: next(asked)))
+        engine.train(
+            model,
+            batches(320),
+            batches(50),
+            parts_for(model),
+            state,
+            engine.Loop(2, progress=False, log=None, should_stop=lambda: next(asked)),
+        )
     assert caught.value.epoch == 1 and state.step == 2, "checked before the epoch and after each batch"
     error = caught.value.with_checkpoint(None, None)
     assert isinstance(error, TrainingStopped) and type(error) is TrainingInterrupted and error.epoch == 1

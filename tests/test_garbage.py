@@ -55,7 +55,10 @@ def test_write_json_is_strict(tmp_path: Path) -> None:
     payload = {"test_loss": math.nan, "history": {"val_loss": [1.5, math.inf, -math.inf]}, "pair": (math.nan, 2), "ok": 0.25}
     write_json(tmp_path / "metrics.json", payload)
     assert strict_load(tmp_path / "metrics.json") == {
-        "test_loss": None, "history": {"val_loss": [1.5, None, None]}, "pair": [None, 2], "ok": 0.25,
+        "test_loss": None,
+        "history": {"val_loss": [1.5, None, None]},
+        "pair": [None, 2],
+        "ok": 0.25,
     }
     assert strict_json_value(payload)["ok"] == 0.25 and payload["test_loss"] != payload["test_loss"], "the input is not changed"
 
@@ -63,8 +66,14 @@ def test_write_json_is_strict(tmp_path: Path) -> None:
 def test_a_run_with_a_nan_loss_writes_strict_metrics(tmp_path: Path) -> None:
     config = get_preset("seed", epochs=1, model_options={"hidden_units": 2})
     model = VGG(hidden_units=2)
-    history = {"epoch": [0, 1], "train_loss": [2.3, math.nan], "train_acc": [0.1, 0.1], "test_loss": [2.3, math.nan],
-               "test_acc": [0.1, 0.1], "seconds": [0.0, 1.0]}
+    history = {
+        "epoch": [0, 1],
+        "train_loss": [2.3, math.nan],
+        "train_acc": [0.1, 0.1],
+        "test_loss": [2.3, math.nan],
+        "test_acc": [0.1, 0.1],
+        "seconds": [0.0, 1.0],
+    }
     metrics = {"test_accuracy": 0.098, "test_loss": math.nan, "train_seconds": 1.0}
     result = TrainResult(model, config, history, metrics, torch.optim.SGD(model.parameters(), lr=0.1), None)
     _, metrics_path = save_run(result, tmp_path)

@@ -57,10 +57,24 @@ def resumable_payload() -> dict[str, Any]:
         optimizer.zero_grad()
         scheduler.step()
     history = {key: [0, 1] if key == "epoch" else [0.5, 0.25] for key in HISTORY_KEYS}
-    state = {"epoch": 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": rng_state(torch.Generator().manual_seed(1)), "deterministic": True, "world_size": 1}
-    return build_payload(model, arch=config.arch, model_options=config.model_options, input_scaling=config.input_scaling,
-                         config=config.to_dict(), history=history, metrics={"test_accuracy": 0.5}, training_state=state)
+    state = {
+        "epoch": 1,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(torch.Generator().manual_seed(1)),
+        "deterministic": True,
+        "world_size": 1,
+    }
+    return build_payload(
+        model,
+        arch=config.arch,
+        model_options=config.model_options,
+        input_scaling=config.input_scaling,
+        config=config.to_dict(),
+        history=history,
+        metrics={"test_accuracy": 0.5},
+        training_state=state,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +140,11 @@ BAD_RESUME_STATES = [
     ("epoch huge", _set("training_state.epoch", 10**12), "invalid training_state.epoch"),
     ("epoch str", _set("training_state.epoch", "1"), "invalid training_state.epoch: expected a whole number from 0 to 100000, got '1'"),
     ("optimizer missing", _delete("training_state.optimizer"), "invalid training_state.optimizer"),
-    ("optimizer moment wrong shape", _set("training_state.optimizer.state.0.exp_avg", torch.zeros(3)),
-     "invalid training_state.optimizer.state[0].exp_avg: shape [3] does not fit parameter 0"),
+    (
+        "optimizer moment wrong shape",
+        _set("training_state.optimizer.state.0.exp_avg", torch.zeros(3)),
+        "invalid training_state.optimizer.state[0].exp_avg: shape [3] does not fit parameter 0",
+    ),
     ("optimizer groups short", _set("training_state.optimizer.param_groups.0.params", [0, 1]), "invalid training_state.optimizer"),
     ("rng dtype", _set("training_state.rng.torch", torch.zeros(5056)), "invalid training_state.rng.torch"),
     ("rng length", _set("training_state.rng.generator", torch.zeros(16, dtype=torch.uint8)), "invalid training_state.rng.generator"),
@@ -157,8 +174,9 @@ def test_the_untampered_file_resumes_and_finishes(base_payload: dict[str, Any], 
     assert load_checkpoint(tmp_path / "model.pt").payload["training_state"]["epoch"] == 2
 
 
-@pytest.mark.parametrize(("name", "change", "fragment"), MALFORMED_FIELDS + BAD_RESUME_STATES,
-                         ids=[case[0] for case in MALFORMED_FIELDS + BAD_RESUME_STATES])
+@pytest.mark.parametrize(
+    ("name", "change", "fragment"), MALFORMED_FIELDS + BAD_RESUME_STATES, ids=[case[0] for case in MALFORMED_FIELDS + BAD_RESUME_STATES]
+)
 def test_train_resume_refuses_tampered_files(
     base_payload: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, name: str, change: Callable, fragment: str
 ) -> None:
@@ -191,8 +209,9 @@ def test_tampered_files_through_the_real_commands(base_payload: dict[str, Any], 
         path = tmp_path / "last.pt"
         save_checkpoint(path, tampered(base_payload, change))
         before = snapshot(tmp_path)
-        result = subprocess.run([sys.executable, "-m", *command, str(path), "--out", str(tmp_path / "out")],
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", *command, str(path), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300
+        )
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and fragment in lines[0], result.stderr
         assert snapshot(tmp_path) == before
@@ -200,8 +219,9 @@ def test_tampered_files_through_the_real_commands(base_payload: dict[str, Any], 
 
 def tiny_vgg_claiming(hidden_units: int, path: Path) -> Path:
     """A checkpoint of a few KB: a 1-channel VGG whose options claim ``hidden_units``."""
-    save_checkpoint(path, build_payload(VGG(hidden_units=1), arch="vgg", model_options={"hidden_units": hidden_units},
-                                        input_scaling="unit"))
+    save_checkpoint(
+        path, build_payload(VGG(hidden_units=1), arch="vgg", model_options={"hidden_units": hidden_units}, input_scaling="unit")
+    )
     return path
 
 
@@ -216,17 +236,25 @@ def baseline_peak_kb(tmp_path_factory: pytest.TempPathFactory) -> int:
 
 def peak_of_evaluate(checkpoint: Path, tmp_path: Path) -> tuple[int, str, int]:
     """Run ``evaluate`` on ``checkpoint`` in a child process: its status, stderr and peak memory (kB)."""
-    result = subprocess.run([sys.executable, "-c", MEASURE, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return result.returncode, result.stderr.strip(), int(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(("hidden_units", "fragment"), [
-    (4_000, "model_options.hidden_units: 4000 is out of bounds (must be from 1 to 512)"),
-    (100_000, "model_options.hidden_units: 100000 is out of bounds"),
-])
-def test_options_beyond_bounds_are_refused_without_allocating(tmp_path: Path, baseline_peak_kb: int, hidden_units: int,
-                                                              fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("hidden_units", "fragment"),
+    [
+        (4_000, "model_options.hidden_units: 4000 is out of bounds (must be from 1 to 512)"),
+        (100_000, "model_options.hidden_units: 100000 is out of bounds"),
+    ],
+)
+def test_options_beyond_bounds_are_refused_without_allocating(
+    tmp_path: Path, baseline_peak_kb: int, hidden_units: int, fragment: str
+) -> None:
     path = tiny_vgg_claiming(hidden_units, tmp_path / "claims.pt")
     assert path.stat().st_size < 10_000
     status, stderr, peak_kb = peak_of_evaluate(path, tmp_path)
@@ -272,10 +300,13 @@ def test_a_compressed_bomb_is_refused_before_inflating(tmp_path: Path, baseline_
     assert peak_kb - baseline_peak_kb < EXTRA_PEAK_LIMIT_KB, f"peak {peak_kb} kB, {baseline_peak_kb} kB for the imports"
 
 
-@pytest.mark.parametrize(("dtype", "fragment"), [
-    (torch.float64, "as float64, not float32"),
-    (torch.complex64, "as complex64, not float32"),
-])
+@pytest.mark.parametrize(
+    ("dtype", "fragment"),
+    [
+        (torch.float64, "as float64, not float32"),
+        (torch.complex64, "as complex64, not float32"),
+    ],
+)
 def test_float64_and_complex_weights_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture, dtype: torch.dtype, fragment: str) -> None:
     payload = build_payload(VGG(hidden_units=2), arch="vgg", model_options={"hidden_units": 2}, input_scaling="unit")
     payload["state_dict"]["conv_block_1.0.weight"] = payload["state_dict"]["conv_block_1.0.weight"].to(dtype)

@@ -53,22 +53,25 @@ def deny(monkeypatch: pytest.MonkeyPatch, method: str, denied: Path) -> None:
     monkeypatch.setattr(Path, method, guarded)
 
 
-def test_unreadable_data_folder(data_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_data_folder(data_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = raw_folder(data_copy)
     deny(monkeypatch, "is_file", folder)  # what a folder without search permission does to stat()
-    message = one_line_error(capsys, run_cli(train.main, ["--smoke", "--quiet", "--data-dir", str(data_copy),
-                                                          "--out", str(tmp_path / "out")]))
+    message = one_line_error(
+        capsys, run_cli(train.main, ["--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(tmp_path / "out")])
+    )
     assert message.startswith(f"error: cannot read MNIST data at {folder / 'train-images-idx3-ubyte'}: Permission denied")
 
 
 @pytest.mark.parametrize("name", ["t10k-labels-idx1-ubyte", "t10k-images-idx3-ubyte"])
-def test_unreadable_data_file(data_copy: Path, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture,
-                              monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+def test_unreadable_data_file(
+    data_copy: Path, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
     path = raw_folder(data_copy) / name
     deny(monkeypatch, "open", path)
-    status = run_cli(evaluate.main, ["--checkpoint", str(tiny_checkpoint), "--data-dir", str(data_copy),
-                                     "--out", str(tmp_path / "report"), "--no-figures"])
+    status = run_cli(
+        evaluate.main,
+        ["--checkpoint", str(tiny_checkpoint), "--data-dir", str(data_copy), "--out", str(tmp_path / "report"), "--no-figures"],
+    )
     message = one_line_error(capsys, status)
     assert message.startswith(f"error: cannot read MNIST data at {path}: Permission denied"), message
 
@@ -107,16 +110,16 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path: Path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and target.read_text() == "old\n"
 
 
-def test_evaluate_on_a_full_disk_keeps_the_previous_report(tiny_checkpoint: Path, tmp_path: Path, data_dir: Path,
-                                                           capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_on_a_full_disk_keeps_the_previous_report(
+    tiny_checkpoint: Path, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     report = tmp_path / "report"
     report.mkdir()
     (report / "metrics.json").write_text('{"test_accuracy": 0.99}\n')
     (report / "per_class_metrics.csv").write_text("digit,precision\n0,0.99\n")
     before = snapshot(report)
     fail_writes_to(monkeypatch, "per_class_metrics.csv")
-    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(tiny_checkpoint), "--out", str(report),
-                                                             "--no-figures"]))
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(tiny_checkpoint), "--out", str(report), "--no-figures"]))
     assert message == f"error: No space left on device: {report / 'per_class_metrics.csv'}"
     after = snapshot(report)
     assert after["per_class_metrics.csv"] == before["per_class_metrics.csv"], "the CSV is not emptied"
@@ -124,8 +127,9 @@ def test_evaluate_on_a_full_disk_keeps_the_previous_report(tiny_checkpoint: Path
     assert sorted(after) == ["metrics.json", "per_class_metrics.csv"], "no temporary file left behind"
 
 
-def test_train_on_a_full_disk_is_one_line(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_on_a_full_disk_is_one_line(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     fail_writes_to(monkeypatch, "last.pt")
     message = one_line_error(capsys, run_cli(train.main, ["--preset", "fast", "--smoke", "--quiet", "--out", str(out)]))
@@ -136,17 +140,20 @@ def test_train_on_a_full_disk_is_one_line(tmp_path: Path, data_dir: Path, capsys
 # --- numbers and settings ---
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--seed", "99999999999999999999999"], "argument --seed: must be at most 2**63-1"),
-    (["--seed", str(MAX_SEED + 1)], "argument --seed: must be at most 2**63-1"),
-    (["--seed", "-1"], "argument --seed: must be at least 0"),
-    (["--seed", "1e3"], "argument --seed: expected a whole number"),
-    (["--lr", "1e39"], "argument --lr: must be at most 1e+06"),
-    (["--lr", "inf"], "argument --lr: must be a finite number above 0"),
-    (["--lr", "nan"], "argument --lr: must be a finite number above 0"),
-    (["--lr", "0"], "argument --lr: must be a finite number above 0"),
-    (["--lr", "-0.1"], "argument --lr: must be a finite number above 0"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--seed", "99999999999999999999999"], "argument --seed: must be at most 2**63-1"),
+        (["--seed", str(MAX_SEED + 1)], "argument --seed: must be at most 2**63-1"),
+        (["--seed", "-1"], "argument --seed: must be at least 0"),
+        (["--seed", "1e3"], "argument --seed: expected a whole number"),
+        (["--lr", "1e39"], "argument --lr: must be at most 1e+06"),
+        (["--lr", "inf"], "argument --lr: must be a finite number above 0"),
+        (["--lr", "nan"], "argument --lr: must be a finite number above 0"),
+        (["--lr", "0"], "argument --lr: must be a finite number above 0"),
+        (["--lr", "-0.1"], "argument --lr: must be a finite number above 0"),
+    ],
+)
 def test_out_of_range_numbers(capsys: pytest.CaptureFixture, args: list[str], fragment: str) -> None:
     with pytest.raises(SystemExit) as exited:
         train.build_parser().parse_args(args)
@@ -169,17 +176,21 @@ def test_empty_data_dir_setting_is_an_error(tmp_path: Path, capsys: pytest.Captu
     assert message.startswith("error: the data directory is an empty string")
 
 
-def test_evaluate_reads_and_checks_only_the_test_files(data_copy: Path, tiny_checkpoint: Path, tmp_path: Path,
-                                                      offline: None, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_reads_and_checks_only_the_test_files(
+    data_copy: Path, tiny_checkpoint: Path, tmp_path: Path, offline: None, capsys: pytest.CaptureFixture
+) -> None:
     folder = raw_folder(data_copy)
     (folder / "train-images-idx3-ubyte").write_bytes(b"corrupt")
     (folder / "train-labels-idx1-ubyte").unlink()
-    status = run_cli(evaluate.main, ["--checkpoint", str(tiny_checkpoint), "--data-dir", str(data_copy),
-                                     "--out", str(tmp_path / "report"), "--no-figures"])
+    status = run_cli(
+        evaluate.main,
+        ["--checkpoint", str(tiny_checkpoint), "--data-dir", str(data_copy), "--out", str(tmp_path / "report"), "--no-figures"],
+    )
     assert status == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["total"] == 10_000
-    message = one_line_error(capsys, run_cli(train.main, ["--smoke", "--quiet", "--data-dir", str(data_copy),
-                                                          "--out", str(tmp_path / "out")]))
+    message = one_line_error(
+        capsys, run_cli(train.main, ["--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(tmp_path / "out")])
+    )
     assert "train-labels-idx1-ubyte" in message, "training still needs (and checks) the training files"
 
 
@@ -189,11 +200,24 @@ def test_evaluate_reads_and_checks_only_the_test_files(data_copy: Path, tiny_che
 def test_unprintable_file_names_are_escaped(tmp_path: Path, data_dir: Path) -> None:
     """A name that is not valid UTF-8 is printed with escapes, even where the output encoding is strict."""
     name = os.fsencode(tmp_path) + b"/model-\xff.pt"
-    save_checkpoint(os.fsdecode(name), build_payload(VGG(hidden_units=1), arch="vgg", model_options={"hidden_units": 1},
-                                                     input_scaling="unit"))
-    result = subprocess.run([sys.executable.encode(), b"-m", b"mnist_cnn.evaluate", b"--checkpoint", name,
-                             b"--out", os.fsencode(tmp_path / "report"), b"--no-figures"],
-                            capture_output=True, timeout=300, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    save_checkpoint(
+        os.fsdecode(name), build_payload(VGG(hidden_units=1), arch="vgg", model_options={"hidden_units": 1}, input_scaling="unit")
+    )
+    result = subprocess.run(
+        [
+            sys.executable.encode(),
+            b"-m",
+            b"mnist_cnn.evaluate",
+            b"--checkpoint",
+            name,
+            b"--out",
+            os.fsencode(tmp_path / "report"),
+            b"--no-figures",
+        ],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+    )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert b"model-\\udcff.pt" in result.stdout and b"Traceback" not in result.stderr
 

@@ -7,8 +7,14 @@ import matplotlib.pyplot as plt
 from mnist_cnn import plots
 from mnist_cnn.engine import TrainingState
 
-HISTORY = {"epoch": [0, 1, 2], "train_loss": [2.3, 0.6, 0.5], "train_acc": [0.1, 0.95, 0.97],
-           "val_loss": [2.3, 0.08, 0.05], "val_acc": [0.1, 0.98, 0.99], "seconds": [0.0, 1.0, 1.0]}
+HISTORY = {
+    "epoch": [0, 1, 2],
+    "train_loss": [2.3, 0.6, 0.5],
+    "train_acc": [0.1, 0.95, 0.97],
+    "val_loss": [2.3, 0.08, 0.05],
+    "val_acc": [0.1, 0.98, 0.99],
+    "seconds": [0.0, 1.0, 1.0],
+}
 STEPS = {"step": [10, 20, 30, 40], "epoch": [1, 1, 2, 2], "train_loss": [2.0, 1.0, 0.6, 0.5], "lr": [0.1, 0.2, 0.1, 0.01]}
 
 

@@ -234,7 +234,6 @@ def test_command_reports_failures_per_file_and_exits_non_zero(checkpoint, drawn,
     assert "2 of 5 file(s) could not be classified" in done.stderr
 
 
-
 def test_cli_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert run_cli(main, ["--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'nope.pt'}"]

@@ -325,7 +325,6 @@ def test_32_bit_integer_and_float_images_use_their_range():
         assert np.corrcoef(digit, reference)[0, 1] > 0.95, image.mode
 
 
-
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads chmod-000 files; the tests above simulate it")
 def test_real_permission_errors_are_one_line_each(checkpoint, good_folder, tmp_path):
     locked = tmp_path / "locked"

@@ -22,9 +22,20 @@ TIMING_KEYS = ("train_seconds", "load_seconds", "total_seconds")
 def small_config(**changes) -> TrainConfig:
     """A run of a few seconds that still exercises momentum, a one-cycle schedule, batch norm and augmentation."""
     values = dict(
-        model_options={"hidden_units": 4, "batch_norm": True}, input_scaling="standard", epochs=3, batch_size=64,
-        lr=0.05, momentum=0.9, nesterov=True, schedule="onecycle", label_smoothing=0.1, seed=7,
-        augment={"max_shift": 1.0, "max_rotation": 5.0, "max_scale": 0.05}, train_size=512, val_size=256, test_size=256,
+        model_options={"hidden_units": 4, "batch_norm": True},
+        input_scaling="standard",
+        epochs=3,
+        batch_size=64,
+        lr=0.05,
+        momentum=0.9,
+        nesterov=True,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        seed=7,
+        augment={"max_shift": 1.0, "max_rotation": 5.0, "max_scale": 0.05},
+        train_size=512,
+        val_size=256,
+        test_size=256,
     )
     values.update(changes)
     return TrainConfig(**values)

@@ -37,8 +37,13 @@ def one_line_error(capsys: pytest.CaptureFixture, status: int) -> str:
 
 def start_training(out: Path, *args: str) -> subprocess.Popen:
     """Start ``train`` and return once it has finished epoch 1 (so ``last.pt`` exists and it is mid-run)."""
-    process = subprocess.Popen([sys.executable, "-m", "mnist_cnn.train", *args, "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_cnn.train", *args, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("epoch  1 |"):
@@ -83,8 +88,7 @@ def test_resume_into_another_folder_is_checked_too(finished_run: Path, tmp_path:
     check_not_another_run(tmp_path / "empty", resume=None, overwrite=False)
 
 
-def test_interrupted_run_is_kept_and_two_runs_never_share_a_folder(tmp_path: Path, data_dir: Path,
-                                                                   capsys: pytest.CaptureFixture) -> None:
+def test_interrupted_run_is_kept_and_two_runs_never_share_a_folder(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     first = start_training(out, "--preset", "fast", "--smoke", "--epochs", "20")  # long enough to be live throughout
     try:
@@ -120,9 +124,15 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
 
 def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom mnist_cnn.rundir import RunLock\n"
-         f"RunLock({str(tmp_path)!r}).acquire()\nprint('locked', flush=True)\ntime.sleep(600)\n"],
-        stdout=subprocess.PIPE, text=True, env=environment(),
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom mnist_cnn.rundir import RunLock\n"
+            f"RunLock({str(tmp_path)!r}).acquire()\nprint('locked', flush=True)\ntime.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environment(),
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     with pytest.raises(ConfigError, match=f"process {holder.pid}"):

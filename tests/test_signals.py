@@ -23,9 +23,13 @@ def environment() -> dict[str, str]:
 
 def start_training(out: Path, epochs: int) -> subprocess.Popen:
     """Start a run on the smoke slice and return once epoch 1 is saved (the run is then well inside epoch 2)."""
-    process = subprocess.Popen([sys.executable, "-m", "mnist_cnn.train", "--preset", "fast", "--smoke", "--epochs", str(epochs),
-                                "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_cnn.train", "--preset", "fast", "--smoke", "--epochs", str(epochs), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("epoch  1 |"):

@@ -146,8 +146,13 @@ def mistakes(predictions: Predictions, images: torch.Tensor, count: int = 25) ->
         count: How many at most.
     """
     wrong = most_confident_mistakes(predictions, count)
-    return Mistakes(indices=wrong, images=images[wrong], labels=predictions.targets[wrong],
-                    predicted=predictions.predicted[wrong], confidence=predictions.confidence[wrong])
+    return Mistakes(
+        indices=wrong,
+        images=images[wrong],
+        labels=predictions.targets[wrong],
+        predicted=predictions.predicted[wrong],
+        confidence=predictions.confidence[wrong],
+    )
 
 
 def most_confident_mistakes(predictions: Predictions, count: int = 25) -> torch.Tensor:

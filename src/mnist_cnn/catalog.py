@@ -21,8 +21,18 @@ from mnist_cnn.config import MODELS_DIR
 
 #: The table's columns, in order.
 COLUMNS = (
-    "run", "preset", "seed", "epochs", "batch_size", "lr", "val_accuracy", "test_accuracy",
-    "train_seconds", "device", "precision", "note",
+    "run",
+    "preset",
+    "seed",
+    "epochs",
+    "batch_size",
+    "lr",
+    "val_accuracy",
+    "test_accuracy",
+    "train_seconds",
+    "device",
+    "precision",
+    "note",
 )
 #: Columns of :func:`learning_curves`.
 CURVE_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc")
@@ -239,8 +249,17 @@ def learning_curves(models_dir: str | os.PathLike[str] = MODELS_DIR, runs: list[
             epochs, column("train_loss", n), column("train_acc", n), column(f"{split}_loss", n), column(f"{split}_acc", n), strict=True
         ):
             if _integer(epoch) is not None:
-                rows.append({"run": name, "epoch": _integer(epoch), "train_loss": train_loss, "train_acc": train_acc,
-                             "eval_split": split, "eval_loss": eval_loss, "eval_acc": eval_acc})
+                rows.append(
+                    {
+                        "run": name,
+                        "epoch": _integer(epoch),
+                        "train_loss": train_loss,
+                        "train_acc": train_acc,
+                        "eval_split": split,
+                        "eval_loss": eval_loss,
+                        "eval_acc": eval_acc,
+                    }
+                )
     curves = pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
     for column_name in ("train_loss", "train_acc", "eval_loss", "eval_acc"):
         curves[column_name] = curves[column_name].astype("float64")
@@ -257,8 +276,10 @@ def format_table(table: pd.DataFrame) -> str:
     formats = {"lr": "{:g}", "val_accuracy": "{:.4f}", "test_accuracy": "{:.4f}", "train_seconds": "{:.1f}"}
     numeric = {"seed", "epochs", "batch_size", *formats}
     columns = list(table.columns)
-    cells = [[("-" if pd.isna(v) or v == "" else formats.get(c, "{}").format(v)) for c, v in zip(columns, row, strict=True)]
-             for row in table.itertuples(index=False)]
+    cells = [
+        [("-" if pd.isna(v) or v == "" else formats.get(c, "{}").format(v)) for c, v in zip(columns, row, strict=True)]
+        for row in table.itertuples(index=False)
+    ]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
 
     def line(values: list[str]) -> str:

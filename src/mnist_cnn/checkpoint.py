@@ -222,9 +222,7 @@ def _infer_bare_state_dict(state_dict: dict[str, Any], source: Path) -> tuple[st
     first = state_dict.get("conv_block_1.0.weight")
     if not isinstance(first, torch.Tensor) or first.dim() != 4:
         sample = ", ".join(list(state_dict)[:4])
-        raise CheckpointError(
-            f"{source} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})"
-        )
+        raise CheckpointError(f"{source} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})")
     options: dict[str, Any] = {"hidden_units": int(first.shape[0])}
     if "conv_block_1.1.running_mean" in state_dict:
         options["batch_norm"] = True
@@ -450,7 +448,11 @@ def check_weights(expected: nn.Module, state_dict: dict[str, torch.Tensor], sour
 
 
 def validate_training_state(
-    state: Any, path: str | os.PathLike[str], *, model: nn.Module | None = None, config: dict[str, Any] | None = None,
+    state: Any,
+    path: str | os.PathLike[str],
+    *,
+    model: nn.Module | None = None,
+    config: dict[str, Any] | None = None,
     history: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check a checkpoint's resume state field by field, so a tampered file fails before training, not during it.
@@ -571,7 +573,8 @@ def _validate_scheduler(scheduler: Any, source: Path, epoch: int, epochs: int | 
             raise _invalid(source, f"{name}.last_epoch", f"{done} steps taken of a {total}-step schedule")
         if epochs is not None and epochs > 0 and total % epochs == 0 and done != epoch * (total // epochs):
             raise _invalid(
-                source, f"{name}.last_epoch",
+                source,
+                f"{name}.last_epoch",
                 f"{done} steps do not match epoch {epoch} of a {epochs}-epoch, {total}-step schedule",
             )
 

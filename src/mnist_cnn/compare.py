@@ -27,10 +27,16 @@ def build_parser() -> ArgumentParser:
         "validation and test accuracy, training seconds, device and precision. Runs from older versions or with "
         "missing files are listed with what is known and a note.",
     )
-    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR, metavar="DIR",
-                        help="folder whose subfolders are runs (each with metrics.json, model.pt or last.pt)")
-    parser.add_argument("--sort", choices=SORT_COLUMNS, default="run",
-                        help="column to sort by (accuracies best first, the others ascending)")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=MODELS_DIR,
+        metavar="DIR",
+        help="folder whose subfolders are runs (each with metrics.json, model.pt or last.pt)",
+    )
+    parser.add_argument(
+        "--sort", choices=SORT_COLUMNS, default="run", help="column to sort by (accuracies best first, the others ascending)"
+    )
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write the table to this CSV file")
     return parser
 

@@ -186,9 +186,7 @@ def _missing_message(root: Path, missing: list[str]) -> str:
     )
 
 
-def ensure_mnist(
-    data_dir: str | os.PathLike[str] | None = None, download: bool = True, splits: Sequence[str] | None = None
-) -> Path:
+def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, download: bool = True, splits: Sequence[str] | None = None) -> Path:
     """Make sure the MNIST files are present and sound, downloading them if absent.
 
     Files that are present are never rewritten, so a read-only data root is fine.
@@ -311,8 +309,10 @@ def validation_split(train: MNISTArrays) -> tuple[MNISTArrays, MNISTArrays]:
     held_out = validation_indices(train.labels)
     keep = torch.ones(len(train), dtype=torch.bool)
     keep[held_out] = False
-    return (MNISTArrays(images=train.images[keep], labels=train.labels[keep]),
-            MNISTArrays(images=train.images[held_out], labels=train.labels[held_out]))
+    return (
+        MNISTArrays(images=train.images[keep], labels=train.labels[keep]),
+        MNISTArrays(images=train.images[held_out], labels=train.labels[held_out]),
+    )
 
 
 def describe_validation(train: MNISTArrays, held_out: bool = True) -> dict[str, Any]:
@@ -464,9 +464,7 @@ def memory_batches(
     world_size: int = 1,
 ) -> InMemoryBatches:
     """Scale a split once and serve it as :class:`InMemoryBatches` (this process's shard when ``world_size > 1``)."""
-    return InMemoryBatches(
-        scale_images(split.images, scaling), split.labels, batch_size, shuffle, generator, drop_last, rank, world_size
-    )
+    return InMemoryBatches(scale_images(split.images, scaling), split.labels, batch_size, shuffle, generator, drop_last, rank, world_size)
 
 
 def torchvision_loader(

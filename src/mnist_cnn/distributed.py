@@ -75,9 +75,7 @@ def device_for(context: DistributedContext, requested: torch.device) -> torch.de
     """The device this process trains on: its own GPU (``cuda:LOCAL_RANK``) when CUDA was chosen."""
     if context.enabled and requested.type == "cuda":
         if context.local_rank >= torch.cuda.device_count():
-            raise ConfigError(
-                f"LOCAL_RANK={context.local_rank} needs a GPU of its own but this machine has {torch.cuda.device_count()}"
-            )
+            raise ConfigError(f"LOCAL_RANK={context.local_rank} needs a GPU of its own but this machine has {torch.cuda.device_count()}")
         return torch.device("cuda", context.local_rank)
     return requested
 

@@ -246,11 +246,15 @@ class TrainingState:
     def to_dict(self) -> dict[str, Any]:
         """Plain containers and tensors, safe for ``torch.load(weights_only=True)``."""
         return {
-            "epoch": self.epoch, "step": self.step,
+            "epoch": self.epoch,
+            "step": self.step,
             "history": {k: list(v) for k, v in self.history.items()},
             "step_history": {k: list(v) for k, v in self.step_history.items()},
-            "optimizer": self.optimizer, "scheduler": self.scheduler, "rng": self.rng,
-            "deterministic": self.deterministic, "world_size": self.world_size,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "rng": self.rng,
+            "deterministic": self.deterministic,
+            "world_size": self.world_size,
         }
 
     def capture(self, parts: TrainParts, generator: torch.Generator | None) -> None:
@@ -397,8 +401,13 @@ def train(
         before = loop.average(evaluate(evaluated, train_batches, parts.device, loss_fn=parts.loss_fn, **precision), train_batches)
         validation = loop.average(evaluate(evaluated, val_batches, parts.device, **precision), val_batches)
         end_epoch(state, before, validation, 0.0, loop)
-    epochs = tqdm(range(state.epoch + 1, loop.epochs + 1), desc="epochs", disable=not progress_enabled(loop.progress),
-                  initial=state.epoch, total=loop.epochs)
+    epochs = tqdm(
+        range(state.epoch + 1, loop.epochs + 1),
+        desc="epochs",
+        disable=not progress_enabled(loop.progress),
+        initial=state.epoch,
+        total=loop.epochs,
+    )
     for epoch in epochs:
         if loop.stop_requested():
             raise TrainingInterrupted("training interrupted between epochs", epoch=epoch)
@@ -417,7 +426,9 @@ def end_epoch(state: TrainingState, train_metrics: Metrics, val_metrics: Metrics
     for key, value in zip(HISTORY_KEYS, row, strict=True):
         state.history[key].append(value)
     if loop.log is not None:
-        loop.log(f"epoch {state.epoch:>2} | train loss {train_metrics[0]:.4f} acc {train_metrics[1]:.4f}"
-                 f" | val loss {val_metrics[0]:.4f} acc {val_metrics[1]:.4f} | {seconds:.1f}s")
+        loop.log(
+            f"epoch {state.epoch:>2} | train loss {train_metrics[0]:.4f} acc {train_metrics[1]:.4f}"
+            f" | val loss {val_metrics[0]:.4f} acc {val_metrics[1]:.4f} | {seconds:.1f}s"
+        )
     if loop.on_epoch_end is not None:
         loop.on_epoch_end(state)

@@ -16,8 +16,12 @@ from mnist_cnn.config import DEVICE_CHOICES, REPORTS_DIR
 def build_parser() -> ArgumentParser:
     """The ``evaluate`` command's arguments."""
     parser = ArgumentParser(prog="python -m mnist_cnn.evaluate", description="Evaluate a trained model on the MNIST test set.")
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a model.pt written by mnist_cnn.train, or a bare VGG state_dict such as the seed's mnist_VGG.pth")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="a model.pt written by mnist_cnn.train, or a bare VGG state_dict such as the seed's mnist_VGG.pth",
+    )
     parser.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR, else data/)")
     parser.add_argument("--out", type=Path, default=REPORTS_DIR, help="where metrics.json and figures/ are written")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")

@@ -168,9 +168,7 @@ class Prediction:
         }
 
 
-def classify_digits(
-    model: nn.Module, input_scaling: str, digits: np.ndarray | torch.Tensor, batch_size: int = 256
-) -> torch.Tensor:
+def classify_digits(model: nn.Module, input_scaling: str, digits: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Softmax probabilities for 28x28 digits, in batches.
 
     Args:

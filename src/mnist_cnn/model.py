@@ -95,9 +95,7 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),
             nn.ReLU(),
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels2 * 5 * 5, fc_units), nn.ReLU(), nn.Linear(fc_units, num_classes)
-        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(channels2 * 5 * 5, fc_units), nn.ReLU(), nn.Linear(fc_units, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The hidden fully connected layer's activations (the last layer's input)."""

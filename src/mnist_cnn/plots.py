@@ -291,8 +291,9 @@ def plot_embedding(points: np.ndarray, labels: torch.Tensor | np.ndarray, title:
     """Scatter a 2-D embedding coloured by digit."""
     labels = _as_numpy(labels)
     fig, ax = plt.subplots(figsize=(6.5, 6))
-    sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=labels.astype(str), hue_order=list(CLASS_NAMES),
-                    palette="tab10", s=6, linewidth=0, ax=ax)
+    sns.scatterplot(
+        x=points[:, 0], y=points[:, 1], hue=labels.astype(str), hue_order=list(CLASS_NAMES), palette="tab10", s=6, linewidth=0, ax=ax
+    )
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(title="digit", markerscale=2, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
@@ -357,8 +358,15 @@ def plot_drawing(result: DrawingResult, title: str | None = None) -> Figure:
         bar_ax.barh(digits, probabilities, color="steelblue")
         for y, p in enumerate(probabilities):
             inside = p > 0.75  # a long bar holds its own label, in white
-            bar_ax.text(p - 0.02 if inside else p + 0.02, y, f"{p:.1%}", va="center", ha="right" if inside else "left",
-                        color="white" if inside else "black", fontsize=9)
+            bar_ax.text(
+                p - 0.02 if inside else p + 0.02,
+                y,
+                f"{p:.1%}",
+                va="center",
+                ha="right" if inside else "left",
+                color="white" if inside else "black",
+                fontsize=9,
+            )
         bar_ax.set(xlim=(0, 1), xlabel="probability", title=f"answer: {result.digit}")
     else:
         bar_ax.axis("off")
@@ -393,8 +401,14 @@ def plot_learning_curves(curves: pd.DataFrame, runs: Sequence[str] | None = None
     labels = {run: run if splits.get(run) == "val" else f"{run} (test acc: no val split)" for run in order}
     data = curves.assign(label=curves["run"].map(labels), eval_err=1.0 - curves["eval_acc"])
     fig, (err_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    common = dict(data=data, x="epoch", hue="label", hue_order=[labels[r] for r in order],
-                  palette=sns.color_palette("tab10", n_colors=max(1, len(order))), marker="o")
+    common = dict(
+        data=data,
+        x="epoch",
+        hue="label",
+        hue_order=[labels[r] for r in order],
+        palette=sns.color_palette("tab10", n_colors=max(1, len(order))),
+        marker="o",
+    )
     sns.lineplot(y="eval_err", ax=err_ax, **common)
     sns.lineplot(y="train_loss", ax=loss_ax, legend=False, **common)
     err_ax.set(xlabel="epoch", ylabel="error (1 - accuracy), log scale", title="Held-out error (validation; test where marked)")

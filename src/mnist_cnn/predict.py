@@ -38,8 +38,12 @@ def build_parser() -> ArgumentParser:
         "light-on-dark). Inputs unlike any MNIST digit are marked 'not a digit?'. "
         "Exit status 1 when any file could not be classified.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a model.pt written by mnist_cnn.train, or a bare VGG state_dict such as the seed's mnist_VGG.pth")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="a model.pt written by mnist_cnn.train, or a bare VGG state_dict such as the seed's mnist_VGG.pth",
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, or directories of them")
     parser.add_argument("--top-k", type=top_k_count, default=3, help="how many of the most likely digits to list")
     parser.add_argument("--json", action="store_true", help="print a JSON list with one object per file")

@@ -277,9 +277,7 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
 def _border(values: np.ndarray) -> np.ndarray:
     # A band ~2% of the shorter side wide: wide enough that a few stray dark pixels do not decide it.
     band = max(1, min(values.shape) // 50)
-    return np.concatenate(
-        [values[:band].ravel(), values[-band:].ravel(), values[:, :band].ravel(), values[:, -band:].ravel()]
-    )
+    return np.concatenate([values[:band].ravel(), values[-band:].ravel(), values[:, :band].ravel(), values[:, -band:].ravel()])
 
 
 def _ink_mask(ink: np.ndarray) -> np.ndarray:

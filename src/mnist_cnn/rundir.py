@@ -60,9 +60,7 @@ def check_not_another_run(out: str | os.PathLike[str], *, resume: str | os.PathL
             hint = f"it is an interrupted run: continue it with --resume {path}"
         else:
             hint = f"it is a finished run: train it further with --resume {path} --epochs N"
-        raise ConfigError(
-            f"{folder} already holds another run's {name} ({hint}); pass --overwrite to replace it, or choose another --out"
-        )
+        raise ConfigError(f"{folder} already holds another run's {name} ({hint}); pass --overwrite to replace it, or choose another --out")
 
 
 def _same_file_key(path: Path) -> tuple[int, int] | None:

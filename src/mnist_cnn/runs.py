@@ -66,8 +66,9 @@ def default_deterministic(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def build_parts(config: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device,
-                generator: torch.Generator) -> TrainParts:
+def build_parts(
+    config: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device, generator: torch.Generator
+) -> TrainParts:
     """The loss, optimizer, schedule, augmentation and precision ``config`` names, for ``model`` on ``device``.
 
     Args:
@@ -107,8 +108,9 @@ class RunData:
     validation: dict[str, Any]
 
 
-def load_data(config: TrainConfig, data_dir: str | None, generator: torch.Generator,
-              context: DistributedContext = SINGLE_PROCESS) -> RunData:
+def load_data(
+    config: TrainConfig, data_dir: str | None, generator: torch.Generator, context: DistributedContext = SINGLE_PROCESS
+) -> RunData:
     """Read MNIST and serve it as ``config`` says, holding the validation split out of the training images.
 
     Args:
@@ -125,8 +127,14 @@ def load_data(config: TrainConfig, data_dir: str | None, generator: torch.Genera
         # the seed project's pipeline, unchanged: ToTensor over all 60,000 training images
         train: Batches = mnist_data.torchvision_loader("train", config.batch_size, data_dir, shuffle=True, generator=generator)
     else:
-        train = mnist_data.memory_batches(train_rest.head(config.train_size), config.batch_size // context.world_size,
-                                          config.input_scaling, shuffle=True, generator=generator, **shard)
+        train = mnist_data.memory_batches(
+            train_rest.head(config.train_size),
+            config.batch_size // context.world_size,
+            config.input_scaling,
+            shuffle=True,
+            generator=generator,
+            **shard,
+        )
     return RunData(
         train=train,
         val=mnist_data.memory_batches(validation.head(config.val_size), config.eval_batch_size, **evaluation),
@@ -215,8 +223,14 @@ class EpochCheckpoints:
 def run_payload(model: nn.Module, config: TrainConfig, state: TrainingState, metrics: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint of a run: the model, its recipe, history, metrics and resumable state."""
     return build_payload(
-        model, arch=config.arch, model_options=config.model_options, input_scaling=config.input_scaling,
-        config=config.to_dict(), history=state.history, step_history=state.step_history, metrics=metrics,
+        model,
+        arch=config.arch,
+        model_options=config.model_options,
+        input_scaling=config.input_scaling,
+        config=config.to_dict(),
+        history=state.history,
+        step_history=state.step_history,
+        metrics=metrics,
         training_state=state.to_dict(),
     )
 
@@ -356,15 +370,26 @@ def fit(
             if log:
                 log(f"resuming {resume.path} after epoch {state.epoch} of {config.epochs}")
 
-        facts = {"load_seconds": load_seconds, "device": str(device),
-                 "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
-                 "deterministic": deterministic, "world_size": context.world_size, "validation": data.validation}
-        checkpoints = EpochCheckpoints(Path(checkpoint_path) if checkpoint_path is not None and context.is_main else None,
-                                       model, config, parts, generator, facts, user_hook=on_epoch_end,
-                                       saved_path=resume.path if resume is not None else None,
-                                       saved_epoch=state.epoch if resume is not None else None)
-        loop = Loop(epochs=config.epochs, progress=progress, log=log, should_stop=should_stop,
-                    on_epoch_end=checkpoints, context=context)
+        facts = {
+            "load_seconds": load_seconds,
+            "device": str(device),
+            "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
+            "deterministic": deterministic,
+            "world_size": context.world_size,
+            "validation": data.validation,
+        }
+        checkpoints = EpochCheckpoints(
+            Path(checkpoint_path) if checkpoint_path is not None and context.is_main else None,
+            model,
+            config,
+            parts,
+            generator,
+            facts,
+            user_hook=on_epoch_end,
+            saved_path=resume.path if resume is not None else None,
+            saved_epoch=state.epoch if resume is not None else None,
+        )
+        loop = Loop(epochs=config.epochs, progress=progress, log=log, should_stop=should_stop, on_epoch_end=checkpoints, context=context)
         try:
             engine.train(wrap_for_processes(model, context, device), data.train, data.val, parts, state, loop)
         except TrainingStopped as error:
@@ -376,12 +401,21 @@ def fit(
         )
     metrics = {**run_metrics(config, state, facts), "test_accuracy": test_accuracy, "test_loss": test_loss}
     state.capture(parts, generator)
-    return TrainResult(model, config, state.history, metrics, parts.optimizer, parts.scheduler,
-                       training_state=state.to_dict(), step_history=state.step_history)
+    return TrainResult(
+        model,
+        config,
+        state.history,
+        metrics,
+        parts.optimizer,
+        parts.scheduler,
+        training_state=state.to_dict(),
+        step_history=state.step_history,
+    )
 
 
-def result_from(model: nn.Module, config: TrainConfig, parts: TrainParts, state: TrainingState,
-                generator: torch.Generator | None = None) -> TrainResult:
+def result_from(
+    model: nn.Module, config: TrainConfig, parts: TrainParts, state: TrainingState, generator: torch.Generator | None = None
+) -> TrainResult:
     """A :class:`TrainResult` for a model trained outside :func:`fit` (e.g. step by step in notebook 3), for :func:`save_run`.
 
     Its metrics hold the validation numbers of the last epoch; the test set is not measured here.
@@ -393,11 +427,23 @@ def result_from(model: nn.Module, config: TrainConfig, parts: TrainParts, state:
         state: Its training state (history, per-step history, epochs).
         generator: The data generator, whose state makes the saved run resumable.
     """
-    facts = {"device": str(parts.device), "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
-             "deterministic": state.deterministic, "world_size": state.world_size}
+    facts = {
+        "device": str(parts.device),
+        "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
+        "deterministic": state.deterministic,
+        "world_size": state.world_size,
+    }
     state.capture(parts, generator)
-    return TrainResult(model, config, state.history, run_metrics(config, state, facts), parts.optimizer, parts.scheduler,
-                       training_state=state.to_dict(), step_history=state.step_history)
+    return TrainResult(
+        model,
+        config,
+        state.history,
+        run_metrics(config, state, facts),
+        parts.optimizer,
+        parts.scheduler,
+        training_state=state.to_dict(),
+        step_history=state.step_history,
+    )
 
 
 def check_distributed(config: TrainConfig, context: DistributedContext) -> None:
@@ -410,8 +456,7 @@ def check_distributed(config: TrainConfig, context: DistributedContext) -> None:
         raise ConfigError(f"multi-process training needs the in-memory pipeline, not {config.pipeline!r}")
     if config.batch_size % context.world_size:
         raise ConfigError(
-            f"batch size {config.batch_size} must divide evenly among {context.world_size} processes "
-            "(it is the total over all processes)"
+            f"batch size {config.batch_size} must divide evenly among {context.world_size} processes (it is the total over all processes)"
         )
 
 
@@ -467,8 +512,7 @@ def save_run(result: TrainResult, out: Path, extra_metrics: dict | None = None) 
     )
     model_path = save_checkpoint(out / "model.pt", payload)
     metrics_path = out / "metrics.json"
-    write_json(metrics_path, {**metrics, "config": result.config.to_dict(), "history": result.history,
-                              "step_history": result.step_history})
+    write_json(metrics_path, {**metrics, "config": result.config.to_dict(), "history": result.history, "step_history": result.step_history})
     return model_path, metrics_path
 
 

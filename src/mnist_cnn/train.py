@@ -39,8 +39,7 @@ def build_parser() -> ArgumentParser:
     """The ``train`` command's arguments."""
     parser = ArgumentParser(prog="python -m mnist_cnn.train", description="Train a CNN on MNIST and save it.")
     # preset and seed are absent unless given (SUPPRESS), so that --resume can tell an explicit option from a default
-    parser.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS,
-                        help=f"training recipe (default: {DEFAULT_PRESET})")
+    parser.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS, help=f"training recipe (default: {DEFAULT_PRESET})")
     parser.add_argument("--epochs", type=positive_int, help="number of epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size (default: the preset's)")
     parser.add_argument("--lr", type=learning_rate, help="(peak) learning rate, finite, above 0 and at most 1e6 (default: the preset's)")
@@ -48,17 +47,29 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     parser.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR, else data/)")
     parser.add_argument("--out", type=Path, help="output directory (default: models/<preset>, or the --resume file's directory)")
-    parser.add_argument("--resume", type=Path, metavar="CHECKPOINT",
-                        help="continue the run saved in this last.pt or model.pt, with its recorded settings "
-                             "(--epochs may raise the total for a constant learning rate)")
-    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                        help="use deterministic kernels so a seed gives bit-identical results "
-                             "(default: on for the CPU, off for GPUs; when resuming: as recorded)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start a new run even if --out holds another run's last.pt or model.pt (they are replaced)")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"quick check on {SMOKE_TRAIN_SIZE} training, {SMOKE_VAL_SIZE} validation and {SMOKE_TEST_SIZE} test images, "
-                             "1 epoch unless --epochs says")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="continue the run saved in this last.pt or model.pt, with its recorded settings "
+        "(--epochs may raise the total for a constant learning rate)",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use deterministic kernels so a seed gives bit-identical results "
+        "(default: on for the CPU, off for GPUs; when resuming: as recorded)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start a new run even if --out holds another run's last.pt or model.pt (they are replaced)"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"quick check on {SMOKE_TRAIN_SIZE} training, {SMOKE_VAL_SIZE} validation and {SMOKE_TEST_SIZE} test images, "
+        "1 epoch unless --epochs says",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
 
@@ -104,14 +115,17 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         if args.smoke:
             raise ConfigError("--smoke cannot be combined with --resume: a resumed run keeps its recorded settings")
         checkpoint = load_checkpoint(args.resume)  # says what is wrong with a corrupt or mismatched file
-        config = resume_config(checkpoint, epochs=args.epochs, preset=args.preset, batch_size=args.batch_size,
-                               lr=args.lr, seed=args.seed)
+        config = resume_config(checkpoint, epochs=args.epochs, preset=args.preset, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
         if deterministic is None:
             deterministic = training_state_of(checkpoint).get("deterministic")
         out_dir = args.out or args.resume.parent
     else:
-        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                     "seed": DEFAULT_SEED if args.seed is None else args.seed}
+        overrides = {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": DEFAULT_SEED if args.seed is None else args.seed,
+        }
         preset = args.preset or DEFAULT_PRESET
         if args.smoke:
             overrides.update(epochs=args.epochs or 1, train_size=SMOKE_TRAIN_SIZE, val_size=SMOKE_VAL_SIZE, test_size=SMOKE_TEST_SIZE)
@@ -126,25 +140,40 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     last_path = out / LAST_CHECKPOINT
     log = None if args.quiet or not context.is_main else print
     if log:
-        log(f"training preset {config.preset!r}: {config.arch} {config.model_options}, {config.epochs} epoch(s), "
+        log(
+            f"training preset {config.preset!r}: {config.arch} {config.model_options}, {config.epochs} epoch(s), "
             f"batch {config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}"
-            + (f", {context.world_size} processes" if context.enabled else ""))
+            + (f", {context.world_size} processes" if context.enabled else "")
+        )
     try:
         # under torchrun the launcher forwards Ctrl-C, so a second signal must not abort the save
         with StopRequest(repeat_interrupts=not context.enabled, linger=True) as stop:
-            result = fit(config, data_dir=args.data_dir, device=device, progress=False if args.quiet else None, log=log,
-                         resume=checkpoint, checkpoint_path=last_path, deterministic=deterministic,
-                         should_stop=stop, distributed=context)
+            result = fit(
+                config,
+                data_dir=args.data_dir,
+                device=device,
+                progress=False if args.quiet else None,
+                log=log,
+                resume=checkpoint,
+                checkpoint_path=last_path,
+                deterministic=deterministic,
+                should_stop=stop,
+                distributed=context,
+            )
     except TrainingInterrupted as error:
         if context.is_main:
             print(_interrupted_message(error, args, context.world_size), file=sys.stderr)
         return stop.exit_status  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     except TrainingDiverged as error:
-        where = (f"the last good checkpoint is {error.checkpoint_path} (after epoch {error.checkpoint_epoch})"
-                 if error.checkpoint_path is not None else "no checkpoint was saved")
+        where = (
+            f"the last good checkpoint is {error.checkpoint_path} (after epoch {error.checkpoint_epoch})"
+            if error.checkpoint_path is not None
+            else "no checkpoint was saved"
+        )
         raise TrainingDiverged(
             f"training diverged in epoch {error.epoch}: the loss became NaN or infinite; "
-            f"the learning rate is probably too high (try a smaller --lr); {where}", epoch=error.epoch,
+            f"the learning rate is probably too high (try a smaller --lr); {where}",
+            epoch=error.epoch,
         ) from None
     finally:
         destroy_process_group(context)
@@ -154,9 +183,11 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     # model.pt now holds the same resumable state, so the per-epoch file would only be a stale duplicate
     last_path.unlink(missing_ok=True)
     m = result.metrics
-    print(f"validation accuracy {m['val_accuracy']:.4f}, loss {m['val_loss']:.4f}; "
-          f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f}; "
-          f"training {m['train_seconds']:.1f}s on {m['device']} ({m['precision']})")
+    print(
+        f"validation accuracy {m['val_accuracy']:.4f}, loss {m['val_loss']:.4f}; "
+        f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f}; "
+        f"training {m['train_seconds']:.1f}s on {m['device']} ({m['precision']})"
+    )
     print(f"saved {model_path} and {metrics_path}")
     return 0
 

@@ -105,9 +105,7 @@ def deterministic_mode(enabled: bool) -> Iterator[None]:
 
 
 #: The signals that ask training to stop at a safe point: Ctrl-C, ``kill``/cluster schedulers, a closing terminal.
-STOP_SIGNALS: tuple[int, ...] = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
+STOP_SIGNALS: tuple[int, ...] = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 #: How many stop signals force an immediate ``KeyboardInterrupt`` (the first asks politely, the second is forgiven).
 FORCE_AFTER = 3
 

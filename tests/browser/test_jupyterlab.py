@@ -164,16 +164,24 @@ def jupyterlab(tmp_path_factory) -> Iterator[Server]:
     port, token = _free_port(), secrets.token_hex(24)
     log = work / "jupyterlab.log"
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.extension_manager=readonly",
+        "--ServerApp.terminals_enabled=False",
         "--allow-root",  # CI runs as root; the server only listens on 127.0.0.1 behind a random token
     ]
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = Server(url=url, token=token, root=root, log=log)
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
@@ -329,6 +337,7 @@ PAD_STATE = """
 
 def _draw(page, box: dict, stroke: list[tuple[float, float]], steps: int = 4) -> None:
     """Draw one stroke with the mouse; points are fractions of the pad (0-1), moved through in small steps like a hand."""
+
     def at(point: tuple[float, float]) -> tuple[float, float]:
         return box["x"] + point[0] * box["width"], box["y"] + point[1] * box["height"]
 
