@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from training_process import environment, start_training
 
 from mnist_cnn import train
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
@@ -20,10 +21,6 @@ from mnist_cnn.rundir import LOCK_NAME, RunLock, check_not_another_run
 SHORT_RUN = ("--preset", "fast", "--smoke", "--epochs", "3")
 
 
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
 def snapshot(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
@@ -33,23 +30,6 @@ def one_line_error(capsys: pytest.CaptureFixture, status: int) -> str:
     lines = captured.err.strip().splitlines()
     assert status == 1 and len(lines) == 1 and "Traceback" not in captured.err, captured.err
     return lines[0]
-
-
-def start_training(out: Path, *args: str) -> subprocess.Popen:
-    """Start ``train`` and return once it has finished epoch 1 (so ``last.pt`` exists and it is mid-run)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_cnn.train", *args, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(),
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("epoch  1 |"):
-            return process
-    process.wait()
-    pytest.fail(f"training ended (status {process.returncode}) before epoch 1: {process.stderr.read()}")
 
 
 @pytest.fixture

@@ -12,30 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from training_process import environment
+from training_process import start_training as start_fast_training
 
 from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.utils import StopRequest
 
 
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
 def start_training(out: Path, epochs: int) -> subprocess.Popen:
     """Start a run on the smoke slice and return once epoch 1 is saved (the run is then well inside epoch 2)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_cnn.train", "--preset", "fast", "--smoke", "--epochs", str(epochs), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(),
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("epoch  1 |"):
-            return process
-    process.wait()
-    pytest.fail(f"training ended (status {process.returncode}) before epoch 1: {process.stderr.read()}")
+    return start_fast_training(out, "--preset", "fast", "--smoke", "--epochs", str(epochs))
 
 
 def stopped_message(process: subprocess.Popen, *signals: int) -> str:
