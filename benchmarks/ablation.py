@@ -22,9 +22,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from mnist_cnn import data as mnist_data
 from mnist_cnn.engine import train_batch
-from mnist_cnn.model import build_model
 from mnist_cnn.presets import TrainConfig, get_preset
-from mnist_cnn.runs import build_parts
+from mnist_cnn.runs import build_parts, model_for
 
 CPU = torch.device("cpu")
 
@@ -53,9 +52,7 @@ def time_steps(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, 
     """Seconds per training step, measured over ``steps`` steps after two warm-up steps."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model = build_model(config.arch, **config.model_options)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_for(config, CPU)
     parts = build_parts(config, model, 60_000 // config.batch_size, CPU, generator)
     batches = mnist_data.InMemoryBatches(images, labels, config.batch_size, shuffle=True, generator=generator)
     model.train()

@@ -40,7 +40,7 @@ from mnist_cnn import data as mnist_data
 from mnist_cnn.engine import train_batch
 from mnist_cnn.model import build_model
 from mnist_cnn.presets import TrainConfig, get_preset
-from mnist_cnn.runs import build_parts
+from mnist_cnn.runs import build_parts, model_for
 
 CPU = torch.device("cpu")
 FLAGS_OF_INTEREST = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "fma")
@@ -130,9 +130,7 @@ def prepare(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, com
     """Model, parts and an endless batch iterator for ``config`` (the same set-up as benchmarks/ablation.py)."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model = build_model(config.arch, **config.model_options)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_for(config, CPU)
     parts = build_parts(config, model, 60_000 // config.batch_size, CPU, generator)
     model.train()
     step_model = torch.compile(model) if compile_model else model

@@ -66,6 +66,17 @@ def default_deterministic(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def model_for(config: TrainConfig, device: torch.device) -> nn.Module:
+    """The network ``config`` names, freshly initialised on ``device``, in channels-last memory when it asks for that.
+
+    Args:
+        config: The recipe (``arch``, ``model_options``, ``channels_last``).
+        device: Where the parameters live.
+    """
+    model = build_model(config.arch, **config.model_options).to(device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
 def build_parts(
     config: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device, generator: torch.Generator
 ) -> TrainParts:
@@ -359,9 +370,7 @@ def fit(
         load_seconds = time.perf_counter() - load_started
 
         # building the model draws from torch's generator; a resumed run restores it afterwards, so its stream continues
-        model = build_model(config.arch, **config.model_options).to(device)
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = model_for(config, device)
         parts = build_parts(config, model, len(data.train), device, generator)  # type: ignore[arg-type]
         state = TrainingState(deterministic=deterministic, world_size=context.world_size)
         if resume is not None:
