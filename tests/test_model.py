@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import VGG, SmallCNN, build_model, count_parameters, layer_shapes
@@ -52,5 +53,21 @@ def test_build_model_errors() -> None:
         build_model("resnet")
     with pytest.raises(ConfigError, match="bad options for architecture 'vgg'"):
         build_model("vgg", depth=3)
-    with pytest.raises(ConfigError, match="hidden_units must be at least 1"):
+    with pytest.raises(ConfigError, match="hidden_units and block2_units must be at least 1"):
         VGG(hidden_units=0)
+    with pytest.raises(ConfigError, match="batch_norm_at must be one of conv, block"):
+        VGG(batch_norm=True, batch_norm_at="layer")
+
+
+def test_vgg_pools_before_the_last_relu_and_can_normalise_once_per_block() -> None:
+    # max-pool and ReLU commute, so pooling first computes the same function on a quarter of the values
+    x = torch.randn(4, 1, 28, 28)
+    model = VGG(hidden_units=8).eval()
+    block = model.conv_block_1
+    relu_then_pool = nn.MaxPool2d(2)(torch.relu(block[:5](x)))
+    assert torch.equal(block(x), relu_then_pool)
+    light = VGG(hidden_units=8, block2_units=12, batch_norm=True, batch_norm_at="block")
+    norms = [m for m in light.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [n.num_features for n in norms] == [8, 12]
+    assert light(x).shape == (4, 10)
+    assert light.fully_connected_linear[1].in_features == 12 * 7 * 7

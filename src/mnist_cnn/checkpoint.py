@@ -29,12 +29,27 @@ CHECKPOINT_VERSION = 1
 SEED_ARCH = "vgg"
 SEED_INPUT_SCALING = "unit"
 
-#: What a checkpoint may ask for, checked before anything is built: ``(low, high)`` for whole numbers, ``bool`` for
-#: switches. The largest models these allow are far beyond anything useful on MNIST (VGG with 512 channels: 12M
-#: weights, 48 MB; SmallCNN 512/512/4096: 53M weights, 210 MB), yet a file cannot make us allocate gigabytes.
-OPTION_BOUNDS: dict[str, dict[str, tuple[int, int] | type]] = {
-    "vgg": {"hidden_units": (1, 512), "in_channels": (1, 1), "num_classes": (10, 10), "batch_norm": bool},
-    "small_cnn": {"channels1": (1, 512), "channels2": (1, 512), "fc_units": (1, 4096), "num_classes": (10, 10), "batch_norm": bool},
+#: What a checkpoint may ask for, checked before anything is built: ``(low, high)`` for whole numbers, a tuple of
+#: names for choices, ``bool`` for switches. The largest models these allow are far beyond anything useful on
+#: MNIST (VGG with 512 channels: 12M weights, 48 MB; SmallCNN 512/512/4096: 53M weights, 210 MB),
+#: yet a file cannot make us allocate gigabytes.
+OPTION_BOUNDS: dict[str, dict[str, tuple[int, int] | tuple[str, ...] | type]] = {
+    "vgg": {
+        "hidden_units": (1, 512),
+        "block2_units": (1, 512),
+        "in_channels": (1, 1),
+        "num_classes": (10, 10),
+        "batch_norm": bool,
+        "batch_norm_at": ("conv", "block"),
+    },
+    "small_cnn": {
+        "channels1": (1, 512),
+        "channels2": (1, 512),
+        "fc_units": (1, 4096),
+        "num_classes": (10, 10),
+        "batch_norm": bool,
+        "batch_norm_at": ("conv", "block"),
+    },
 }
 #: The most a checkpoint may hold once unpacked (all tensors and the pickle together), checked on the archive's
 #: directory before anything is inflated: the largest model above with Adam's two moments fits well within it.
@@ -412,6 +427,10 @@ def check_model_options(arch: str, options: dict[str, Any], source: Path) -> Non
         if bound is bool:
             if not isinstance(value, bool):
                 raise _invalid(source, f"model_options.{name}", f"expected true or false, got {_short(value)}")
+            continue
+        if all(isinstance(choice, str) for choice in bound):  # type: ignore[union-attr]
+            if value not in bound:  # type: ignore[operator]
+                raise _invalid(source, f"model_options.{name}", f"expected one of {', '.join(bound)}, got {_short(value)}")  # type: ignore[arg-type]
             continue
         low, high = bound  # type: ignore[misc]
         if not _is_int(value):

@@ -47,6 +47,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int | str:
+    """``argparse`` type: ``adaptive`` or a number of threads of at least 1."""
+    if text.strip().lower() == "adaptive":
+        return "adaptive"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"expected 'adaptive' or a whole number of threads; {error}") from None
+
+
 def non_negative_int(text: str) -> int:
     """``argparse`` type: an integer of at least 0."""
     try:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torchmetrics takes seconds to import; only training and eva
 from mnist_cnn.config import NUM_CLASSES
 from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, any_process, weighted_mean
 from mnist_cnn.errors import TrainingDiverged, TrainingInterrupted
+from mnist_cnn.numerics import ThreadGovernor
 from mnist_cnn.utils import rng_state
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -298,6 +299,8 @@ class Loop:
             (e.g. to write a checkpoint or redraw a plot).
         on_step_logged: Called with the state after every new ``step_history`` row (e.g. to redraw a live plot).
         context: This process's place among several (multi-process training); metrics are averaged over them.
+        threads: Adjusts the CPU threads to the cores other programs leave free, told after every step
+            (:class:`mnist_cnn.numerics.ThreadGovernor`; ``None`` leaves them alone).
     """
 
     epochs: int
@@ -308,6 +311,7 @@ class Loop:
     on_epoch_end: Callable[[TrainingState], Any] | None = None
     on_step_logged: Callable[[TrainingState], Any] | None = None
     context: DistributedContext = SINGLE_PROCESS
+    threads: ThreadGovernor | None = None
 
     def stop_requested(self) -> bool:
         """Whether any process was asked to stop (all processes stop after the same batch, or the others would wait forever)."""
@@ -351,7 +355,7 @@ def train_epoch(model: nn.Module, batches: Batches, parts: TrainParts, state: Tr
         state.step += 1
         loss_sum += loss * len(labels)
         seen += len(labels)
-        accuracy.update(logits, labels)
+        accuracy.update(logits, labels.to(parts.device))
         window_sum += loss
         window_steps += 1
         if window_steps == loop.log_every or index == last:
@@ -366,6 +370,8 @@ def train_epoch(model: nn.Module, batches: Batches, parts: TrainParts, state: Tr
             window_sum, window_steps = torch.zeros((), device=parts.device), 0
             if loop.on_step_logged is not None:
                 loop.on_step_logged(state)
+        if loop.threads is not None:
+            loop.threads.update(state.step)
         if loop.stop_requested():
             raise TrainingInterrupted("training interrupted during an epoch", epoch=epoch)
     return (loss_sum / max(seen, 1)).item(), accuracy.compute().item()

@@ -10,15 +10,26 @@ from torch import nn
 from mnist_cnn.config import IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.errors import ConfigError
 
+#: Where a VGG with batch norm normalises: after every convolution, or once per block, after its max-pool.
+BATCH_NORM_PLACES = ("conv", "block")
 
-def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool) -> nn.Sequential:
+
+def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool, batch_norm_at: str = "conv") -> nn.Sequential:
+    every_conv = batch_norm and batch_norm_at == "conv"
     layers: list[nn.Module] = []
     for i in range(3):
-        layers.append(nn.Conv2d(in_channels if i == 0 else hidden_units, hidden_units, kernel_size=3, padding=1, bias=not batch_norm))
-        if batch_norm:
+        layers.append(nn.Conv2d(in_channels if i == 0 else hidden_units, hidden_units, kernel_size=3, padding=1, bias=not every_conv))
+        if every_conv:
             layers.append(nn.BatchNorm2d(hidden_units))
-        layers.append(nn.ReLU())
+        if i < 2:
+            layers.append(nn.ReLU())
+    # Pool before the block's last ReLU: max-pool and ReLU commute, and the ReLU then touches a quarter of the
+    # values. Parameter names are unchanged (neither layer has any), so the seed's weights still load.
     layers.append(nn.MaxPool2d(kernel_size=2))
+    if batch_norm and batch_norm_at == "block":
+        # One normalisation per block, on the pooled map: a quarter of the values of one after each convolution.
+        layers.append(nn.BatchNorm2d(hidden_units))
+    layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 
@@ -32,7 +43,10 @@ class VGG(nn.Module):
         hidden_units: Channels in every convolution (16 in the seed).
         in_channels: Image channels (1 for MNIST).
         num_classes: Output logits.
-        batch_norm: Put ``BatchNorm2d`` after each convolution (convolutions then drop their bias).
+        batch_norm: Add ``BatchNorm2d`` layers (convolutions they follow drop their bias).
+        batch_norm_at: ``"conv"`` to normalise after every convolution, ``"block"`` once per block, after the
+            max-pool (lighter: two normalisations on pooled maps instead of six on full ones).
+        block2_units: Channels in the second block (default: ``hidden_units``).
     """
 
     def __init__(
@@ -41,17 +55,22 @@ class VGG(nn.Module):
         in_channels: int = 1,
         num_classes: int = NUM_CLASSES,
         batch_norm: bool = False,
+        batch_norm_at: str = "conv",
+        block2_units: int | None = None,
     ) -> None:
         super().__init__()
-        if hidden_units < 1:
-            raise ConfigError(f"hidden_units must be at least 1, got {hidden_units}")
+        block2_units = hidden_units if block2_units is None else block2_units
+        if min(hidden_units, block2_units) < 1:
+            raise ConfigError(f"hidden_units and block2_units must be at least 1, got {hidden_units} and {block2_units}")
+        if batch_norm_at not in BATCH_NORM_PLACES:
+            raise ConfigError(f"batch_norm_at must be one of {', '.join(BATCH_NORM_PLACES)}, got {batch_norm_at!r}")
         # [N, in, 28, 28] -> [N, h, 28, 28] x3 -> pool -> [N, h, 14, 14]
-        self.conv_block_1 = _conv_block(in_channels, hidden_units, batch_norm)
-        # [N, h, 14, 14] -> [N, h, 14, 14] x3 -> pool -> [N, h, 7, 7]
-        self.conv_block_2 = _conv_block(hidden_units, hidden_units, batch_norm)
-        # [N, h, 7, 7] -> flatten -> [N, h*49] -> [N, 10]
+        self.conv_block_1 = _conv_block(in_channels, hidden_units, batch_norm, batch_norm_at)
+        # [N, h, 14, 14] -> [N, h2, 14, 14] x3 -> pool -> [N, h2, 7, 7]
+        self.conv_block_2 = _conv_block(hidden_units, block2_units, batch_norm, batch_norm_at)
+        # [N, h2, 7, 7] -> flatten -> [N, h2*49] -> [N, 10]
         side = IMAGE_SIZE // 4
-        self.fully_connected_linear = nn.Sequential(nn.Flatten(), nn.Linear(hidden_units * side * side, num_classes))
+        self.fully_connected_linear = nn.Sequential(nn.Flatten(), nn.Linear(block2_units * side * side, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The flattened output of both convolution blocks (the linear layer's input)."""
@@ -70,8 +89,10 @@ class SmallCNN(nn.Module):
         channels1: Filters in the first convolution.
         channels2: Filters in the second convolution.
         fc_units: Width of the hidden fully connected layer.
-        batch_norm: Put ``BatchNorm2d`` after each convolution.
+        batch_norm: Add ``BatchNorm2d`` after each convolution (which then drops its bias).
         num_classes: Output logits.
+        batch_norm_at: ``"conv"`` to normalise the convolution's output, ``"block"`` to normalise after the
+            max-pool instead (a quarter of the values).
     """
 
     def __init__(
@@ -81,20 +102,20 @@ class SmallCNN(nn.Module):
         fc_units: int = 256,
         batch_norm: bool = False,
         num_classes: int = NUM_CLASSES,
+        batch_norm_at: str = "conv",
     ) -> None:
         super().__init__()
-        self.conv_block_1 = nn.Sequential(
-            nn.Conv2d(1, channels1, kernel_size=5, bias=not batch_norm),
-            *([nn.BatchNorm2d(channels1)] if batch_norm else []),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-        )
-        self.conv_block_2 = nn.Sequential(
-            nn.Conv2d(channels1, channels2, kernel_size=3, bias=not batch_norm),
-            *([nn.BatchNorm2d(channels2)] if batch_norm else []),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-        )
+        if batch_norm_at not in BATCH_NORM_PLACES:
+            raise ConfigError(f"batch_norm_at must be one of {', '.join(BATCH_NORM_PLACES)}, got {batch_norm_at!r}")
+
+        def block(conv: nn.Conv2d) -> nn.Sequential:
+            norm = [nn.BatchNorm2d(conv.out_channels)] if batch_norm else []
+            if batch_norm_at == "block":
+                return nn.Sequential(conv, nn.MaxPool2d(2), *norm, nn.ReLU())
+            return nn.Sequential(conv, *norm, nn.MaxPool2d(2), nn.ReLU())
+
+        self.conv_block_1 = block(nn.Conv2d(1, channels1, kernel_size=5, bias=not batch_norm))
+        self.conv_block_2 = block(nn.Conv2d(channels1, channels2, kernel_size=3, bias=not batch_norm))
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(channels2 * 5 * 5, fc_units), nn.ReLU(), nn.Linear(fc_units, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

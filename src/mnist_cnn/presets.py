@@ -83,12 +83,14 @@ class TrainConfig:
         return config
 
 
-# The notebooks' recipe: the seed's VGG with batch norm, in-memory data, bf16 autocast and channels-last,
-# Nesterov SGD under a one-cycle schedule, label smoothing and small random shifts/rotations.
+# The notebooks' recipe: the seed's VGG with one batch norm per block, in-memory data, bf16 autocast and
+# channels-last where the CPU runs bf16 natively, Nesterov SGD under a one-cycle schedule, label smoothing and
+# small random shifts/rotations. One batch norm per block (after the pool) instead of one per convolution: the
+# same validation accuracy (benchmarks/recipe_sweep.py) in about 0.75 of the step time.
 DEFAULT = TrainConfig(
     preset="default",
     arch="vgg",
-    model_options={"hidden_units": 16, "batch_norm": True},
+    model_options={"hidden_units": 16, "batch_norm": True, "batch_norm_at": "block"},
     input_scaling="standard",
     epochs=3,
     batch_size=128,
@@ -120,11 +122,12 @@ PRESETS: dict[str, TrainConfig] = {
         flush_denormal=False,
     ),
     "default": DEFAULT,
-    # A small two-convolution CNN with batch norm and one pass over the data, for when seconds matter most.
+    # A small two-convolution CNN with batch norm (after each pool) and one pass over the data, for when seconds
+    # matter most; label smoothing bought 0.0016 of validation accuracy in the recipe sweep.
     "fast": TrainConfig(
         preset="fast",
         arch="small_cnn",
-        model_options={"channels1": 16, "channels2": 32, "fc_units": 128, "batch_norm": True},
+        model_options={"channels1": 16, "channels2": 32, "fc_units": 128, "batch_norm": True, "batch_norm_at": "block"},
         input_scaling="standard",
         epochs=1,
         batch_size=256,
@@ -134,16 +137,17 @@ PRESETS: dict[str, TrainConfig] = {
         schedule="onecycle",
         onecycle_pct_start=0.3,
         cycle_momentum=False,
+        label_smoothing=0.1,
         bf16=True,
         channels_last=True,
     ),
-    # A wider VGG and stronger random shifts/rotations/scalings over a longer schedule (a few minutes on a CPU);
-    # every other setting is the default recipe's.
+    # A wider VGG (32 channels, 64 in the second block) and stronger random shifts/rotations/scalings over a longer
+    # schedule (under 10 minutes on a 2-core CPU); every other setting is the default recipe's.
     "best": dataclasses.replace(
         DEFAULT,
         preset="best",
-        model_options={"hidden_units": 32, "batch_norm": True},
-        epochs=12,
+        model_options={"hidden_units": 32, "block2_units": 64, "batch_norm": True, "batch_norm_at": "block"},
+        epochs=15,
         augment={"max_shift": 2.0, "max_rotation": 10.0, "max_scale": 0.1},
     ),
 }

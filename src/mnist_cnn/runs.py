@@ -7,6 +7,7 @@ boundary, then the test set, measured once.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, device_for
 from mnist_cnn.engine import Batches, History, Loop, TrainingState, TrainParts
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingStopped
 from mnist_cnn.model import build_model
+from mnist_cnn.numerics import Numerics, ThreadGovernor, choose_numerics, fixed_threads, thread_setting
 from mnist_cnn.presets import TrainConfig, get_preset
-from mnist_cnn.utils import deterministic_mode, seed_everything, select_device, set_rng_state, supports_bf16_autocast, write_json
+from mnist_cnn.utils import deterministic_mode, seed_everything, select_device, set_rng_state, write_json
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -56,9 +58,38 @@ def build_scheduler(
     )
 
 
+def numerics_for(config: TrainConfig, device: torch.device) -> Numerics:
+    """bf16 autocast when the config asks for it and the device runs it natively (else fp32), channels-last as asked."""
+    return choose_numerics(config.bf16, config.channels_last, device)
+
+
 def autocast_dtype_for(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 when the config asks for it and the device runs it natively; otherwise fp32 (``None``)."""
-    return torch.bfloat16 if config.bf16 and supports_bf16_autocast(device) else None
+    """``torch.bfloat16`` where :func:`numerics_for` chooses bf16 autocast, else ``None`` (fp32)."""
+    return numerics_for(config, device).autocast_dtype
+
+
+@contextlib.contextmanager
+def _restoring_threads(count: int) -> Any:
+    """Put torch's CPU thread count back afterwards (a notebook kernel goes on after training)."""
+    try:
+        yield
+    finally:
+        torch.set_num_threads(count)
+
+
+def thread_governor_for(device: torch.device, threads: int | str | None) -> ThreadGovernor | None:
+    """On the CPU, the thread policy asked for: ``threads`` (or ``$MNIST_CNN_THREADS``) fixed, else adaptive.
+
+    Raises:
+        ConfigError: ``threads`` is neither a positive whole number nor ``"adaptive"``.
+    """
+    if device.type != "cpu":
+        return None
+    try:
+        fixed = thread_setting(threads)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return fixed_threads(fixed) if fixed is not None else ThreadGovernor()
 
 
 def default_deterministic(device: torch.device) -> bool:
@@ -324,6 +355,7 @@ def fit(
     deterministic: bool | None = None,
     should_stop: Callable[[], bool] | None = None,
     distributed: DistributedContext | None = None,
+    threads: int | str | None = None,
 ) -> TrainResult:
     """Train a model as ``config`` says, judging it on the validation split, then measure it once on the test set.
 
@@ -341,6 +373,9 @@ def fit(
             ``None`` chooses :func:`default_deterministic`. Settings are restored afterwards.
         should_stop: Asked after every batch; when true, training stops with :class:`TrainingInterrupted`.
         distributed: This process's place in a multi-process run (default: single process).
+        threads: CPU threads: a fixed number, or ``"adaptive"`` to use the cores other programs leave free
+            (:class:`mnist_cnn.numerics.ThreadGovernor`); ``None`` reads ``$MNIST_CNN_THREADS``, else adaptive.
+            Torch's thread count is restored afterwards.
 
     Returns:
         The trained model, its per-epoch and per-step history and final metrics (``val_accuracy``,
@@ -361,7 +396,10 @@ def fit(
         init_process_group(context, device)
     if not context.is_main:
         log, progress = None, False
-    with deterministic_mode(deterministic):
+    numerics = numerics_for(config, device)
+    threads_before = torch.get_num_threads()
+    governor = thread_governor_for(device, threads)
+    with deterministic_mode(deterministic), _restoring_threads(threads_before):
         generator = seed_everything(config.seed)
         torch.set_flush_denormal(config.flush_denormal)
 
@@ -383,6 +421,7 @@ def fit(
             "load_seconds": load_seconds,
             "device": str(device),
             "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
+            "numerics": numerics.to_dict(),
             "deterministic": deterministic,
             "world_size": context.world_size,
             "validation": data.validation,
@@ -398,7 +437,18 @@ def fit(
             saved_path=resume.path if resume is not None else None,
             saved_epoch=state.epoch if resume is not None else None,
         )
-        loop = Loop(epochs=config.epochs, progress=progress, log=log, should_stop=should_stop, on_epoch_end=checkpoints, context=context)
+        loop = Loop(
+            epochs=config.epochs,
+            progress=progress,
+            log=log,
+            should_stop=should_stop,
+            on_epoch_end=checkpoints,
+            context=context,
+            threads=governor,
+        )
+        if governor is not None:
+            governor.start(state.step)
+            facts["threads"] = {"policy": "adaptive" if governor.enabled else "fixed", "cores": governor.cores, "changes": governor.changes}
         try:
             engine.train(wrap_for_processes(model, context, device), data.train, data.val, parts, state, loop)
         except TrainingStopped as error:

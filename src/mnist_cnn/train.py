@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
-from mnist_cnn.cli import ArgumentParser, learning_rate, positive_int, run_cli, seed_int
+from mnist_cnn.cli import ArgumentParser, learning_rate, positive_int, run_cli, seed_int, thread_count
 from mnist_cnn.config import DEVICE_CHOICES, MODELS_DIR
 from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.presets import PRESETS, get_preset
@@ -69,6 +69,12 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help=f"quick check on {SMOKE_TRAIN_SIZE} training, {SMOKE_VAL_SIZE} validation and {SMOKE_TEST_SIZE} test images, "
         "1 epoch unless --epochs says",
+    )
+    parser.add_argument(
+        "--threads",
+        type=thread_count,
+        help="CPU threads: a number, or 'adaptive' to use the cores other programs leave free, checked every second "
+        "(default: $MNIST_CNN_THREADS, else adaptive; results depend on the count, so fix it to reproduce a run bit for bit)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
@@ -159,6 +165,7 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
                 deterministic=deterministic,
                 should_stop=stop,
                 distributed=context,
+                threads=args.threads,
             )
     except TrainingInterrupted as error:
         if context.is_main:
