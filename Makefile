@@ -30,7 +30,7 @@ STAMP := $(ENV_DIR)/.mnist-cnn-requirements.stamp
 USE_UV ?= $(if $(shell command -v uv 2>/dev/null),1,0)
 
 .PHONY: help venv install setup-git data run train evaluate test unit notebooks execute-notebooks executed-notebooks \
-        check-notebooks lint format benchmark ablation clean distclean
+        check-notebooks lint format benchmark ablation sweep notebook-timing clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -107,8 +107,14 @@ format: install ## ruff: fix what can be fixed and reformat the code and the not
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-benchmark: install ## Time the seed and public recipes against each preset (about 25 min; writes benchmarks/results.json)
+benchmark: install ## The presets against the seed and public recipes, and the contended case (about 40 min on 2 cores; benchmarks/results.json)
 	$(PY) benchmarks/benchmark.py
+
+sweep: install ## Recipe candidates ranked on the validation split (hours on 2 cores; minutes with --device cuda --jobs 14)
+	$(PY) benchmarks/recipe_sweep.py
+
+notebook-timing: install ## Notebook 3 run in JupyterLab in Chromium and from the terminal (about 5 min; needs Chromium)
+	$(PY) benchmarks/notebook_timing.py
 
 ablation: install ## What each speed-up buys per training step, and a profile (a few minutes; writes benchmarks/ablation.json)
 	$(PY) benchmarks/ablation.py
