@@ -46,7 +46,13 @@ def from_terminal() -> dict:
         )
         seconds = time.perf_counter() - started
         executed = (Path(work) / NOTEBOOK.name).read_text()
-    return {"where": "terminal (nbconvert)", "run_all_seconds": seconds, "training_seconds": training_seconds(executed)}
+    threads = re.search(r"threads used \(\[step, count\] at each change\): (.*?)(\\n|\")", executed)
+    return {
+        "where": "terminal (nbconvert)",
+        "run_all_seconds": seconds,
+        "training_seconds": training_seconds(executed),
+        "threads": threads.group(1) if threads else None,
+    }
 
 
 def in_browser() -> dict:
@@ -64,7 +70,7 @@ def in_browser() -> dict:
         if completed.returncode != 0 or not out.exists():
             raise SystemExit(f"the browser run failed:\n{completed.stdout[-3000:]}")
         row = json.loads(out.read_text())
-    return {"where": "JupyterLab in Chromium", "run_all_seconds": row["run_all_seconds"], "training_seconds": row["training_seconds"]}
+    return {"where": "JupyterLab in Chromium", **row}
 
 
 def main() -> None:
@@ -76,7 +82,11 @@ def main() -> None:
     for _ in range(args.rounds):
         for measure in (from_terminal, in_browser):
             rows.append(measure())
-            print(f"{rows[-1]['where']}: notebook {rows[-1]['run_all_seconds']:.1f}s, training {rows[-1]['training_seconds']}s", flush=True)
+            row = rows[-1]
+            print(
+                f"{row['where']}: notebook {row['run_all_seconds']:.1f}s, training {row['training_seconds']}s, threads {row['threads']}",
+                flush=True,
+            )
     summary = []
     for where in dict.fromkeys(r["where"] for r in rows):
         runs = [r for r in rows if r["where"] == where]
