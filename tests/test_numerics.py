@@ -59,7 +59,7 @@ def test_cpuinfo_is_parsed() -> None:
 
 @pytest.mark.parametrize("flags", [{"avx2", "fma"}, {"avx2", "avx512f"}, set()])
 def test_cpus_without_native_bf16_train_in_fp32(flags: set[str]) -> None:
-    # emulated bf16 measured 6-12x slower than fp32 on an AVX2-only path: never choose it there
+    # emulated bf16 measured 4-12x slower than fp32 on an AVX2-only path: never choose it there
     numerics = choose_numerics(True, True, CPU, flags=flags)
     assert numerics.autocast == "fp32"
     assert numerics.autocast_dtype is None

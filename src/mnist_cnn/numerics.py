@@ -7,7 +7,7 @@ Measured on 2 cores of an AMD EPYC (Zen 4: AVX-512 with BF16 dot products, no AM
 * AVX-512-BF16: bf16 autocast with channels-last runs a step in about 0.35-0.45 of fp32 NCHW, and channels-last
   helps in both precisions.
 * AVX2 only (the same CPU with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``): bf16 is emulated and a
-  step takes 6-12x as long as fp32, so such CPUs train in fp32; channels-last still pays (0.5-0.7 of NCHW).
+  step takes 4-12x as long as fp32, so such CPUs train in fp32; channels-last still pays (0.5-0.7 of NCHW).
 * AMX-BF16 (Intel Sapphire Rapids and later): bf16 was measured to pay most there when the presets were first
   tuned; no such CPU was available to re-measure this version.
 """
@@ -125,7 +125,7 @@ def choose_numerics(wants_bf16: bool, wants_channels_last: bool, device: torch.d
         if kind in NATIVE_BF16_CLASSES and onednn_bf16:
             autocast, reason = "bf16", f"{kind} CPU: bf16 runs natively and measured faster than fp32"
         else:
-            reason = f"{kind} CPU without native bf16 (oneDNN bf16: {onednn_bf16}): emulated bf16 measured 6-12x slower than fp32"
+            reason = f"{kind} CPU without native bf16 (oneDNN bf16: {onednn_bf16}): emulated bf16 measured 4-12x slower than fp32"
     elif wants_bf16:
         reason = f"bf16 autocast is not used on {device.type}"
     return Numerics(
