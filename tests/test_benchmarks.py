@@ -24,7 +24,7 @@ def _load(name: str) -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def benchmark() -> ModuleType:
+def bench_script() -> ModuleType:
     return _load("benchmark")
 
 
@@ -54,34 +54,34 @@ def test_sweep_summary_ranks_validation_only() -> None:
     assert not any("test" in line for line in lines)
 
 
-def test_throughput_and_share_of_peak(benchmark: ModuleType) -> None:
+def test_throughput_and_share_of_peak(bench_script: ModuleType) -> None:
     runs = [{"images_trained": 55_000, "train_mflop_per_image": 30.0, "device": "cpu", "precision": "fp32"}]
-    row = benchmark.throughput(runs, seconds=11.0)
+    row = bench_script.throughput(runs, seconds=11.0)
     assert row["images_per_second"] == pytest.approx(5_000)
     assert row["gflops"] == pytest.approx(150.0)
     if row.get("peak_gflops"):
         assert row["peak_share"] == pytest.approx(150.0 / row["peak_gflops"])
-    assert benchmark.throughput([{"device": "cpu"}], 1.0) == {}
+    assert bench_script.throughput([{"device": "cpu"}], 1.0) == {}
 
 
-def test_peak_counts_bf16_dot_products_twice(benchmark: ModuleType) -> None:
-    fp32, how = benchmark.peak_gflops("fp32")
-    bf16, _ = benchmark.peak_gflops("bf16-autocast")
+def test_peak_counts_bf16_dot_products_twice(bench_script: ModuleType) -> None:
+    fp32, how = bench_script.peak_gflops("fp32")
+    bf16, _ = bench_script.peak_gflops("bf16-autocast")
     assert "FLOP/cycle" in how
     assert bf16 >= fp32 >= 0
 
 
-def test_training_flops_count_forward_and_backward(benchmark: ModuleType) -> None:
-    seed = benchmark.training_flops_per_image(get_preset("seed"))
+def test_training_flops_count_forward_and_backward(bench_script: ModuleType) -> None:
+    seed = bench_script.training_flops_per_image(get_preset("seed"))
     # the seed VGG's convolutions and linear layer: about 5.1 million multiply-adds forward, 2 FLOPs each,
     # and the backward pass about twice the forward (the first layer needs no input gradient)
     assert 2.9 * 10.1e6 < seed < 3.0 * 10.2e6
 
 
-def test_contention_table(benchmark: ModuleType) -> None:
+def test_contention_table(bench_script: ModuleType) -> None:
     table = [
         {"threads": "2 (torch's default)", "alone_s": 10.0, "busy_s": 35.0, "busy_over_alone": 3.5, "alone_over_torch_default": 1.0},
         {"threads": "adaptive", "alone_s": 10.2, "busy_s": 15.0, "busy_over_alone": 1.47, "alone_over_torch_default": 1.02},
     ]
-    text = benchmark.format_contention(table)
+    text = bench_script.format_contention(table)
     assert "| adaptive | 10.20 | 15.00 | 1.47 | 1.02 |" in text

@@ -12,6 +12,7 @@ locally, but fails under CI (``CI=true``), where ``.ci/run`` installs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,6 +257,21 @@ def _shut_down_kernels(server: Server) -> None:
         pass
 
 
+@contextlib.contextmanager
+def _browser_page(server: Server) -> Iterator[Any]:
+    """A page in headless Debian Chromium; afterwards the browser closes and the kernels it started stop."""
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1100})
+        finally:
+            browser.close()
+            _shut_down_kernels(server)
+
+
 def _open_and_run_all(page, server: Server, notebook: str, screenshot: Path) -> float:
     """Open ``notebook`` in JupyterLab, Run All Cells, and fail with the first traceback shown, if any.
 
@@ -292,18 +309,9 @@ def test_notebook_3_timed_in_jupyterlab(jupyterlab: Server):
     """Run All of notebook 3 in JupyterLab in Chromium and record how long it took (benchmarks/notebook_timing.py)."""
     import re
 
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            seconds = _open_and_run_all(page, jupyterlab, TRAINING_NOTEBOOK, SCREENSHOTS / "03_training_end.png")
-            outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
-        finally:
-            browser.close()
-            _shut_down_kernels(jupyterlab)
+    with _browser_page(jupyterlab) as page:
+        seconds = _open_and_run_all(page, jupyterlab, TRAINING_NOTEBOOK, SCREENSHOTS / "03_training_end.png")
+        outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
     epochs = [float(s) for s in re.findall(r"^epoch +[1-9]\d* \|.*\| (\d+\.\d)s$", outputs, flags=re.M)]
     training = re.search(r"after (\d+)s of training", outputs)
     threads = re.search(r"threads used \(\[step, count\] at each change\): (.*)$", outputs, flags=re.M)
@@ -320,28 +328,19 @@ def test_notebook_3_timed_in_jupyterlab(jupyterlab: Server):
 
 
 def test_notebook_1_runs_in_jupyterlab(jupyterlab: Server):
-    from playwright.sync_api import sync_playwright
+    with _browser_page(jupyterlab) as page:
+        _open_and_run_all(page, jupyterlab, NOTEBOOK, SCREENSHOTS / "01_data_exploration_end.png")
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            _open_and_run_all(page, jupyterlab, NOTEBOOK, SCREENSHOTS / "01_data_exploration_end.png")
+        images = page.evaluate(IMAGES_OF_CELL, "plot_digit_grid")
+        assert images, "the digit grid cell shows no image"
+        grid = images[0]
+        # 5x5 digits of 1.6 inches: hundreds of pixels each way, a little taller than wide.
+        assert grid["complete"] and grid["width"] >= 400 and grid["height"] >= 400, grid
 
-            images = page.evaluate(IMAGES_OF_CELL, "plot_digit_grid")
-            assert images, "the digit grid cell shows no image"
-            grid = images[0]
-            # 5x5 digits of 1.6 inches: hundreds of pixels each way, a little taller than wide.
-            assert grid["complete"] and grid["width"] >= 400 and grid["height"] >= 400, grid
-
-            figure = page.locator(".jp-CodeCell", has_text="plot_digit_grid").locator(".jp-OutputArea-output img").first
-            figure.scroll_into_view_if_needed()
-            page.screenshot(path=str(SCREENSHOTS / "01_data_exploration.png"))
-            figure.screenshot(path=str(SCREENSHOTS / "01_digit_grid.png"))
-        finally:
-            browser.close()
-            _shut_down_kernels(jupyterlab)
+        figure = page.locator(".jp-CodeCell", has_text="plot_digit_grid").locator(".jp-OutputArea-output img").first
+        figure.scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / "01_data_exploration.png"))
+        figure.screenshot(path=str(SCREENSHOTS / "01_digit_grid.png"))
 
 
 #: The pad's root element: data-sent / data-shown are the sequence numbers of the last drawing sent to the
@@ -404,59 +403,50 @@ def _zero() -> list[tuple[float, float]]:
 
 
 def test_drawing_pad_answers_in_jupyterlab(jupyterlab: Server):
-    from playwright.sync_api import sync_playwright
-
     if not (jupyterlab.root.parent / "artifacts" / "models" / "default" / "model.pt").is_file():
         reason = f"the drawing test needs the seed project's weights at {SEED_WEIGHTS}"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"{reason}; CI must provide them", pytrace=False)
         pytest.skip(reason)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            _open_and_run_all(page, jupyterlab, DRAW_NOTEBOOK, SCREENSHOTS / "06_draw_a_digit_end.png")
+    with _browser_page(jupyterlab) as page:
+        _open_and_run_all(page, jupyterlab, DRAW_NOTEBOOK, SCREENSHOTS / "06_draw_a_digit_end.png")
 
-            canvas = page.locator(f"{PAD} canvas.pad")
-            canvas.wait_for(state="visible", timeout=30_000)
-            cell = page.locator(".jp-NotebookPanel .jp-CodeCell", has=page.locator(".mnist-drawpad"))
-            cell.scroll_into_view_if_needed()
-            box = canvas.bounding_box()
-            assert box and box["width"] >= 200 and abs(box["width"] - box["height"]) < 2, box
-            # nothing drawn yet: no answer
-            assert page.evaluate(PAD_STATE, PAD)["answer"] == ""
+        canvas = page.locator(f"{PAD} canvas.pad")
+        canvas.wait_for(state="visible", timeout=30_000)
+        cell = page.locator(".jp-NotebookPanel .jp-CodeCell", has=page.locator(".mnist-drawpad"))
+        cell.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        assert box and box["width"] >= 200 and abs(box["width"] - box["height"]) < 2, box
+        # nothing drawn yet: no answer
+        assert page.evaluate(PAD_STATE, PAD)["answer"] == ""
 
-            def sent() -> int:
-                return int(canvas.evaluate("c => c.closest('.mnist-drawpad').dataset.sent"))
+        def sent() -> int:
+            return int(canvas.evaluate("c => c.closest('.mnist-drawpad').dataset.sent"))
 
-            def wait_for_answer(before: int) -> dict:
-                # the pad sends while a stroke is drawn too (throttled): wait for the answer to the last drawing sent
-                page.wait_for_function(ANSWERED, arg=[PAD, before], timeout=ANSWER_SECONDS * 1000, polling=100)
-                return page.evaluate(PAD_STATE, PAD)
+        def wait_for_answer(before: int) -> dict:
+            # the pad sends while a stroke is drawn too (throttled): wait for the answer to the last drawing sent
+            page.wait_for_function(ANSWERED, arg=[PAD, before], timeout=ANSWER_SECONDS * 1000, polling=100)
+            return page.evaluate(PAD_STATE, PAD)
 
-            answers = {}
-            for expected, stroke in ((1, _one()), (0, _zero())):
+        answers = {}
+        for expected, stroke in ((1, _one()), (0, _zero())):
+            before = sent()
+            _draw(page, box, stroke)
+            answers[expected] = wait_for_answer(before)
+            cell.screenshot(path=str(SCREENSHOTS / f"06_drawing_pad_{expected}.png"))
+            if expected == 1:
                 before = sent()
-                _draw(page, box, stroke)
-                answers[expected] = wait_for_answer(before)
-                cell.screenshot(path=str(SCREENSHOTS / f"06_drawing_pad_{expected}.png"))
-                if expected == 1:
-                    before = sent()
-                    page.locator(f"{PAD} button.clear").click()
-                    cleared = wait_for_answer(before)
-                    assert cleared["answer"] == "" and cleared["top"] == [] and cleared["litPixels"] == 0, cleared
+                page.locator(f"{PAD} button.clear").click()
+                cleared = wait_for_answer(before)
+                assert cleared["answer"] == "" and cleared["top"] == [] and cleared["litPixels"] == 0, cleared
 
-            for expected, state in answers.items():
-                assert state["answer"] == str(expected), f"drew a {expected}, the pad answered {state}"
-                top = state["top"]
-                assert [row["digit"] for row in top][:1] == [str(expected)] and len(top) == 3, top
-                percents = [row["percent"] for row in top]
-                assert percents == sorted(percents, reverse=True) and 0 < sum(percents) <= 100.1, top
-                assert top[0]["width"] > top[1]["width"], "the bars should be as long as the probabilities"
-                # the 28x28 image the network saw holds the digit: a stroke's worth of lit pixels, not a blank or a blob
-                assert 20 <= state["litPixels"] <= 300, state
-            page.screenshot(path=str(SCREENSHOTS / "06_draw_a_digit.png"))
-        finally:
-            browser.close()
-            _shut_down_kernels(jupyterlab)
+        for expected, state in answers.items():
+            assert state["answer"] == str(expected), f"drew a {expected}, the pad answered {state}"
+            top = state["top"]
+            assert [row["digit"] for row in top][:1] == [str(expected)] and len(top) == 3, top
+            percents = [row["percent"] for row in top]
+            assert percents == sorted(percents, reverse=True) and 0 < sum(percents) <= 100.1, top
+            assert top[0]["width"] > top[1]["width"], "the bars should be as long as the probabilities"
+            # the 28x28 image the network saw holds the digit: a stroke's worth of lit pixels, not a blank or a blob
+            assert 20 <= state["litPixels"] <= 300, state
+        page.screenshot(path=str(SCREENSHOTS / "06_draw_a_digit.png"))
