@@ -194,8 +194,8 @@ class LivePlot:
     Args:
         every: Redraw after this many new per-step rows (each row is ``log_every`` steps).
         label_smoothing: Passed on to :func:`plot_history` for the loss label.
-        min_seconds: Least time between two redraws within an epoch: a redraw costs about 0.2-0.3 s of CPU,
-            which would otherwise add a quarter to each epoch of ``default`` in a notebook.
+        min_seconds: Least time between two redraws within an epoch: redrawing every 50 steps made an epoch
+            of ``default`` in notebook 3 about a quarter slower than in ``fit()``.
     """
 
     def __init__(self, every: int = 5, label_smoothing: float | None = None, min_seconds: float = 3.0) -> None:
