@@ -63,11 +63,6 @@ def numerics_for(config: TrainConfig, device: torch.device) -> Numerics:
     return choose_numerics(config.bf16, config.channels_last, device)
 
 
-def autocast_dtype_for(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """``torch.bfloat16`` where :func:`numerics_for` chooses bf16 autocast, else ``None`` (fp32)."""
-    return numerics_for(config, device).autocast_dtype
-
-
 @contextlib.contextmanager
 def _restoring_threads(count: int) -> Any:
     """Put torch's CPU thread count back afterwards (a notebook kernel goes on after training)."""
@@ -109,7 +104,12 @@ def model_for(config: TrainConfig, device: torch.device) -> nn.Module:
 
 
 def build_parts(
-    config: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device, generator: torch.Generator
+    config: TrainConfig,
+    model: nn.Module,
+    steps_per_epoch: int,
+    device: torch.device,
+    generator: torch.Generator,
+    numerics: Numerics | None = None,
 ) -> TrainParts:
     """The loss, optimizer, schedule, augmentation and precision ``config`` names, for ``model`` on ``device``.
 
@@ -119,6 +119,7 @@ def build_parts(
         steps_per_epoch: Batches per epoch (the one-cycle schedule is planned over all epochs).
         device: Where to compute.
         generator: The run's data generator (augmentation draws from it).
+        numerics: The precision already chosen for ``config`` on ``device`` (default: :func:`numerics_for`).
     """
     optimizer = build_optimizer(config, model)
     return TrainParts(
@@ -127,7 +128,7 @@ def build_parts(
         scheduler=build_scheduler(config, optimizer, steps_per_epoch),
         augment=RandomAffine(**config.augment, generator=generator) if config.augment else None,
         device=device,
-        autocast_dtype=autocast_dtype_for(config, device),
+        autocast_dtype=(numerics or numerics_for(config, device)).autocast_dtype,
         channels_last=config.channels_last,
     )
 
@@ -409,7 +410,7 @@ def fit(
 
         # building the model draws from torch's generator; a resumed run restores it afterwards, so its stream continues
         model = model_for(config, device)
-        parts = build_parts(config, model, len(data.train), device, generator)  # type: ignore[arg-type]
+        parts = build_parts(config, model, len(data.train), device, generator, numerics)  # type: ignore[arg-type]
         state = TrainingState(deterministic=deterministic, world_size=context.world_size)
         if resume is not None:
             state = restore(resume, model, parts, generator)

@@ -212,16 +212,6 @@ def select_device(name: str | None = "auto") -> torch.device:
     raise ConfigError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
 
 
-def supports_bf16_autocast(device: torch.device) -> bool:
-    """Whether bf16 autocast is worth using on ``device`` (CUDA with bf16, or a CPU with native bf16 units)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        # Without AVX-512 BF16/AMX, bf16 on CPU is emulated and slower than fp32.
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` if needed and check files can be written there.
 
