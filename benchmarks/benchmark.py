@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from mnist_cnn.presets import TrainConfig, get_preset
+from mnist_cnn.config import TrainConfig
+from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import fit
 
 #: The fastest public MNIST recipe we know, as published: one epoch of a small CNN (conv 24@5x5, pool, ReLU,
@@ -116,7 +117,8 @@ def peak_gflops(precision: str) -> tuple[float, str]:
     (AVX512_BF16) and 1024 bf16 FLOPs for an AMX tile unit. The clock is ``/proc/cpuinfo``'s ``cpu MHz``, which on
     a VM is the nominal clock, not the boost: the share is an upper bound on the true one.
     """
-    from mnist_cnn.numerics import cpu_class, cpu_flags, cpu_model, usable_cores
+    from mnist_cnn.numerics import cpu_class, cpu_flags, cpu_model
+    from mnist_cnn.threads import usable_cores
 
     info = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
     mhz = next((float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")), 0.0)

@@ -37,9 +37,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mnist_cnn import data as mnist_data
+from mnist_cnn.config import TrainConfig
 from mnist_cnn.engine import train_batch
 from mnist_cnn.model import build_model
-from mnist_cnn.presets import TrainConfig, get_preset
+from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import build_parts, model_for
 
 CPU = torch.device("cpu")

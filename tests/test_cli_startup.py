@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.config import PROJECT_ROOT
+from mnist_cnn.paths import PROJECT_ROOT
 
 HEAVY = ("torch", "torchvision", "torchmetrics", "matplotlib", "sklearn", "pandas", "seaborn", "numpy", "PIL")
 COMMANDS = ("train", "evaluate", "predict", "download", "compare")

@@ -13,10 +13,10 @@ from mnist_cnn import evaluate
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
 from mnist_cnn.cli import run_cli
 from mnist_cnn.errors import CheckpointError
+from mnist_cnn.files import strict_json_value, write_json
 from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import TrainResult, save_run
-from mnist_cnn.utils import strict_json_value, write_json
 
 
 def refuse_constants(name: str) -> float:

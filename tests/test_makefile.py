@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.config import PROJECT_ROOT
+from mnist_cnn.paths import PROJECT_ROOT
 
 STAMP = ".mnist-cnn-requirements.stamp"
 

@@ -10,21 +10,10 @@ import pytest
 import torch
 
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.numerics import (
-    CPU_CLASSES,
-    ThreadGovernor,
-    _busy_ticks,
-    _own_ticks,
-    choose_numerics,
-    cpu_class,
-    cpu_flags,
-    cpu_model,
-    fixed_threads,
-    thread_setting,
-    usable_cores,
-)
+from mnist_cnn.numerics import CPU_CLASSES, choose_numerics, cpu_class, cpu_flags, cpu_model
 from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import fit, thread_governor_for
+from mnist_cnn.threads import ThreadGovernor, _busy_ticks, _own_ticks, fixed_threads, thread_setting, usable_cores
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn import evaluate, train, utils
+from mnist_cnn import evaluate, files, train
 from mnist_cnn.checkpoint import build_payload, save_checkpoint
 from mnist_cnn.cli import MAX_SEED, run_cli
 from mnist_cnn.data import raw_folder
@@ -96,7 +96,7 @@ def fail_writes_to(monkeypatch: pytest.MonkeyPatch, name: str, call: str = "writ
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(fd, *args)
 
-    monkeypatch.setattr(utils.os, call, full)
+    monkeypatch.setattr(files.os, call, full)
 
 
 @pytest.mark.parametrize("call", ["write", "fsync"])
@@ -105,7 +105,7 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path: Path, monkeypa
     target.write_text("old\n")
     fail_writes_to(monkeypatch, "metrics.json", call)
     with pytest.raises(OSError) as raised:
-        utils.write_json(target, {"new": 1})
+        files.write_json(target, {"new": 1})
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and target.read_text() == "old\n"
 
@@ -235,10 +235,10 @@ def test_help_says_each_default_once(capsys: pytest.CaptureFixture) -> None:
 def test_reports_and_metrics_are_created_0644_respecting_the_umask(tmp_path: Path) -> None:
     previous = os.umask(0o022)
     try:
-        utils.write_json(tmp_path / "metrics.json", {"a": 1})
+        files.write_json(tmp_path / "metrics.json", {"a": 1})
         assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
         os.umask(0o027)
-        utils.write_json(tmp_path / "group.json", {"a": 1})
+        files.write_json(tmp_path / "group.json", {"a": 1})
         assert (tmp_path / "group.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_cnn.config import TrainConfig
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import build_model
-from mnist_cnn.presets import PRESETS, TrainConfig, get_preset
+from mnist_cnn.presets import PRESETS, get_preset
+from mnist_cnn.reproducibility import seed_everything
 from mnist_cnn.runs import fit
-from mnist_cnn.utils import seed_everything
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn import utils
+from mnist_cnn import files, reproducibility
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_checkpoint_file, save_checkpoint
+from mnist_cnn.config import TrainConfig
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.model import VGG
-from mnist_cnn.presets import TrainConfig
 from mnist_cnn.runs import TrainResult, fit, resume_config, save_run
 
 TIMING_KEYS = ("train_seconds", "load_seconds", "total_seconds")
@@ -162,7 +162,7 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.Monkey
     def crash(fd: int) -> None:  # the process dies between writing the bytes and renaming the file
         raise OSError("disk pulled out")
 
-    monkeypatch.setattr(utils.os, "fsync", crash)
+    monkeypatch.setattr(files.os, "fsync", crash)
     with pytest.raises(OSError, match="disk pulled out"):
         save_checkpoint(path, build_payload(VGG(hidden_units=8), arch="vgg", model_options={"hidden_units": 8}, input_scaling="unit"))
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
@@ -171,16 +171,16 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_rng_state_round_trips() -> None:
     generator = torch.Generator().manual_seed(3)
-    state = utils.rng_state(generator)
+    state = reproducibility.rng_state(generator)
     expected = (random.random(), torch.rand(3), torch.rand(2, generator=generator))
-    utils.set_rng_state(state, generator)
+    reproducibility.set_rng_state(state, generator)
     assert random.random() == expected[0]
     assert torch.equal(torch.rand(3), expected[1]) and torch.equal(torch.rand(2, generator=generator), expected[2])
 
 
 def test_deterministic_mode_restores_previous_settings() -> None:
     assert not torch.are_deterministic_algorithms_enabled()
-    with utils.deterministic_mode(True):
+    with reproducibility.deterministic_mode(True):
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert not torch.are_deterministic_algorithms_enabled()

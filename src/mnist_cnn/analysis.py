@@ -12,8 +12,8 @@ from torch import nn
 
 from mnist_cnn import data as mnist_data
 from mnist_cnn.checkpoint import LoadedCheckpoint
-from mnist_cnn.config import CLASS_NAMES, NUM_CLASSES
 from mnist_cnn.engine import Predictions, predict
+from mnist_cnn.mnist import CLASS_NAMES, NUM_CLASSES
 
 
 def confusion(predictions: Predictions) -> np.ndarray:

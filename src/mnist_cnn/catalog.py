@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from mnist_cnn.config import MODELS_DIR
+from mnist_cnn.paths import MODELS_DIR
 
 #: The table's columns, in order.
 COLUMNS = (

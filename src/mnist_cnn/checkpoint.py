@@ -19,8 +19,8 @@ from torch import nn
 
 import mnist_cnn
 from mnist_cnn.errors import CheckpointError, ConfigError
+from mnist_cnn.files import atomic_write_bytes
 from mnist_cnn.model import build_model
-from mnist_cnn.utils import atomic_write_bytes
 
 CHECKPOINT_FORMAT = "mnist-cnn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -512,7 +512,7 @@ def validate_training_state(
 
 
 def _validate_config(config: Any, source: Path) -> int:
-    from mnist_cnn.presets import TrainConfig  # here: presets imports the data module, which loading alone does not need
+    from mnist_cnn.config import TrainConfig  # here: presets imports the data module, which loading alone does not need
 
     if not isinstance(config, dict) or not config:
         raise _invalid(source, "config", f"expected the run's training configuration, got {_short(config)}")

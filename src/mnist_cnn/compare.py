@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mnist_cnn.cli import ArgumentParser, run_cli
-from mnist_cnn.config import MODELS_DIR
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.paths import MODELS_DIR
 
 SORT_COLUMNS = ("run", "preset", "seed", "val_accuracy", "test_accuracy", "train_seconds")
 #: Best first for these; the others sort ascending.

@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from mnist_cnn.config import DATA_DIR_ENV, DEFAULT_DATA_DIR, IMAGE_SIZE, INPUT_SCALINGS, MNIST_MEAN, MNIST_STD
+from mnist_cnn.config import INPUT_SCALINGS
 from mnist_cnn.errors import ConfigError, DataError
+from mnist_cnn.mnist import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from mnist_cnn.paths import DATA_DIR_ENV, DEFAULT_DATA_DIR
 
 IMAGE_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 2049  # IDX: unsigned bytes, 1 dimension

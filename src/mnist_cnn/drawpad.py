@@ -24,9 +24,9 @@ import traitlets
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from torch import nn
 
-from mnist_cnn.config import NUM_CLASSES
 from mnist_cnn.errors import ImageError
 from mnist_cnn.inference import classify_digits
+from mnist_cnn.mnist import NUM_CLASSES
 from mnist_cnn.preprocess import PreprocessedImage, preprocess, to_grayscale
 
 #: Side of the drawing canvas in CSS pixels.

@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 if TYPE_CHECKING:  # torchmetrics takes seconds to import; only training and evaluation need it
     from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_cnn.config import NUM_CLASSES
 from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, any_process, weighted_mean
 from mnist_cnn.errors import TrainingDiverged, TrainingInterrupted
-from mnist_cnn.numerics import ThreadGovernor
-from mnist_cnn.utils import rng_state
+from mnist_cnn.mnist import NUM_CLASSES
+from mnist_cnn.reproducibility import rng_state
+from mnist_cnn.threads import ThreadGovernor
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 History = dict[str, list[float]]
@@ -229,7 +229,7 @@ class TrainingState:
         step_history: One row every few steps (:data:`STEP_HISTORY_KEYS`).
         optimizer: The optimizer's ``state_dict`` at the snapshot.
         scheduler: The schedule's ``state_dict`` (``None``: constant learning rate).
-        rng: Every random generator's state (:func:`mnist_cnn.utils.rng_state`).
+        rng: Every random generator's state (:func:`mnist_cnn.reproducibility.rng_state`).
         deterministic: Whether deterministic kernels were used.
         world_size: Number of training processes.
     """
@@ -300,7 +300,7 @@ class Loop:
         on_step_logged: Called with the state after every new ``step_history`` row (e.g. to redraw a live plot).
         context: This process's place among several (multi-process training); metrics are averaged over them.
         threads: Adjusts the CPU threads to the cores other programs leave free, told after every step
-            (:class:`mnist_cnn.numerics.ThreadGovernor`; ``None`` leaves them alone).
+            (:class:`mnist_cnn.threads.ThreadGovernor`; ``None`` leaves them alone).
     """
 
     epochs: int

@@ -10,7 +10,8 @@ from pathlib import Path
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.cli import ArgumentParser, positive_int, run_cli
-from mnist_cnn.config import DEVICE_CHOICES, REPORTS_DIR
+from mnist_cnn.devices import DEVICE_CHOICES
+from mnist_cnn.paths import REPORTS_DIR
 
 
 def build_parser() -> ArgumentParser:
@@ -39,8 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mnist_cnn.analysis import evaluate_checkpoint
     from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.devices import select_device
+    from mnist_cnn.files import ensure_writable_dir
     from mnist_cnn.report import write_report
-    from mnist_cnn.utils import ensure_writable_dir, select_device
 
     device = select_device(args.device)
     out = ensure_writable_dir(args.out)

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from mnist_cnn.checkpoint import LoadedCheckpoint
-from mnist_cnn.config import NUM_CLASSES
 from mnist_cnn.data import InMemoryBatches, scale_images
 from mnist_cnn.engine import predict as run_model
 from mnist_cnn.errors import ImageError
+from mnist_cnn.mnist import NUM_CLASSES
 from mnist_cnn.preprocess import PreprocessedImage, ink_features, iter_sources, preprocess
 
 #: Ranges of :func:`~mnist_cnn.preprocess.ink_features` that hold 99.9 % of the 60,000 MNIST training digits after

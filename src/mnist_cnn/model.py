@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_cnn.config import IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.mnist import IMAGE_SIZE, NUM_CLASSES
 
 #: Where a VGG with batch norm normalises: after every convolution, or once per block, after its max-pool.
 BATCH_NORM_PLACES = ("conv", "block")

@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from mnist_cnn.config import CLASS_NAMES, NUM_CLASSES
+from mnist_cnn.mnist import CLASS_NAMES, NUM_CLASSES
 
 if TYPE_CHECKING:  # only for annotations: predict imports the model code, plots should not need it
     import pandas as pd

@@ -19,7 +19,8 @@ from pathlib import Path
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.cli import ArgumentParser, positive_int, run_cli
-from mnist_cnn.config import DEVICE_CHOICES, NUM_CLASSES
+from mnist_cnn.devices import DEVICE_CHOICES
+from mnist_cnn.mnist import NUM_CLASSES
 
 
 def top_k_count(text: str) -> int:
@@ -65,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _tolerant_output()
     from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.devices import select_device
     from mnist_cnn.inference import format_prediction, iter_predictions
-    from mnist_cnn.utils import select_device
 
     checkpoint = load_checkpoint(args.checkpoint, device=select_device(args.device))
     failed = total = 0

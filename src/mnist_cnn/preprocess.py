@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 from scipy import ndimage
 
-from mnist_cnn.config import IMAGE_SIZE
 from mnist_cnn.errors import ImageError
+from mnist_cnn.mnist import IMAGE_SIZE
 
 #: Suffixes a directory argument expands to (files named explicitly are tried whatever their suffix).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

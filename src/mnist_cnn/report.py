@@ -16,7 +16,7 @@ from mnist_cnn import plots
 from mnist_cnn.analysis import EvaluationResult, mistakes
 from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.data import load_split
-from mnist_cnn.utils import atomic_write_bytes, write_json
+from mnist_cnn.files import atomic_write_bytes, write_json
 
 
 def write_report(

@@ -21,14 +21,18 @@ from mnist_cnn import data as mnist_data
 from mnist_cnn import engine
 from mnist_cnn.augment import RandomAffine
 from mnist_cnn.checkpoint import LoadedCheckpoint, build_payload, load_checkpoint, save_checkpoint, validate_training_state
-from mnist_cnn.config import MODELS_DIR
+from mnist_cnn.config import TrainConfig
+from mnist_cnn.devices import select_device
 from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, device_for, init_process_group
 from mnist_cnn.engine import Batches, History, Loop, TrainingState, TrainParts
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingStopped
+from mnist_cnn.files import write_json
 from mnist_cnn.model import build_model
-from mnist_cnn.numerics import Numerics, ThreadGovernor, choose_numerics, fixed_threads, thread_setting
-from mnist_cnn.presets import TrainConfig, get_preset
-from mnist_cnn.utils import deterministic_mode, seed_everything, select_device, set_rng_state, write_json
+from mnist_cnn.numerics import Numerics, choose_numerics
+from mnist_cnn.paths import MODELS_DIR
+from mnist_cnn.presets import get_preset
+from mnist_cnn.reproducibility import deterministic_mode, seed_everything, set_rng_state
+from mnist_cnn.threads import ThreadGovernor, fixed_threads, thread_setting
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -370,12 +374,12 @@ def fit(
         resume: Continue this checkpoint's run (its model, optimizer, schedule, random generators and
             history); ``config`` should come from :func:`resume_config`.
         checkpoint_path: Where to save a resumable checkpoint at every epoch boundary (``None``: nowhere).
-        deterministic: Use deterministic kernels (see :func:`mnist_cnn.utils.deterministic_mode`);
+        deterministic: Use deterministic kernels (see :func:`mnist_cnn.reproducibility.deterministic_mode`);
             ``None`` chooses :func:`default_deterministic`. Settings are restored afterwards.
         should_stop: Asked after every batch; when true, training stops with :class:`TrainingInterrupted`.
         distributed: This process's place in a multi-process run (default: single process).
         threads: CPU threads: a fixed number, or ``"adaptive"`` to use the cores other programs leave free
-            (:class:`mnist_cnn.numerics.ThreadGovernor`); ``None`` reads ``$MNIST_CNN_THREADS``, else adaptive.
+            (:class:`mnist_cnn.threads.ThreadGovernor`); ``None`` reads ``$MNIST_CNN_THREADS``, else adaptive.
             Torch's thread count is restored afterwards.
 
     Returns:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.cli import ArgumentParser, learning_rate, positive_int, run_cli, seed_int, thread_count
-from mnist_cnn.config import DEVICE_CHOICES, MODELS_DIR
+from mnist_cnn.devices import DEVICE_CHOICES
 from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from mnist_cnn.paths import MODELS_DIR
 from mnist_cnn.presets import PRESETS, get_preset
 
 SMOKE_TRAIN_SIZE = 2_000
@@ -108,10 +109,12 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
     from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.devices import select_device
     from mnist_cnn.distributed import context_from_env, destroy_process_group, device_for
+    from mnist_cnn.files import ensure_writable_dir
     from mnist_cnn.rundir import claim_run_folder
     from mnist_cnn.runs import fit, resume_config, save_run, training_state_of
-    from mnist_cnn.utils import StopRequest, ensure_writable_dir, select_device
+    from mnist_cnn.signals import StopRequest
 
     args.preset, args.seed = getattr(args, "preset", None), getattr(args, "seed", None)
     context = context_from_env()

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 import mnist_cnn
-from mnist_cnn.config import ARTIFACTS_ROOT, NOTEBOOKS_DIR
+from mnist_cnn.paths import ARTIFACTS_ROOT, NOTEBOOKS_DIR
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
