@@ -28,7 +28,6 @@ from mnist_cnn.inference import (
     NEAR_RANGES,
     Prediction,
     classify_digits,
-    display_name,
     format_prediction,
     iter_predictions,
     not_a_digit_reason,
@@ -36,6 +35,7 @@ from mnist_cnn.inference import (
 )
 from mnist_cnn.predict import main
 from mnist_cnn.preprocess import MAX_PIXELS, WORK_SIDE, ink_features, load_image, preprocess
+from mnist_cnn.text import display_name
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"
 SRC = str(Path(mnist_cnn.__file__).parents[1])

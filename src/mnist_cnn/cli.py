@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mnist_cnn.errors import MnistCnnError
+from mnist_cnn.text import escape_output
 
 #: The largest ``--seed``: torch seeds are unsigned 64-bit, and 2**63-1 also fits every signed 64-bit field.
 MAX_SEED = 2**63 - 1
@@ -102,17 +103,6 @@ def describe_os_error(error: OSError) -> str:
     return f"{reason}: {' -> '.join(names)}" if names else reason
 
 
-def _escape_output() -> None:
-    """Let stdout and stderr print any text (e.g. a file name that is not valid UTF-8) as escapes instead of failing."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            try:
-                reconfigure(errors="backslashreplace")
-            except (ValueError, OSError):  # a closed or replaced stream (e.g. under pytest's capture)
-                pass
-
-
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``, turning user errors into one line on stderr and exit status 1.
 
@@ -125,7 +115,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         The process exit status.
     """
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "mnist_cnn"
-    _escape_output()
+    escape_output()
     try:
         return int(main(argv) or 0)
     except MnistCnnError as error:

@@ -17,6 +17,7 @@ from mnist_cnn.engine import predict as run_model
 from mnist_cnn.errors import ImageError
 from mnist_cnn.mnist import NUM_CLASSES
 from mnist_cnn.preprocess import PreprocessedImage, ink_features, iter_sources, preprocess
+from mnist_cnn.text import display_name, escape_text
 
 #: Ranges of :func:`~mnist_cnn.preprocess.ink_features` that hold 99.9 % of the 60,000 MNIST training digits after
 #: preprocessing (their 0.05th and 99.95th percentiles, as ``benchmarks/not_a_digit.py`` measures them). Ink outside
@@ -87,42 +88,6 @@ def not_a_digit_reason(features: dict[str, float], probability: float) -> str | 
     if near and probability < LOW_CONFIDENCE:
         return "; ".join(near) + f", and the model is unsure ({probability:.0%})"
     return None
-
-
-def escape_text(text: str) -> str:
-    """Write every unprintable character as a Python-style escape, so the text prints as one harmless line.
-
-    Args:
-        text: Any string: controls, escape sequences, line breaks, bidi overrides and lone surrogates included.
-
-    Returns:
-        ``text`` with those characters as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``; printable characters unchanged.
-    """
-    out = []
-    for char in text:
-        if char.isprintable():
-            out.append(char)
-        else:
-            code = ord(char)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return "".join(out)
-
-
-def display_name(path: str | os.PathLike[str]) -> str:
-    """A file name safe to print, so a newline or a terminal escape sequence in it can neither forge an extra
-    result line nor recolour the terminal, and printing never fails on a name that is not valid UTF-8.
-
-    Args:
-        path: The path as Python holds it (bytes that are not UTF-8 arrive as lone surrogates).
-
-    Returns:
-        The name with bytes that are not UTF-8 as ``\\xNN`` and unprintable characters escaped (:func:`escape_text`).
-    """
-    try:
-        raw = os.fsencode(path)  # the bytes on disk (undoes Python's surrogateescape decoding)
-    except UnicodeEncodeError:  # a string no file system name decodes to: escape what is there
-        return escape_text(str(os.fspath(path)))
-    return escape_text(raw.decode("utf-8", errors="backslashreplace"))
 
 
 @dataclass

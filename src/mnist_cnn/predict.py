@@ -11,7 +11,6 @@ output never fails on a name that is not valid UTF-8.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 from mnist_cnn.cli import ArgumentParser, positive_int, run_cli
 from mnist_cnn.devices import DEVICE_CHOICES
 from mnist_cnn.mnist import NUM_CLASSES
+from mnist_cnn.text import escape_output
 
 
 def top_k_count(text: str) -> int:
@@ -53,18 +53,10 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _tolerant_output() -> None:
-    # Escaped names are printable, but may still be outside a strict output encoding (ASCII, Latin-1):
-    # write such characters as backslash escapes instead of failing half-way through the results.
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, classify, print as results come. Returns the exit status (1 when any file failed)."""
     args = build_parser().parse_args(argv)
-    _tolerant_output()
+    escape_output()
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
     from mnist_cnn.inference import format_prediction, iter_predictions

@@ -1,0 +1,53 @@
+"""Text safe to print on a terminal: unprintable characters and undecodable file names written as escapes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def escape_output() -> None:
+    """Let stdout and stderr print any text (e.g. a file name that is not valid UTF-8) as escapes instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or replaced stream (e.g. under pytest's capture)
+                pass
+
+
+def escape_text(text: str) -> str:
+    """Write every unprintable character as a Python-style escape, so the text prints as one harmless line.
+
+    Args:
+        text: Any string: controls, escape sequences, line breaks, bidi overrides and lone surrogates included.
+
+    Returns:
+        ``text`` with those characters as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``; printable characters unchanged.
+    """
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def display_name(path: str | os.PathLike[str]) -> str:
+    """A file name safe to print, so a newline or a terminal escape sequence in it can neither forge an extra
+    result line nor recolour the terminal, and printing never fails on a name that is not valid UTF-8.
+
+    Args:
+        path: The path as Python holds it (bytes that are not UTF-8 arrive as lone surrogates).
+
+    Returns:
+        The name with bytes that are not UTF-8 as ``\\xNN`` and unprintable characters escaped (:func:`escape_text`).
+    """
+    try:
+        raw = os.fsencode(path)  # the bytes on disk (undoes Python's surrogateescape decoding)
+    except UnicodeEncodeError:  # a string no file system name decodes to: escape what is there
+        return escape_text(str(os.fspath(path)))
+    return escape_text(raw.decode("utf-8", errors="backslashreplace"))
