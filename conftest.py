@@ -6,8 +6,6 @@ Set before anything imports ``mnist_cnn`` (and inherited by notebook kernels):
 - ``MNIST_CNN_ARTIFACTS``: ``build/test-artifacts``, so the notebooks' models and reports never
   overwrite the ones a user trained under ``models/`` and ``reports/``.
 - ``MPLBACKEND=Agg``: figures render off-screen.
-- ``MNIST_CNN_THREADS``: this machine's core count, fixed, because results depend on the thread count and the
-  tests compare runs bit for bit; the adaptive policy has its own tests.
 """
 
 import os
@@ -20,4 +18,3 @@ if "MNIST_DATA_DIR" not in os.environ and (SHARED_DATA / "MNIST" / "raw").is_dir
     os.environ["MNIST_DATA_DIR"] = str(SHARED_DATA)
 os.environ.setdefault("MNIST_CNN_ARTIFACTS", str(ROOT / "build" / "test-artifacts"))
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("MNIST_CNN_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

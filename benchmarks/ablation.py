@@ -24,7 +24,7 @@ from mnist_cnn import data as mnist_data
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.engine import train_batch
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import build_parts, model_for
+from mnist_cnn.recipe import build_parts, model_for
 
 CPU = torch.device("cpu")
 

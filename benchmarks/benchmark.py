@@ -27,7 +27,7 @@ import torch
 
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import fit
+from mnist_cnn.runs import RunOptions, fit
 
 #: The fastest public MNIST recipe we know, as published: one epoch of a small CNN (conv 24@5x5, pool, ReLU,
 #: conv 32@3x3, pool, ReLU, fc 256, fc 10), Adam lr 1e-2 betas (0.7, 0.9), OneCycle without momentum cycling,
@@ -71,7 +71,7 @@ def worker(name: str, seed: int, device: str, one_epoch: bool = False) -> None:
     config = recipe(name, seed)
     if one_epoch:
         config.epochs = 1
-    result = fit(config, device=device, progress=False, log=None)
+    result = fit(config, RunOptions(device=device, quiet=True))
     validation = result.metrics["validation"]
     images = (MNIST_TRAIN_IMAGES - (validation["size"] if validation.get("held_out") else 0)) * config.epochs
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -101,7 +101,7 @@ def training_flops_per_image(config: TrainConfig) -> float:
     products as ``FlopCounterMode`` counts them (a multiply-add counts 2; element-wise work is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mnist_cnn.runs import model_for
+    from mnist_cnn.recipe import model_for
 
     model = model_for(config, torch.device("cpu"))
     with FlopCounterMode(display=False) as counter:

@@ -33,7 +33,7 @@ def measure(rounds: int, steps: int) -> list[dict]:
     from mnist_cnn import engine
     from mnist_cnn.numerics import choose_numerics
     from mnist_cnn.presets import get_preset
-    from mnist_cnn.runs import build_parts, model_for
+    from mnist_cnn.recipe import build_parts, model_for
 
     torch.set_flush_denormal(True)
     setups = {}

@@ -41,7 +41,7 @@ from mnist_cnn.config import TrainConfig
 from mnist_cnn.engine import train_batch
 from mnist_cnn.model import build_model
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import build_parts, model_for
+from mnist_cnn.recipe import build_parts, model_for
 
 CPU = torch.device("cpu")
 FLAGS_OF_INTEREST = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "fma")

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from mnist_cnn import data, distributed
+from mnist_cnn.callbacks import StopOnRequest
 from mnist_cnn.checkpoint import load_checkpoint
-from mnist_cnn.engine import Loop
-from mnist_cnn.errors import ConfigError
+from mnist_cnn.engine import Run, TrainParts
+from mnist_cnn.errors import ConfigError, TrainingInterrupted
 from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import check_distributed
 
@@ -50,10 +51,13 @@ def test_distributed_context_from_env() -> None:
     assert distributed.weighted_mean([0.5, 0.25], 10, distributed.SINGLE_PROCESS) == [0.5, 0.25]
 
 
-def test_single_process_loop_neither_averages_nor_waits() -> None:
-    loop = Loop(epochs=1, should_stop=lambda: True)
-    assert loop.average((0.5, 0.25), None) == (0.5, 0.25) and loop.stop_requested()
-    assert not Loop(epochs=1).stop_requested()
+def test_single_process_run_neither_averages_nor_waits() -> None:
+    model = torch.nn.Linear(1, 1)
+    run = Run(model, TrainParts(torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1)), epochs=1)
+    assert run.average((0.5, 0.25), None) == (0.5, 0.25)
+    with pytest.raises(TrainingInterrupted):
+        StopOnRequest(lambda: True).after_step(run)
+    StopOnRequest(lambda: False).after_step(run)
 
 
 def test_multi_process_runs_refuse_what_cannot_work() -> None:

@@ -10,6 +10,7 @@ from torch import nn
 
 from mnist_cnn import data, engine
 from mnist_cnn.augment import RandomAffine
+from mnist_cnn.callbacks import PrintEpochs, StopOnRequest
 from mnist_cnn.errors import TrainingDiverged, TrainingInterrupted, TrainingStopped
 from mnist_cnn.model import VGG
 
@@ -34,6 +35,30 @@ def batches(n: int = 320, batch_size: int = 32, shuffle: bool = False, seed: int
 
 def parts_for(model: nn.Module, lr: float = 0.05, **changes) -> engine.TrainParts:
     return engine.TrainParts(loss_fn=nn.CrossEntropyLoss(), optimizer=torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9), **changes)
+
+
+class Recorder(engine.Callback):
+    """Records ``(event, run.state.epoch)`` for every event (``after_step`` as ``run.state.step`` unless ``steps`` is false)."""
+
+    def __init__(self, steps: bool = True) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.steps = steps
+
+    def before_fit(self, run: engine.Run) -> None:
+        self.events.append(("before_fit", run.state.epoch))
+
+    def before_epoch(self, run: engine.Run) -> None:
+        self.events.append(("before_epoch", run.state.epoch))
+
+    def after_step(self, run: engine.Run) -> None:
+        if self.steps:
+            self.events.append(("after_step", run.state.step))
+
+    def after_epoch(self, run: engine.Run) -> None:
+        self.events.append(("after_epoch", run.state.epoch))
+
+    def after_fit(self, run: engine.Run) -> None:
+        self.events.append(("after_fit", run.state.epoch))
 
 
 def test_train_batch_takes_one_optimizer_step() -> None:
@@ -67,11 +92,12 @@ def test_train_epoch_logs_every_few_steps_and_at_the_end() -> None:
     torch.manual_seed(0)
     model = VGG(hidden_units=4, batch_norm=True)
     parts = parts_for(model)
-    state, logged = engine.TrainingState(), []
-    loop = engine.Loop(epochs=1, log_every=4, progress=False, on_step_logged=lambda s: logged.append(s.step))
-    loss, accuracy = engine.train_epoch(model, batches(320, 32, shuffle=True), parts, state, loop)  # 10 batches
+    steps = Recorder()
+    run = engine.Run(model, parts, epochs=1, log_every=4, callbacks=[steps])
+    loss, accuracy = engine.train_epoch(run, batches(320, 32, shuffle=True))  # 10 batches
+    state = run.state
     assert state.step == 10 and state.epoch == 0, "train_epoch counts steps; train() closes the epoch"
-    assert state.step_history["step"] == [4, 8, 10] == logged
+    assert state.step_history["step"] == [4, 8, 10] and steps.events == [("after_step", s) for s in range(1, 11)]
     assert state.step_history["epoch"] == [1, 1, 1] and state.step_history["lr"] == [0.05] * 3
     assert all(math.isfinite(v) for v in state.step_history["train_loss"]) and 0 < loss and 0 <= accuracy <= 1
 
@@ -80,17 +106,13 @@ def test_train_returns_history_with_epoch_zero_and_learns() -> None:
     torch.manual_seed(0)
     model = VGG(hidden_units=8, batch_norm=True)
     lines: list[str] = []
-    ended: list[int] = []
-    state = engine.train(
-        model,
-        batches(320, 32, shuffle=True),
-        batches(200, 50, seed=1),
-        parts_for(model),
-        engine.TrainingState(),
-        engine.Loop(epochs=3, progress=False, log=lines.append, on_epoch_end=lambda s: ended.append(s.epoch)),
-    )
+    events = Recorder(steps=False)
+    run = engine.Run(model, parts_for(model), epochs=3, callbacks=[PrintEpochs(lines.append), events])
+    state = engine.train(run, batches(320, 32, shuffle=True), batches(200, 50, seed=1))
     history = state.history
-    assert history["epoch"] == [0, 1, 2, 3] and ended == [0, 1, 2, 3] and state.epoch == 3 and state.step == 30
+    assert history["epoch"] == [0, 1, 2, 3] and state.epoch == 3 and state.step == 30
+    epoch_events = [("after_epoch", 0)] + [e for n in (1, 2, 3) for e in (("before_epoch", n - 1), ("after_epoch", n))]
+    assert events.events == [("before_fit", 0), *epoch_events, ("after_fit", 3)], "the five events, in order"
     assert set(history) == set(engine.HISTORY_KEYS) and all(len(v) == 4 for v in history.values())
     assert history["seconds"][0] == 0.0 and all(s > 0 for s in history["seconds"][1:])
     assert history["train_loss"][3] < history["train_loss"][0]
@@ -100,16 +122,13 @@ def test_train_returns_history_with_epoch_zero_and_learns() -> None:
 
 
 def test_training_state_round_trips() -> None:
-    model = VGG(hidden_units=4)
-    parts = parts_for(model)
-    state = engine.TrainingState(epoch=2, step=20, deterministic=True)
+    state = engine.TrainingState(epoch=2, step=20)
     state.history["epoch"] += [0, 1, 2]
     state.step_history["step"].append(10)
-    state.capture(parts, torch.Generator().manual_seed(1))
     again = engine.TrainingState.from_dict(state.to_dict())
     assert again == state
-    old_format = {"epoch": 1, "optimizer": {}, "scheduler": None, "rng": {}, "deterministic": True, "world_size": 1}
-    restored = engine.TrainingState.from_dict(old_format, history={"epoch": [0, 1]})
+    old_format = {"epoch": 1, "optimizer": {}, "scheduler": None, "rng": {}, "history": {"epoch": [0, 1]}}
+    restored = engine.TrainingState.from_dict(old_format)
     assert restored.history == {"epoch": [0, 1]} and restored.step == 0 and restored.step_history["step"] == []
 
 
@@ -121,32 +140,26 @@ def test_bf16_autocast_channels_last_and_augmentation_train() -> None:
         channels_last=True,
         augment=RandomAffine(1.0, 5.0, 0.05, generator=torch.Generator().manual_seed(0)),
     )
-    loop = engine.Loop(1, progress=False)
-    loss, accuracy = engine.train_epoch(model, batches(128, 32, shuffle=True), parts, engine.TrainingState(), loop)
+    loss, accuracy = engine.train_epoch(engine.Run(model, parts, epochs=1), batches(128, 32, shuffle=True))
     assert 0 < loss < 2.6 and 0 <= accuracy <= 1
 
 
 def test_divergence_stops_with_a_clear_message() -> None:
     model = VGG(hidden_units=8)
     with pytest.raises(TrainingDiverged, match="learning rate is probably too high") as caught:
-        engine.train_epoch(model, batches(128), parts_for(model, lr=1e6), engine.TrainingState(epoch=4), engine.Loop(5, progress=False))
+        engine.train_epoch(engine.Run(model, parts_for(model, lr=1e6), 5, engine.TrainingState(epoch=4)), batches(128))
     assert caught.value.epoch == 5 and caught.value.checkpoint_path is None
 
 
 def test_stop_request_interrupts_after_the_current_batch() -> None:
     model = VGG(hidden_units=4)
     asked = iter([False, False, True])
-    state = engine.TrainingState()
+    events = Recorder(steps=False)
+    run = engine.Run(model, parts_for(model), 2, callbacks=[StopOnRequest(lambda: next(asked)), events])
     with pytest.raises(TrainingInterrupted) as caught:
-        engine.train(
-            model,
-            batches(320),
-            batches(50),
-            parts_for(model),
-            state,
-            engine.Loop(2, progress=False, log=None, should_stop=lambda: next(asked)),
-        )
-    assert caught.value.epoch == 1 and state.step == 2, "checked before the epoch and after each batch"
+        engine.train(run, batches(320), batches(50))
+    assert caught.value.epoch == 1 and run.state.step == 2, "checked before the epoch and after each batch"
+    assert events.events[-1] == ("after_fit", 0), "after_fit runs when training stops early too"
     error = caught.value.with_checkpoint(None, None)
     assert isinstance(error, TrainingStopped) and type(error) is TrainingInterrupted and error.epoch == 1
 

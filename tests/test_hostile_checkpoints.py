@@ -25,8 +25,9 @@ from mnist_cnn.cli import run_cli
 from mnist_cnn.engine import HISTORY_KEYS
 from mnist_cnn.model import VGG, build_model
 from mnist_cnn.presets import get_preset
+from mnist_cnn.recipe import build_optimizer, build_scheduler
 from mnist_cnn.reproducibility import rng_state
-from mnist_cnn.runs import build_optimizer, build_scheduler, resume_config, training_state_of
+from mnist_cnn.resume import resume_config, training_state_of
 
 #: What a child process reports: the command's status, then its peak resident memory in kB.
 MEASURE = (

@@ -1,19 +1,14 @@
-"""Numerics chosen for the machine (CPU classes, bf16, channels-last) and the adaptive CPU thread policy."""
+"""Numerics chosen for the machine: CPU classes, bf16 where it is native, channels-last."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from mnist_cnn.errors import ConfigError
 from mnist_cnn.numerics import CPU_CLASSES, choose_numerics, cpu_class, cpu_flags, cpu_model
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import fit, thread_governor_for
-from mnist_cnn.threads import ThreadGovernor, _busy_ticks, _own_ticks, fixed_threads, thread_setting, usable_cores
+from mnist_cnn.runs import RunOptions, fit
+from mnist_cnn.threads import usable_cores
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -72,69 +67,12 @@ def test_numerics_describe_this_machine() -> None:
     assert numerics["device"] == "cpu"
 
 
-def test_thread_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert thread_setting("adaptive") is None
-    assert thread_setting(3) == 3
-    assert thread_setting("2") == 2
-    monkeypatch.setenv("MNIST_CNN_THREADS", "adaptive")
-    assert thread_setting() is None
-    monkeypatch.setenv("MNIST_CNN_THREADS", "1")
-    assert thread_setting() == 1
-    for bad in ("0", "-2", "many", 1.5e9j):
-        with pytest.raises(ValueError, match="threads must be 'adaptive' or a whole number from 1"):
-            thread_setting(bad)  # type: ignore[arg-type]
-    monkeypatch.setenv("MNIST_CNN_THREADS", "lots")
-    with pytest.raises(ConfigError, match="threads must be"):
-        thread_governor_for(CPU, None)
-
-
-def test_threads_follow_the_cores_other_programs_leave() -> None:
-    governor = ThreadGovernor(cores=2, enabled=False)
-    assert [governor.threads_for(others) for others in (0.0, 0.3, 0.6, 1.0, 1.4, 1.6, 5.0)] == [2, 2, 1, 1, 1, 1, 1]
-    governor = ThreadGovernor(cores=8, enabled=False)
-    assert [governor.threads_for(others) for others in (0.0, 1.0, 2.6, 7.9)] == [8, 7, 5, 1]
-
-
-def test_proc_stat_parsing() -> None:
-    stat = "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 1 2 3 100 7 4 5 99 0 0\ncpu1 10 0 10 100 0 0 0 0 0 0\nintr 5\n"
-    assert _busy_ticks({0}, stat) == 1 + 2 + 3 + 4 + 5  # idle, iowait and steal are not busy
-    assert _busy_ticks({0, 1}, stat) == 15 + 20
-    own = "4242 (a (strange) name) R 1 2 3 4 5 6 7 8 9 10 170 30 0 0"
-    assert _own_ticks(own) == 200
-
-
-@pytest.mark.skipif(usable_cores() < 2, reason="needs two cores to leave one to a busy neighbour")
-def test_governor_gives_way_to_a_busy_program_and_takes_the_core_back() -> None:
-    before = torch.get_num_threads()
-    governor = ThreadGovernor(interval=0.0)
-    if not governor.enabled:
-        pytest.skip("no /proc/stat here")
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)
-        governor.start(step=0)
-        assert governor.changes[-1] == [0, governor.cores - 1]
-        assert torch.get_num_threads() == governor.cores - 1
-    finally:
-        busy.kill()
-        busy.wait()
-    try:
-        governor.other_programs_cores()  # a fresh window without the busy program
-        time.sleep(0.5)
-        governor.update(step=7)
-        assert governor.changes[-1] == [7, governor.cores]
-        assert torch.get_num_threads() == governor.cores
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_fit_records_numerics_and_threads_and_restores_torch_threads(data_dir) -> None:
     before = torch.get_num_threads()
     config = get_preset("fast", train_size=512, val_size=256, test_size=256)
-    result = fit(config, data_dir=str(data_dir), device="cpu", progress=False, log=None, threads=1)
+    result = fit(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True, threads=1))
     assert torch.get_num_threads() == before
     metrics = result.metrics
     assert metrics["threads"] == {"policy": "fixed", "cores": usable_cores(), "changes": [[0, 1]]}
     assert metrics["numerics"]["cpu_class"] in CPU_CLASSES
     assert metrics["numerics"]["autocast"] == ("bf16" if metrics["precision"] == "bf16-autocast" else "fp32")
-    assert fixed_threads(before).changes == [[0, before]]

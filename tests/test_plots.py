@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import torch
 
 from mnist_cnn import plots
-from mnist_cnn.engine import TrainingState
+from mnist_cnn.callbacks import LivePlot
+from mnist_cnn.engine import Run, TrainingState, TrainParts
 
 HISTORY = {
     "epoch": [0, 1, 2],
@@ -39,9 +41,11 @@ def test_history_of_an_old_run_is_labelled_test() -> None:
 
 def test_live_plot_outside_a_notebook_draws_nothing_but_can_give_its_figure() -> None:
     state = TrainingState(history={k: list(v) for k, v in HISTORY.items()}, step_history={k: list(v) for k, v in STEPS.items()})
-    live = plots.LivePlot(every=2)
-    live(state)
+    model = torch.nn.Linear(1, 1)
+    run = Run(model, TrainParts(torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1)), epochs=2, state=state)
+    live = LivePlot(every=2)
+    live.after_epoch(run)
     assert live.draws == 0
-    fig = live.figure(state)
+    fig = live.figure(run)
     assert len(fig.axes) == 3
     plt.close(fig)

@@ -47,10 +47,10 @@ def checkpoint(tmp_path_factory) -> LoadedCheckpoint:
     if SEED_WEIGHTS.is_file():
         return load_checkpoint(SEED_WEIGHTS, device="cpu")
     from mnist_cnn.presets import get_preset
-    from mnist_cnn.runs import fit, save_run
+    from mnist_cnn.runs import RunOptions, fit, save_run
 
     config = get_preset("fast", train_size=20_000, test_size=1_000, bf16=False, channels_last=False)
-    model_path, _ = save_run(fit(config, device="cpu", progress=False, log=None), tmp_path_factory.mktemp("model"))
+    model_path, _ = save_run(fit(config, RunOptions(device="cpu", quiet=True)), tmp_path_factory.mktemp("model"))
     return load_checkpoint(model_path)
 
 

@@ -13,7 +13,7 @@ from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import build_model
 from mnist_cnn.presets import PRESETS, get_preset
 from mnist_cnn.reproducibility import seed_everything
-from mnist_cnn.runs import fit
+from mnist_cnn.runs import RunOptions, fit
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -22,7 +22,7 @@ def test_preset_trains_a_few_steps(name: str, data_dir: Path) -> None:
     if PRESETS[name].pipeline == "torchvision":
         overrides["pipeline"] = "memory"  # the slicing options need the in-memory pipeline
     config = get_preset(name, **overrides)
-    result = fit(config, data_dir=data_dir, device="cpu", progress=False, log=None)
+    result = fit(config, RunOptions(data_dir=data_dir, device="cpu", quiet=True))
     assert result.history["epoch"] == [0, 1]
     assert result.metrics["preset"] == name and result.metrics["train_seconds"] > 0
     assert 0.0 <= result.metrics["test_accuracy"] <= 1.0 and 0.0 <= result.metrics["val_accuracy"] <= 1.0

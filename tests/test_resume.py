@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from mnist_cnn import files, reproducibility
+from mnist_cnn.callbacks import StopOnRequest
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_checkpoint_file, save_checkpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.model import VGG
-from mnist_cnn.runs import TrainResult, fit, resume_config, save_run
+from mnist_cnn.resume import resume_config
+from mnist_cnn.runs import RunOptions, TrainResult, fit, save_run
 
 TIMING_KEYS = ("train_seconds", "load_seconds", "total_seconds")
 
@@ -53,8 +57,9 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(x, y), name
 
 
-def quiet_fit(config: TrainConfig, **kwargs) -> TrainResult:
-    return fit(config, device="cpu", progress=False, log=None, **kwargs)
+def quiet_fit(config: TrainConfig, should_stop: Callable[[], bool] | None = None, **options: Any) -> TrainResult:
+    callbacks = [StopOnRequest(should_stop)] if should_stop is not None else []
+    return fit(config, RunOptions(device="cpu", quiet=True, **options), callbacks)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import torch
 from mnist_cnn import data, engine
 from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import fit, load_data, result_from, save_run
+from mnist_cnn.run_data import load_data
+from mnist_cnn.runs import RunOptions, fit, result_from, save_run
 
 
 def test_in_memory_presets_train_on_55000_and_validate_on_the_held_out_5000(data_dir: Path) -> None:
@@ -29,7 +30,7 @@ def test_seed_preset_keeps_its_pipeline_over_all_60000(data_dir: Path) -> None:
 
 def test_a_finished_run_records_validation_curves_and_one_test_measurement(tmp_path: Path, data_dir: Path) -> None:
     config = get_preset("fast", epochs=2, train_size=1_024, val_size=500, test_size=300, seed=1)
-    result = fit(config, data_dir=str(data_dir), device="cpu", progress=False, log=None)
+    result = fit(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True))
     assert set(result.history) == set(engine.HISTORY_KEYS) and result.history["epoch"] == [0, 1, 2]
     assert result.metrics["val_accuracy"] == result.history["val_acc"][-1]
     assert 0 <= result.metrics["test_accuracy"] <= 1 and "test_acc" not in result.history
@@ -46,7 +47,7 @@ def test_a_model_trained_outside_fit_is_saved_without_a_test_measurement(tmp_pat
     state = engine.TrainingState(epoch=1, step=3)
     for key, value in zip(engine.HISTORY_KEYS, (1, 0.5, 0.8, 0.4, 0.85, 2.0), strict=True):
         state.history[key].append(value)
-    result = result_from(model, get_preset("default"), parts, state)
+    result = result_from(engine.Run(model, parts, epochs=1, state=state), get_preset("default"))
     assert result.metrics["val_accuracy"] == 0.85 and "test_accuracy" not in result.metrics
     model_path, _ = save_run(result, tmp_path)
     assert torch.load(model_path, weights_only=True)["training_state"]["step"] == 3

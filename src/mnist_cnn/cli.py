@@ -49,13 +49,13 @@ def positive_int(text: str) -> int:
 
 
 def thread_count(text: str) -> int | str:
-    """``argparse`` type: ``adaptive`` or a number of threads of at least 1."""
-    if text.strip().lower() == "adaptive":
-        return "adaptive"
+    """``argparse`` type: ``adaptive`` or a number of threads from 1 to this machine's cores."""
+    from mnist_cnn.threads import thread_setting
+
     try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError as error:
-        raise argparse.ArgumentTypeError(f"expected 'adaptive' or a whole number of threads; {error}") from None
+        return thread_setting(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def non_negative_int(text: str) -> int:

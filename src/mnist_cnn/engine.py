@@ -1,15 +1,16 @@
-"""The training loop, read top to bottom: one batch (:func:`train_batch`), one epoch (:func:`train_epoch`),
-a pass of evaluation (:func:`evaluate`) and the epochs (:func:`train`), with a :class:`TrainingState` to resume from.
+"""The training loop, read top to bottom: one batch (:func:`train_batch`), one epoch (:func:`train_epoch`), the epochs
+(:func:`train`) and a pass of evaluation (:func:`evaluate`); everything optional around it is a :class:`Callback`.
 
-``runs.fit`` adds data loading, checkpoints, resuming and multi-process training around :func:`train`;
-a notebook can call these functions directly with parts it built itself.
+A :class:`Run` holds what the loop works on (model, training parts, live counters) and its callbacks, which it
+calls at five named events: ``before_fit``, ``before_epoch``, ``after_step``, ``after_epoch`` and ``after_fit``.
+Progress bars, per-epoch lines, stopping on Ctrl-C, checkpoints, live plots and the adaptive thread policy are
+callbacks (:mod:`mnist_cnn.callbacks`); the loop itself knows none of them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,16 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import; only training and evaluation need it
     from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, any_process, weighted_mean
-from mnist_cnn.errors import TrainingDiverged, TrainingInterrupted
+from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, weighted_mean
+from mnist_cnn.errors import TrainingDiverged
 from mnist_cnn.mnist import NUM_CLASSES
-from mnist_cnn.reproducibility import rng_state
-from mnist_cnn.threads import ThreadGovernor
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 History = dict[str, list[float]]
@@ -37,13 +35,6 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seco
 STEP_HISTORY_KEYS = ("step", "epoch", "train_loss", "lr")
 Metrics = tuple[float, float]
 CPU = torch.device("cpu")
-
-
-def progress_enabled(progress: bool | None) -> bool:
-    """Resolve ``progress=None`` to: show bars in a terminal or a Jupyter kernel, hide them in plain logs."""
-    if progress is not None:
-        return progress
-    return "ipykernel" in sys.modules or sys.stderr.isatty()
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -217,105 +208,94 @@ def new_step_history() -> History:
 
 @dataclass
 class TrainingState:
-    """Where a run stands: what :func:`train` advances and what a resumed run restores.
-
-    ``epoch``, ``step``, ``history`` and ``step_history`` move as training goes; ``optimizer``,
-    ``scheduler`` and ``rng`` are snapshots (state dicts) taken when a checkpoint is written.
+    """Where a run stands: the live counters :func:`train` advances (snapshots of the optimizer and random
+    generators are taken only when a checkpoint is written, by :func:`mnist_cnn.run_record.snapshot`).
 
     Attributes:
         epoch: Epochs finished.
         step: Optimizer steps taken.
         history: One row per epoch (:data:`HISTORY_KEYS`).
         step_history: One row every few steps (:data:`STEP_HISTORY_KEYS`).
-        optimizer: The optimizer's ``state_dict`` at the snapshot.
-        scheduler: The schedule's ``state_dict`` (``None``: constant learning rate).
-        rng: Every random generator's state (:func:`mnist_cnn.reproducibility.rng_state`).
-        deterministic: Whether deterministic kernels were used.
-        world_size: Number of training processes.
     """
 
     epoch: int = 0
     step: int = 0
     history: History = field(default_factory=new_history)
     step_history: History = field(default_factory=new_step_history)
-    optimizer: dict[str, Any] | None = None
-    scheduler: dict[str, Any] | None = None
-    rng: dict[str, Any] | None = None
-    deterministic: bool = False
-    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain containers and tensors, safe for ``torch.load(weights_only=True)``."""
+        """The counters as plain containers (safe for ``torch.load(weights_only=True)``)."""
         return {
             "epoch": self.epoch,
             "step": self.step,
             "history": {k: list(v) for k, v in self.history.items()},
             "step_history": {k: list(v) for k, v in self.step_history.items()},
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler,
-            "rng": self.rng,
-            "deterministic": self.deterministic,
-            "world_size": self.world_size,
         }
 
-    def capture(self, parts: TrainParts, generator: torch.Generator | None) -> None:
-        """Snapshot the optimizer, schedule and random generators into this state (before writing a checkpoint)."""
-        self.optimizer = parts.optimizer.state_dict()
-        self.scheduler = parts.scheduler.state_dict() if parts.scheduler is not None else None
-        self.rng = rng_state(generator)
-
     @classmethod
-    def from_dict(cls, values: dict[str, Any], history: History | None = None) -> TrainingState:
-        """Rebuild from :meth:`to_dict` output.
-
-        Args:
-            values: A checkpoint's ``training_state``.
-            history: The checkpoint's per-epoch history, for files written before the state carried it.
-        """
+    def from_dict(cls, values: dict[str, Any]) -> TrainingState:
+        """Rebuild from :meth:`to_dict` output (a checkpoint's ``training_state``; other keys are ignored)."""
         return cls(
             epoch=int(values["epoch"]),
             step=int(values.get("step", 0)),
-            history={k: list(v) for k, v in (values.get("history") or history or new_history()).items()},
+            history={k: list(v) for k, v in (values.get("history") or new_history()).items()},
             step_history={k: list(v) for k, v in (values.get("step_history") or new_step_history()).items()},
-            optimizer=values.get("optimizer"),
-            scheduler=values.get("scheduler"),
-            rng=values.get("rng"),
-            deterministic=bool(values.get("deterministic", False)),
-            world_size=int(values.get("world_size", 1)),
         )
 
 
-@dataclass
-class Loop:
-    """How :func:`train` runs the epochs (what it trains is in :class:`TrainParts`).
+class Callback:
+    """Something optional around the loop. Override any of the five events; each is called with the :class:`Run`.
 
-    Attributes:
-        epochs: Total number of epochs (counting any already done).
-        log_every: Record a :attr:`TrainingState.step_history` row every this many steps.
-        progress: tqdm bars (``None``: only in terminals and notebooks).
-        log: Receives one summary line per epoch (``None`` for silence).
-        should_stop: Asked after every batch; when it returns true, training stops with :class:`TrainingInterrupted`.
-        on_epoch_end: Called with the state after every finished epoch, and after the epoch-0 evaluation
-            (e.g. to write a checkpoint or redraw a plot).
-        on_step_logged: Called with the state after every new ``step_history`` row (e.g. to redraw a live plot).
-        context: This process's place among several (multi-process training); metrics are averaged over them.
-        threads: Adjusts the CPU threads to the cores other programs leave free, told after every step
-            (:class:`mnist_cnn.threads.ThreadGovernor`; ``None`` leaves them alone).
+    ``before_fit`` and ``after_fit`` bracket :func:`train` (``after_fit`` also when training stops early, so a
+    callback can tidy up); ``before_epoch`` and ``after_epoch`` bracket each epoch (``after_epoch`` also after the
+    untrained model's epoch-0 row); ``after_step`` follows every optimizer step. A callback stops training by
+    raising :class:`mnist_cnn.errors.TrainingStopped`.
     """
 
-    epochs: int
-    log_every: int = 10
-    progress: bool | None = None
-    log: Callable[[str], Any] | None = print
-    should_stop: Callable[[], bool] | None = None
-    on_epoch_end: Callable[[TrainingState], Any] | None = None
-    on_step_logged: Callable[[TrainingState], Any] | None = None
-    context: DistributedContext = SINGLE_PROCESS
-    threads: ThreadGovernor | None = None
+    def before_fit(self, run: Run) -> None:
+        """Training is about to start (or resume)."""
 
-    def stop_requested(self) -> bool:
-        """Whether any process was asked to stop (all processes stop after the same batch, or the others would wait forever)."""
-        return self.should_stop is not None and any_process(self.should_stop(), self.context)
+    def before_epoch(self, run: Run) -> None:
+        """Epoch ``run.state.epoch + 1`` is about to start."""
+
+    def after_step(self, run: Run) -> None:
+        """One optimizer step was taken (``run.state.step`` counts them)."""
+
+    def after_epoch(self, run: Run) -> None:
+        """Epoch ``run.state.epoch`` finished and its row is in ``run.state.history``."""
+
+    def after_fit(self, run: Run) -> None:
+        """Training ended, finished or not."""
+
+
+@dataclass
+class Run:
+    """What the loop trains and what every callback sees.
+
+    Attributes:
+        model: The network (or its ``DistributedDataParallel`` wrapper), on ``parts.device``.
+        parts: Loss, optimizer, schedule, augmentation and precision.
+        epochs: Total number of epochs (counting any already done).
+        state: The live counters: a fresh :class:`TrainingState`, or one restored to resume.
+        callbacks: Called at each event, in this order.
+        log_every: Record a ``step_history`` row every this many steps.
+        context: This process's place among several; metrics are averaged over them.
+        steps_per_epoch: Batches in one training epoch (set by :func:`train`).
+    """
+
+    model: nn.Module
+    parts: TrainParts
+    epochs: int
+    state: TrainingState = field(default_factory=TrainingState)
+    callbacks: list[Callback] = field(default_factory=list)
+    log_every: int = 10
+    context: DistributedContext = SINGLE_PROCESS
+    steps_per_epoch: int = 0
+
+    def emit(self, event: str) -> None:
+        """Call every callback's ``event`` method."""
+        for callback in self.callbacks:
+            getattr(callback, event)(self)
 
     def average(self, metrics: Metrics, batches: Any) -> Metrics:
         """``metrics`` of this process's shard of ``batches`` averaged over every process's examples."""
@@ -325,116 +305,105 @@ class Loop:
         return loss, accuracy
 
 
-def train_epoch(model: nn.Module, batches: Batches, parts: TrainParts, state: TrainingState, loop: Loop) -> Metrics:
-    """Train for one pass over ``batches``, recording the mean loss and learning rate every ``loop.log_every`` steps.
+def train_epoch(run: Run, batches: Batches) -> Metrics:
+    """Train for one pass over ``batches``, recording the mean loss and learning rate every ``run.log_every`` steps.
 
     Args:
-        model: The network (or its ``DistributedDataParallel`` wrapper).
+        run: The model, parts and counters; ``run.state.step`` and ``step_history`` advance.
         batches: Training batches (``len()`` gives their number).
-        parts: Loss, optimizer, schedule, augmentation and precision.
-        state: Its ``step`` and ``step_history`` advance; ``state.epoch`` is the last finished epoch.
-        loop: Logging interval, progress bar, stop flag and step hook.
 
     Returns:
         This process's mean training loss and accuracy over the pass (on the augmented batches, in training mode).
 
     Raises:
         TrainingDiverged: The loss became NaN or infinite.
-        TrainingInterrupted: ``loop.should_stop`` asked to stop (the model then holds a partial epoch).
     """
-    epoch = state.epoch + 1
+    model, parts, state = run.model, run.parts, run.state
     model.train()
     accuracy = _accuracy_metric(parts.device)
     loss_sum, seen = torch.zeros((), device=parts.device), 0
     # the logging window restarts with every epoch, so a run resumed at an epoch boundary logs the same rows
-    window_sum, window_steps, last = torch.zeros((), device=parts.device), 0, len(batches) - 1  # type: ignore[arg-type]
-    bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress_enabled(loop.progress))
-    for index, (images, labels) in enumerate(bar):
+    window, last = [], len(batches) - 1  # type: ignore[arg-type]
+    for index, (images, labels) in enumerate(batches):
         lr = parts.lr
         loss, logits = train_batch(model, images, labels, parts)
         state.step += 1
         loss_sum += loss * len(labels)
         seen += len(labels)
         accuracy.update(logits, labels.to(parts.device))
-        window_sum += loss
-        window_steps += 1
-        if window_steps == loop.log_every or index == last:
-            mean = (window_sum / window_steps).item()
-            if not math.isfinite(mean):
-                raise TrainingDiverged(
-                    "training diverged: the loss became NaN or infinite; the learning rate is probably too high (try a smaller --lr)",
-                    epoch=epoch,
-                )
-            for key, value in zip(STEP_HISTORY_KEYS, (state.step, epoch, mean, lr), strict=True):
-                state.step_history[key].append(value)
-            window_sum, window_steps = torch.zeros((), device=parts.device), 0
-            if loop.on_step_logged is not None:
-                loop.on_step_logged(state)
-        if loop.threads is not None:
-            loop.threads.update(state.step)
-        if loop.stop_requested():
-            raise TrainingInterrupted("training interrupted during an epoch", epoch=epoch)
+        window.append(loss)
+        if len(window) == run.log_every or index == last:
+            record_step(state, torch.stack(window).mean().item(), lr)
+            window = []
+        run.emit("after_step")
     return (loss_sum / max(seen, 1)).item(), accuracy.compute().item()
 
 
-def train(
-    model: nn.Module, train_batches: Batches, val_batches: Batches, parts: TrainParts, state: TrainingState, loop: Loop
-) -> TrainingState:
-    """Train until ``loop.epochs``, measuring the validation split after every epoch.
+def record_step(state: TrainingState, mean_loss: float, lr: float) -> None:
+    """Append a ``step_history`` row: the mean training loss since the last row and the learning rate it used.
+
+    Raises:
+        TrainingDiverged: The loss became NaN or infinite.
+    """
+    epoch = state.epoch + 1
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(
+            "training diverged: the loss became NaN or infinite; the learning rate is probably too high (try a smaller --lr)",
+            epoch=epoch,
+        )
+    for key, value in zip(STEP_HISTORY_KEYS, (state.step, epoch, mean_loss, lr), strict=True):
+        state.step_history[key].append(value)
+
+
+def train(run: Run, train_batches: Batches, val_batches: Batches) -> TrainingState:
+    """Train until ``run.epochs``, measuring the validation split after every epoch.
 
     When nothing has been trained yet, the untrained model is measured first, giving an epoch-0 row.
     Each later row holds that epoch's running training loss/accuracy and the validation loss/accuracy
     after it; ``seconds`` is the wall time of the training pass alone.
 
     Args:
-        model: The network, already on ``parts.device`` (or its ``DistributedDataParallel`` wrapper).
+        run: The model, parts, counters and callbacks.
         train_batches: Training batches, reshuffled on each iteration.
         val_batches: Validation batches (never the test set).
-        parts: Loss, optimizer, schedule, augmentation and precision.
-        state: Where to start (a fresh :class:`TrainingState`, or one restored to resume); advanced in place.
-        loop: Epochs, logging, the stop flag and the hooks.
 
     Returns:
-        ``state``, after the last epoch.
+        ``run.state``, after the last epoch.
 
     Raises:
-        TrainingDiverged: The training loss became NaN or infinite.
-        TrainingInterrupted: ``loop.should_stop`` asked to stop.
+        TrainingStopped: The loss diverged, or a callback stopped training.
     """
-    evaluated = getattr(model, "module", model)  # DistributedDataParallel trains; the module itself evaluates
-    precision = {"autocast_dtype": parts.autocast_dtype, "channels_last": parts.channels_last}
-    if state.epoch == 0 and not state.history["epoch"]:
-        before = loop.average(evaluate(evaluated, train_batches, parts.device, loss_fn=parts.loss_fn, **precision), train_batches)
-        validation = loop.average(evaluate(evaluated, val_batches, parts.device, **precision), val_batches)
-        end_epoch(state, before, validation, 0.0, loop)
-    epochs = tqdm(
-        range(state.epoch + 1, loop.epochs + 1),
-        desc="epochs",
-        disable=not progress_enabled(loop.progress),
-        initial=state.epoch,
-        total=loop.epochs,
-    )
-    for epoch in epochs:
-        if loop.stop_requested():
-            raise TrainingInterrupted("training interrupted between epochs", epoch=epoch)
-        started = time.perf_counter()
-        train_metrics = loop.average(train_epoch(model, train_batches, parts, state, loop), train_batches)
-        seconds = time.perf_counter() - started
-        validation = loop.average(evaluate(evaluated, val_batches, parts.device, **precision), val_batches)
-        state.epoch = epoch
-        end_epoch(state, train_metrics, validation, seconds, loop)
+    state, run.steps_per_epoch = run.state, len(train_batches)  # type: ignore[arg-type]
+    run.emit("before_fit")
+    try:
+        if state.epoch == 0 and not state.history["epoch"]:
+            before = measure(run, train_batches, loss_fn=run.parts.loss_fn)
+            record_epoch(run, before, measure(run, val_batches), seconds=0.0)
+        for epoch in range(state.epoch + 1, run.epochs + 1):
+            run.emit("before_epoch")
+            started = time.perf_counter()
+            train_metrics = run.average(train_epoch(run, train_batches), train_batches)
+            seconds = time.perf_counter() - started
+            state.epoch = epoch
+            record_epoch(run, train_metrics, measure(run, val_batches), seconds)
+    finally:
+        run.emit("after_fit")
     return state
 
 
-def end_epoch(state: TrainingState, train_metrics: Metrics, val_metrics: Metrics, seconds: float, loop: Loop) -> None:
-    """Append ``state.epoch``'s row to the history, log it and call ``loop.on_epoch_end``."""
-    row = (state.epoch, *train_metrics, *val_metrics, seconds)
+def measure(run: Run, batches: Batches, loss_fn: nn.Module | None = None) -> Metrics:
+    """:func:`evaluate` the run's model on ``batches`` in its precision, averaged over every process."""
+    model = getattr(run.model, "module", run.model)  # DistributedDataParallel trains; the module itself evaluates
+    parts = run.parts
+    metrics = evaluate(
+        model, batches, parts.device, loss_fn=loss_fn, autocast_dtype=parts.autocast_dtype, channels_last=parts.channels_last
+    )
+    return run.average(metrics, batches)
+
+
+def record_epoch(run: Run, train_metrics: Metrics, val_metrics: Metrics, seconds: float) -> None:
+    """Append ``run.state.epoch``'s row to the history, then call every callback's ``after_epoch``."""
+    row = (run.state.epoch, *train_metrics, *val_metrics, seconds)
     for key, value in zip(HISTORY_KEYS, row, strict=True):
-        state.history[key].append(value)
-    if loop.log is not None:
-        loop.log(
-            f"epoch {state.epoch:>2} | train loss {train_metrics[0]:.4f} acc {train_metrics[1]:.4f}"
-            f" | val loss {val_metrics[0]:.4f} acc {val_metrics[1]:.4f} | {seconds:.1f}s"
-        )
-    if loop.on_epoch_end is not None:
-        loop.on_epoch_end(state)
+        run.state.history[key].append(value)
+    run.emit("after_epoch")

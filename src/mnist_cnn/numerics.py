@@ -85,6 +85,11 @@ class Numerics:
     reason: str
 
     @property
+    def precision(self) -> str:
+        """``"bf16-autocast"`` or ``"fp32"``, as ``metrics.json`` names it."""
+        return "bf16-autocast" if self.autocast == "bf16" else "fp32"
+
+    @property
     def autocast_dtype(self) -> torch.dtype | None:
         """``torch.bfloat16`` for bf16 autocast, ``None`` for plain fp32."""
         return torch.bfloat16 if self.autocast == "bf16" else None

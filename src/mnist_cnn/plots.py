@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -181,58 +179,6 @@ def plot_history(
             ax.legend(loc="upper right" if ax is loss_ax else "lower right", fontsize=8)
     fig.tight_layout()
     return fig
-
-
-class LivePlot:
-    """Learning curves redrawn in place in a notebook while training runs.
-
-    Pass it as both :class:`mnist_cnn.engine.Loop` hooks (``on_step_logged`` and ``on_epoch_end``): it
-    redraws :func:`plot_history` every ``every`` new per-step rows (but no more often than every
-    ``min_seconds``) and at every epoch's end, replacing one output in the notebook (IPython's ``display_id``),
-    so nbconvert and nbval keep the last drawing. Outside IPython it draws nothing until :meth:`figure` is asked for.
-
-    Args:
-        every: Redraw after this many new per-step rows (each row is ``log_every`` steps).
-        label_smoothing: Passed on to :func:`plot_history` for the loss label.
-        min_seconds: Least time between two redraws within an epoch: redrawing every 50 steps made an epoch
-            of ``default`` in notebook 3 about a quarter slower than in ``fit()``.
-    """
-
-    def __init__(self, every: int = 5, label_smoothing: float | None = None, min_seconds: float = 3.0) -> None:
-        self.every = every
-        self.label_smoothing = label_smoothing
-        self.min_seconds = min_seconds
-        self.draws = 0
-        self._handle = None
-        self._drawn_at = (-1, -1)
-        self._drawn_time = -math.inf
-
-    def __call__(self, state) -> None:  # an engine.TrainingState; not imported, so plots stays free of the model code
-        rows, epochs = len(state.step_history["step"]), len(state.history["epoch"])
-        if epochs == self._drawn_at[1] and (
-            rows - self._drawn_at[0] < self.every or time.monotonic() - self._drawn_time < self.min_seconds
-        ):
-            return
-        self._drawn_at = (rows, epochs)
-        self._drawn_time = time.monotonic()
-        try:  # IPython comes with Jupyter; the package itself does not need it
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:
-            return
-        if get_ipython() is None:
-            return
-        fig = self.figure(state)
-        if self._handle is None:
-            self._handle = display(fig, display_id=True)
-        else:
-            self._handle.update(fig)
-        plt.close(fig)  # shown through the display handle only, not again when the cell ends
-        self.draws += 1
-
-    def figure(self, state) -> Figure:
-        """The curves of ``state`` as they stand now."""
-        return plot_history(state.history, state.step_history, self.label_smoothing)
 
 
 def plot_confusion_matrix(confusion: np.ndarray, normalize: bool = False, title: str = "Confusion matrix") -> Figure:

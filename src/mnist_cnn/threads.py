@@ -1,24 +1,16 @@
-"""CPU threads for training: a fixed count (the reproducible default), or an opt-in policy that gives cores to other busy programs."""
+"""CPU threads for training: a fixed count (the reproducible default), or an opt-in policy that gives cores to busy programs."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-#: ``MNIST_CNN_THREADS``: ``adaptive`` (the default) or a fixed number of threads.
+#: ``MNIST_CNN_THREADS``: a fixed number of threads, or ``adaptive``; unset: torch's own count.
 THREADS_VARIABLE = "MNIST_CNN_THREADS"
+ADAPTIVE = "adaptive"
 
 
 def usable_cores() -> int:
@@ -29,25 +21,41 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def thread_setting(requested: int | str | None = None) -> int | None:
-    """The fixed thread count asked for, or ``None`` for the adaptive policy.
+def thread_setting(requested: int | str | None = None, cores: int | None = None) -> int | str:
+    """The thread policy asked for: a fixed number of threads, or :data:`ADAPTIVE`.
 
     Args:
-        requested: A number of threads, ``"adaptive"``, or ``None`` to read ``$MNIST_CNN_THREADS``.
+        requested: A number of threads, ``"adaptive"``, or ``None`` to read ``$MNIST_CNN_THREADS`` (unset or
+            empty: torch's current count, so the same command on the same machine gives the same weights).
+        cores: The most threads allowed (default: this process's cores): more only slows training down, and
+            tens of thousands make OpenMP fail to create them.
+
+    Returns:
+        A whole number from 1 to ``cores``, or ``"adaptive"``.
 
     Raises:
-        ValueError: Neither ``adaptive`` nor a whole number from 1 up.
+        ValueError: Neither ``adaptive`` nor a whole number in that range.
     """
-    value = os.environ.get(THREADS_VARIABLE, "adaptive") if requested is None else requested
-    if isinstance(value, str) and value.strip().lower() in ("", "adaptive", "auto"):
-        return None
+    cores = cores or usable_cores()
+    value = os.environ.get(THREADS_VARIABLE, "") if requested is None else requested
+    text = str(value).strip().lower()
+    if text in ("adaptive", "auto"):
+        return ADAPTIVE
+    if text == "" and requested is None:
+        import torch  # here, so that argument parsers can use this module without importing torch
+
+        return torch.get_num_threads()
+    # plain digits only: int() would also take "1_000", "+3" or " 2 "
+    if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= cores:
+        raise ValueError(f"threads must be 'adaptive' or a whole number from 1 to {cores} (this machine's cores), got {value!r}")
+    return int(text)
+
+
+def _read(path: str) -> str:
     try:
-        threads = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"threads must be 'adaptive' or a whole number from 1, got {value!r}") from None
-    if threads < 1:
-        raise ValueError(f"threads must be 'adaptive' or a whole number from 1, got {value!r}")
-    return threads
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _busy_ticks(cores: set[int], stat: str) -> int:
@@ -68,81 +76,83 @@ def _own_ticks(stat: str) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+class OtherProgramsLoad:
+    """Measures the cores' worth of CPU time other programs used since the last call, from ``/proc``.
+
+    ``/proc/stat`` (busy ticks of this process's cores) minus ``/proc/self/stat`` (this process's own ticks).
+    """
+
+    def __init__(self) -> None:
+        try:
+            self.core_ids = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.core_ids = set(range(usable_cores()))
+        self.available = Path("/proc/stat").exists() and Path("/proc/self/stat").exists()
+        self._last: tuple[float, int, int] | None = None
+
+    def __call__(self) -> float | None:
+        """Cores other programs kept busy since the last call (``None`` on the first call, or without ``/proc``)."""
+        if not self.available:
+            return None
+        now = time.monotonic()
+        busy, own = _busy_ticks(self.core_ids, _read("/proc/stat")), _own_ticks(_read("/proc/self/stat"))
+        last, self._last = self._last, (now, busy, own)
+        if last is None or now <= last[0]:
+            return None
+        return max(0.0, ((busy - last[1]) - (own - last[2])) / os.sysconf("SC_CLK_TCK") / (now - last[0]))
+
+
 @dataclass
 class ThreadGovernor:
     """Keeps torch's CPU threads to the cores other programs leave free, so training shares a busy CPU gracefully.
 
     Torch's threads busy-wait for work between operations, which is the fastest way to run alone; beside
-    another busy program, two spinning threads on two cores fight it and a training step took 3.5x as long,
-    where one thread gave way (1.04x) but ran 1.55x slower alone. So: every ``interval`` seconds, measure how
-    much CPU time other programs took (``/proc/stat`` minus this process's own ``/proc/self/stat``) and use
-    the cores they left (at least one). Only :func:`torch.set_num_threads` is used, which works at any time,
-    in a notebook kernel too (OpenMP environment variables set after start-up come too late).
-
-    Results depend on the thread count (reductions split differently), so a run that must be bit-identical to
-    another fixes it: ``--threads N`` or ``MNIST_CNN_THREADS=N``. ``changes`` records what was used.
+    another busy program, spinning threads on every core fight it and a training step took several times as
+    long, where one thread fewer gave way. So: every ``interval`` seconds, read how much CPU other programs
+    took and use the cores they left (at least one). Only :func:`torch.set_num_threads` is used, which works
+    at any time, in a notebook kernel too (OpenMP environment variables set after start-up come too late).
 
     Attributes:
         cores: Cores this process may use.
-        interval: Seconds between measurements.
-        enabled: Whether to adapt at all (``False``: torch's threads are left alone).
+        interval: Seconds between readings.
+        load: Returns the cores' worth of CPU other programs used since its last call, or ``None`` when it cannot
+            tell (default: :class:`OtherProgramsLoad`; tests feed readings).
+        clock: Seconds, for the interval (default: ``time.monotonic``).
         changes: ``[step, threads]`` each time the count was set, starting with the first.
     """
 
     cores: int = field(default_factory=usable_cores)
     interval: float = 1.0
-    enabled: bool = True
+    load: Callable[[], float | None] = field(default_factory=OtherProgramsLoad)
+    clock: Callable[[], float] = time.monotonic
     changes: list[list[int]] = field(default_factory=list)
-    _core_ids: set[int] = field(default_factory=set, repr=False)
-    _last: tuple[float, int, int] | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        try:
-            self._core_ids = set(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            self._core_ids = set(range(self.cores))
-        self.enabled = self.enabled and Path("/proc/stat").exists() and Path("/proc/self/stat").exists()
-
-    def other_programs_cores(self) -> float | None:
-        """Cores' worth of CPU time other programs used since the last call (``None`` on the first call)."""
-        now = time.monotonic()
-        busy = _busy_ticks(self._core_ids, _read("/proc/stat"))
-        own = _own_ticks(_read("/proc/self/stat"))
-        last, self._last = self._last, (now, busy, own)
-        if last is None or now <= last[0]:
-            return None
-        ticks_per_second = os.sysconf("SC_CLK_TCK")
-        return max(0.0, ((busy - last[1]) - (own - last[2])) / ticks_per_second / (now - last[0]))
+    _read_at: float = field(default=-float("inf"), repr=False)
 
     def threads_for(self, others: float) -> int:
         """Threads to use when other programs keep ``others`` cores busy: the cores they leave, at least one."""
         # a program using half a core or more takes a core: time-sliced with it, a spinning thread loses more than it gains
         return max(1, min(self.cores, self.cores - int(others + 0.5)))
 
-    def start(self, step: int = 0) -> None:
-        """Take the first measurement (over a short sample) and set the threads for the start of training."""
-        if not self.enabled:
-            return
-        self.other_programs_cores()
-        time.sleep(0.1)
-        self._apply(step, self.other_programs_cores() or 0.0)
+    def start(self, step: int = 0, sample_seconds: float = 0.1) -> None:
+        """Take a first reading over a short sample and set the threads for the start of training."""
+        self.load()
+        time.sleep(sample_seconds)
+        self._read_at = self.clock()
+        self._apply(step, self.load() or 0.0)
 
     def update(self, step: int) -> None:
-        """Called after every training step; measures and adjusts at most every ``interval`` seconds."""
-        if not self.enabled or self._last is None or time.monotonic() - self._last[0] < self.interval:
+        """Called after every training step; reads the load and adjusts at most every ``interval`` seconds."""
+        if self.clock() - self._read_at < self.interval:
             return
-        others = self.other_programs_cores()
+        self._read_at = self.clock()
+        others = self.load()
         if others is not None:
             self._apply(step, others)
 
     def _apply(self, step: int, others: float) -> None:
         threads = self.threads_for(others)
         if not self.changes or self.changes[-1][1] != threads:
+            import torch
+
             torch.set_num_threads(threads)
             self.changes.append([step, threads])
-
-
-def fixed_threads(threads: int) -> ThreadGovernor:
-    """A governor that sets ``threads`` once and never adapts (for reproducible runs)."""
-    torch.set_num_threads(threads)
-    return ThreadGovernor(enabled=False, changes=[[0, threads]])

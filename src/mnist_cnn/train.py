@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.cli import ArgumentParser, learning_rate, positive_int, run_cli, seed_int, thread_count
@@ -74,8 +75,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--threads",
         type=thread_count,
-        help="CPU threads: a number, or 'adaptive' to use the cores other programs leave free, checked every second "
-        "(default: $MNIST_CNN_THREADS, else adaptive; results depend on the count, so fix it to reproduce a run bit for bit)",
+        help="CPU threads: a number from 1 to this machine's cores, or 'adaptive' to give cores to other busy programs, "
+        "checked every second (results then depend on the machine's load) (default: $MNIST_CNN_THREADS, else torch's count)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return parser
@@ -102,96 +103,113 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, train, save. Returns the exit status."""
     # the output folder's lock is held until main returns, however it returns
     with contextlib.ExitStack() as held:
-        return _main(argv, held)
+        return _main(build_parser().parse_args(argv), held)
 
 
-def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
+def _main(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     started = time.perf_counter()
-    args = build_parser().parse_args(argv)
-    from mnist_cnn.checkpoint import load_checkpoint
-    from mnist_cnn.devices import select_device
-    from mnist_cnn.distributed import context_from_env, destroy_process_group, device_for
+    from mnist_cnn.callbacks import StopOnRequest
+    from mnist_cnn.distributed import context_from_env, destroy_process_group
     from mnist_cnn.files import ensure_writable_dir
     from mnist_cnn.rundir import claim_run_folder
-    from mnist_cnn.runs import fit, resume_config, save_run, training_state_of
+    from mnist_cnn.runs import fit
     from mnist_cnn.signals import StopRequest
 
-    args.preset, args.seed = getattr(args, "preset", None), getattr(args, "seed", None)
     context = context_from_env()
-    checkpoint = None
-    deterministic = args.deterministic
-    if args.resume is not None:
-        if args.smoke:
-            raise ConfigError("--smoke cannot be combined with --resume: a resumed run keeps its recorded settings")
-        checkpoint = load_checkpoint(args.resume)  # says what is wrong with a corrupt or mismatched file
-        config = resume_config(checkpoint, epochs=args.epochs, preset=args.preset, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-        if deterministic is None:
-            deterministic = training_state_of(checkpoint).get("deterministic")
-        out_dir = args.out or args.resume.parent
-    else:
-        overrides = {
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "seed": DEFAULT_SEED if args.seed is None else args.seed,
-        }
-        preset = args.preset or DEFAULT_PRESET
-        if args.smoke:
-            overrides.update(epochs=args.epochs or 1, train_size=SMOKE_TRAIN_SIZE, val_size=SMOKE_VAL_SIZE, test_size=SMOKE_TEST_SIZE)
-            if PRESETS[preset].pipeline == "torchvision":
-                overrides["pipeline"] = "memory"
-        config = get_preset(preset, **overrides)
-        out_dir = args.out or MODELS_DIR / preset
-    device = device_for(context, select_device(args.device))
-    out = ensure_writable_dir(out_dir)  # fail before training, not after
+    options, config = run_options(args, context)
+    out = ensure_writable_dir(options.checkpoint_path.parent)  # fail before training, not after
     if context.is_main:  # one live run per folder, and never over another run's files without --overwrite
         held.enter_context(claim_run_folder(out, resume=args.resume, overwrite=args.overwrite))
-    last_path = out / LAST_CHECKPOINT
-    log = None if args.quiet or not context.is_main else print
-    if log:
-        log(
-            f"training preset {config.preset!r}: {config.arch} {config.model_options}, {config.epochs} epoch(s), "
-            f"batch {config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}"
-            + (f", {context.world_size} processes" if context.enabled else "")
-        )
+    if not options.quiet:
+        print(describe(config, context.world_size))
     try:
-        # under torchrun the launcher forwards Ctrl-C, so a second signal must not abort the save
+        # under torchrun the launcher forwards Ctrl-C, so a second signal must not abort the save; the final save
+        # is inside the block too, so a signal while model.pt is written waits until it is complete
         with StopRequest(repeat_interrupts=not context.enabled, linger=True) as stop:
-            result = fit(
-                config,
-                data_dir=args.data_dir,
-                device=device,
-                progress=False if args.quiet else None,
-                log=log,
-                resume=checkpoint,
-                checkpoint_path=last_path,
-                deterministic=deterministic,
-                should_stop=stop,
-                distributed=context,
-                threads=args.threads,
-            )
+            result = fit(config, options, [StopOnRequest(stop)])
+            if context.is_main:
+                save_finished_run(result, out, started)
     except TrainingInterrupted as error:
         if context.is_main:
             print(_interrupted_message(error, args, context.world_size), file=sys.stderr)
         return stop.exit_status  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     except TrainingDiverged as error:
-        where = (
-            f"the last good checkpoint is {error.checkpoint_path} (after epoch {error.checkpoint_epoch})"
-            if error.checkpoint_path is not None
-            else "no checkpoint was saved"
-        )
-        raise TrainingDiverged(
-            f"training diverged in epoch {error.epoch}: the loss became NaN or infinite; "
-            f"the learning rate is probably too high (try a smaller --lr); {where}",
-            epoch=error.epoch,
-        ) from None
+        raise _diverged(error) from None
     finally:
         destroy_process_group(context)
-    if not context.is_main:
-        return 0
+    return 0
+
+
+def run_options(args: argparse.Namespace, context: Any) -> tuple[Any, Any]:
+    """The :class:`~mnist_cnn.runs.RunOptions` and configuration the arguments ask for: a resumed run or a new one."""
+    from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.devices import select_device
+    from mnist_cnn.distributed import device_for
+    from mnist_cnn.resume import resume_config, training_state_of
+    from mnist_cnn.runs import RunOptions
+
+    preset, seed = getattr(args, "preset", None), getattr(args, "seed", None)
+    checkpoint, deterministic = None, args.deterministic
+    if args.resume is not None:
+        if args.smoke:
+            raise ConfigError("--smoke cannot be combined with --resume: a resumed run keeps its recorded settings")
+        checkpoint = load_checkpoint(args.resume)  # says what is wrong with a corrupt or mismatched file
+        config = resume_config(
+            checkpoint,
+            epochs=args.epochs,
+            finishing=args.resume.name == LAST_CHECKPOINT,
+            preset=preset,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=seed,
+        )
+        if deterministic is None:
+            deterministic = training_state_of(checkpoint).get("deterministic")
+        out_dir = args.out or args.resume.parent
+    else:
+        config = new_config(
+            preset or DEFAULT_PRESET, args.epochs, args.batch_size, args.lr, DEFAULT_SEED if seed is None else seed, args.smoke
+        )
+        out_dir = args.out or MODELS_DIR / config.preset
+    options = RunOptions(
+        data_dir=args.data_dir,
+        device=device_for(context, select_device(args.device)),
+        quiet=args.quiet or not context.is_main,
+        checkpoint_path=Path(out_dir) / LAST_CHECKPOINT,
+        resume=checkpoint,
+        deterministic=deterministic,
+        threads=args.threads,
+        distributed=context,
+    )
+    return options, config
+
+
+def new_config(preset: str, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, smoke: bool) -> Any:
+    """The preset with the options given on the command line; ``smoke``: a small, quick version of it."""
+    overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    if smoke:
+        overrides.update(epochs=epochs or 1, train_size=SMOKE_TRAIN_SIZE, val_size=SMOKE_VAL_SIZE, test_size=SMOKE_TEST_SIZE)
+        if PRESETS[preset].pipeline == "torchvision":
+            overrides["pipeline"] = "memory"
+    return get_preset(preset, **overrides)
+
+
+def describe(config: Any, world_size: int) -> str:
+    """One line saying what is about to be trained."""
+    return (
+        f"training preset {config.preset!r}: {config.arch} {config.model_options}, {config.epochs} epoch(s), "
+        f"batch {config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}"
+        + (f", {world_size} processes" if world_size > 1 else "")
+    )
+
+
+def save_finished_run(result: Any, out: Path, started: float) -> None:
+    """Write ``model.pt`` and ``metrics.json``, remove the per-epoch ``last.pt``, and print the results."""
+    from mnist_cnn.runs import save_run
+
     model_path, metrics_path = save_run(result, out, {"total_seconds": time.perf_counter() - started})
     # model.pt now holds the same resumable state, so the per-epoch file would only be a stale duplicate
-    last_path.unlink(missing_ok=True)
+    (out / LAST_CHECKPOINT).unlink(missing_ok=True)
     m = result.metrics
     print(
         f"validation accuracy {m['val_accuracy']:.4f}, loss {m['val_loss']:.4f}; "
@@ -199,7 +217,19 @@ def _main(argv: Sequence[str] | None, held: contextlib.ExitStack) -> int:
         f"training {m['train_seconds']:.1f}s on {m['device']} ({m['precision']})"
     )
     print(f"saved {model_path} and {metrics_path}")
-    return 0
+
+
+def _diverged(error: TrainingDiverged) -> TrainingDiverged:
+    where = (
+        f"the last good checkpoint is {error.checkpoint_path} (after epoch {error.checkpoint_epoch})"
+        if error.checkpoint_path is not None
+        else "no checkpoint was saved"
+    )
+    return TrainingDiverged(
+        f"training diverged in epoch {error.epoch}: the loss became NaN or infinite; "
+        f"the learning rate is probably too high (try a smaller --lr); {where}",
+        epoch=error.epoch,
+    )
 
 
 def _interrupted_message(error: TrainingInterrupted, args: argparse.Namespace, world_size: int) -> str:

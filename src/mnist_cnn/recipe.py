@@ -1,0 +1,85 @@
+"""Building what a recipe (a :class:`~mnist_cnn.config.TrainConfig`) trains with: model, optimizer, schedule, loss, precision."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mnist_cnn.augment import RandomAffine
+from mnist_cnn.config import TrainConfig
+from mnist_cnn.engine import TrainParts
+from mnist_cnn.model import build_model
+from mnist_cnn.numerics import Numerics, choose_numerics
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer the config names."""
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def build_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A per-batch learning-rate schedule, or ``None`` for a constant rate."""
+    total_steps = config.epochs * steps_per_epoch
+    # OneCycle needs at least two steps in each phase; tiny smoke runs keep a constant rate instead.
+    if config.schedule == "constant" or total_steps < 4:
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.lr,
+        total_steps=total_steps,
+        pct_start=min(max(config.onecycle_pct_start, 2 / total_steps), 0.5),
+        cycle_momentum=config.cycle_momentum and config.optimizer == "sgd" and config.momentum > 0,
+    )
+
+
+def numerics_for(config: TrainConfig, device: torch.device) -> Numerics:
+    """bf16 autocast when the config asks for it and the device runs it natively (else fp32), channels-last as asked."""
+    return choose_numerics(config.bf16, config.channels_last, device)
+
+
+def model_for(config: TrainConfig, device: torch.device) -> nn.Module:
+    """The network ``config`` names, freshly initialised on ``device``, in channels-last memory when it asks for that.
+
+    Args:
+        config: The recipe (``arch``, ``model_options``, ``channels_last``).
+        device: Where the parameters live.
+    """
+    model = build_model(config.arch, **config.model_options).to(device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
+def build_parts(
+    config: TrainConfig,
+    model: nn.Module,
+    steps_per_epoch: int,
+    device: torch.device,
+    generator: torch.Generator,
+    numerics: Numerics | None = None,
+) -> TrainParts:
+    """The loss, optimizer, schedule, augmentation and precision ``config`` names, for ``model`` on ``device``.
+
+    Args:
+        config: The recipe.
+        model: The network the optimizer updates.
+        steps_per_epoch: Batches per epoch (the one-cycle schedule is planned over all epochs).
+        device: Where to compute.
+        generator: The run's data generator (augmentation draws from it).
+        numerics: The precision already chosen for ``config`` on ``device`` (default: :func:`numerics_for`).
+    """
+    optimizer = build_optimizer(config, model)
+    return TrainParts(
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        optimizer=optimizer,
+        scheduler=build_scheduler(config, optimizer, steps_per_epoch),
+        augment=RandomAffine(**config.augment, generator=generator) if config.augment else None,
+        device=device,
+        autocast_dtype=(numerics or numerics_for(config, device)).autocast_dtype,
+        channels_last=config.channels_last,
+    )
