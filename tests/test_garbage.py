@@ -75,7 +75,9 @@ def test_a_run_with_a_nan_loss_writes_strict_metrics(tmp_path: Path) -> None:
         "seconds": [0.0, 1.0],
     }
     metrics = {"test_accuracy": 0.098, "test_loss": math.nan, "train_seconds": 1.0}
-    result = TrainResult(model, config, history, metrics, torch.optim.SGD(model.parameters(), lr=0.1), None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = {"epoch": 1, "step": 1, "history": history, "step_history": {}, "optimizer": optimizer.state_dict(), "scheduler": None}
+    result = TrainResult(model, config, metrics, state)
     _, metrics_path = save_run(result, tmp_path)
     written = strict_load(metrics_path)
     assert written["test_loss"] is None and written["history"]["test_loss"] == [2.3, None]
