@@ -101,7 +101,9 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     """Add the README, the notebooks and the generated API pages to the site's files."""
     files.append(File.generated(config, "index.md", abs_src_path=str(ROOT / "README.md")))
     for path in notebooks():
-        files.append(File(f"notebooks/{path.name}", src_dir=str(ROOT), dest_dir=config.site_dir, use_directory_urls=config.use_directory_urls))
+        # src_dir is the repository, so the notebook keeps its path (notebooks/...) on the site, as on GitHub.
+        notebook = File(f"notebooks/{path.name}", src_dir=str(ROOT), dest_dir=config.site_dir, use_directory_urls=config.use_directory_urls)
+        files.append(notebook)
     for module in package_modules():
         files.append(File.generated(config, f"api/{module}.md", content=api_page(module)))
     return files
