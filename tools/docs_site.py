@@ -6,10 +6,10 @@
 - every notebook in ``notebooks/`` under ``notebooks/`` (mkdocs-jupyter renders them with their committed
   outputs), so a link written for GitHub, ``notebooks/01_data_exploration.ipynb`` from the README, works on
   the site too;
-- one API reference page per module of ``src/mnist_cnn``, found with :mod:`pkgutil` at every build, so a
+- one API reference page per module of ``src/mnist_cnn``, found with `pkgutil` at every build, so a
   module that is added, renamed or removed never leaves the reference stale.
 
-Links are written for GitHub (relative to the file in the repository); :func:`on_page_markdown` rewrites them
+Links are written for GitHub (relative to the file in the repository); `on_page_markdown` rewrites them
 to where the pages land on the site. The nav entries ``notebooks/*.ipynb`` and ``api/*.md`` in
 ``mkdocs.yml`` are expanded here into one entry per notebook and per module.
 """
@@ -39,13 +39,16 @@ API_GLOB = "api/*.md"
 # A Markdown link or image: the text part, the target, and an optional title. Targets never hold spaces here.
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
 # The CI badge points at GitHub's own pages (../../actions/...), which exist on GitHub only.
+# Sphinx cross-reference roles in docstrings (":func:`fit`"), which Markdown renders as the role's name followed
+# by code; the API pages show the code alone.
+SPHINX_ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|exc|obj):(?=<code>)")
 GITHUB_ONLY_BADGE = re.compile(r"^\[!\[[^\]]*\]\(\.\./\.\./[^)]*\)\]\(\.\./\.\./[^)]*\)[ \t]*\n", re.MULTILINE)
 
 
 def package_modules() -> list[str]:
     """The public modules of the package, as dotted names, in alphabetical order.
 
-    Read from the source folder with :func:`pkgutil.iter_modules`, which lists modules without importing them
+    Read from the source folder with `pkgutil.iter_modules`, which lists modules without importing them
     (importing would pull in torch for every build).
 
     Returns:
@@ -157,3 +160,10 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     repo_path = repository_path(page)
     markdown = GITHUB_ONLY_BADGE.sub("", markdown)
     return LINK.sub(lambda m: m.group(1) + rewrite_link(m.group(2), repo_path, page.file.src_uri) + m.group(3), markdown)
+
+
+def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    """On the API pages, drop the Sphinx role names that docstrings put before a name in backticks."""
+    if page.file.src_uri.startswith("api/"):
+        return SPHINX_ROLE.sub("", html)
+    return html
