@@ -229,8 +229,7 @@ def test_every_page_shows_its_images_and_links_to_pages_that_exist(site: Site, b
         if shown < figures.get(url, 0):
             too_few.append(f"{url}: {shown} figures shown, the notebook holds {figures[url]}")
         links |= {urldefrag(link).url for link in browser.evaluate(CONTENT_LINKS_JS) if urlparse(link).netloc == urlparse(site.url).netloc}
-    assert broken == [], "images that do not load:\n" + "\n".join(broken)
-    assert too_few == [], "\n".join(too_few)
+    assert broken == [] and too_few == [], "\n".join(["images that do not load:", *broken, "notebook pages short of figures:", *too_few])
     # The README's picture is on the home page.
     _open(browser, site.url)
     assert any("drawing_pad" in image["src"] and image["loaded"] for image in browser.evaluate(IMAGES_JS))
