@@ -190,7 +190,8 @@ def test_a_broken_link_fails_the_build(site: Site, tmp_path: Path) -> None:
         shutil.copytree(PROJECT_ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     with (copy / "README.md").open("a", encoding="utf-8") as readme:
         readme.write("\nSee [the missing page](docs/no-such-page.md).\n")
-    result = build_site(copy / "mkdocs.yml", tmp_path / "site", cwd=tmp_path)
+    # In the first build's working directory, so the notebooks (unchanged) come from mkdocs-jupyter's cache.
+    result = build_site(copy / "mkdocs.yml", tmp_path / "site", cwd=site.root.parent)
     assert result.returncode != 0, "a broken link must fail the strict build"
     warnings = warnings_in(result.stderr)
     assert len(warnings) == 1 and "no-such-page.md" in warnings[0], warnings
