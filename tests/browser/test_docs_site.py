@@ -9,7 +9,7 @@ touched), served by ``python -m http.server`` on 127.0.0.1, and read in headless
 - every link between the site's pages leads to a page that exists.
 
 Chromium and Playwright are found as ``browser_tools`` says; MkDocs and its plugins come from requirements.txt.
-Without them the tests are skipped locally and fail under CI.
+Without them the tests that need them are skipped locally and fail under CI (the build checks need no browser).
 """
 
 from __future__ import annotations
@@ -119,25 +119,31 @@ def _wait_for_server(url: str, process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Iterator[Site]:
-    """The site built into a temporary folder and served on 127.0.0.1 at a free port."""
+def built(tmp_path_factory) -> Site:
+    """The site built into a temporary folder, not yet served (its ``url`` is empty)."""
     missing = [package for module, package in BUILD_MODULES.items() if _missing(module)]
     if missing:
         skip_or_fail("the documentation site needs " + ", ".join(missing) + " (pip install -r requirements.txt)")
-    require_browser_tools()
     work = tmp_path_factory.mktemp("docs")
     result = build_site(CONFIG, work / "site", cwd=work)
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stderr[-5000:]}"
+    return Site(root=work / "site", log=result.stderr + result.stdout, url="")
+
+
+@pytest.fixture(scope="module")
+def site(built: Site) -> Iterator[Site]:
+    """The built site served on 127.0.0.1 at a free port (only the tests that open it in Chromium need this)."""
+    require_browser_tools()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(work / "site")],
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(built.root)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for_server(url, server)
-        yield Site(root=work / "site", log=result.stderr + result.stdout, url=url)
+        yield Site(root=built.root, log=built.log, url=url)
     finally:
         server.terminate()
         try:
@@ -175,12 +181,12 @@ def _open(page: Any, url: str) -> None:
     assert response is not None and response.ok, f"{url}: HTTP {response.status if response else 'no response'}"
 
 
-def test_the_build_gives_no_warning(site: Site) -> None:
-    assert warnings_in(site.log) == []
-    assert "Documentation built" in site.log, site.log[-2000:]
+def test_the_build_gives_no_warning(built: Site) -> None:
+    assert warnings_in(built.log) == []
+    assert "Documentation built" in built.log, built.log[-2000:]
 
 
-def test_a_broken_link_fails_the_build(site: Site, tmp_path: Path) -> None:
+def test_a_broken_link_fails_the_build(built: Site, tmp_path: Path) -> None:
     """The same build of a copy whose README links to a page that does not exist fails, naming that link alone."""
     copy = tmp_path / "project"
     copy.mkdir()
@@ -191,7 +197,7 @@ def test_a_broken_link_fails_the_build(site: Site, tmp_path: Path) -> None:
     with (copy / "README.md").open("a", encoding="utf-8") as readme:
         readme.write("\nSee [the missing page](docs/no-such-page.md).\n")
     # In the first build's working directory, so the notebooks (unchanged) come from mkdocs-jupyter's cache.
-    result = build_site(copy / "mkdocs.yml", tmp_path / "site", cwd=site.root.parent)
+    result = build_site(copy / "mkdocs.yml", tmp_path / "site", cwd=built.root.parent)
     assert result.returncode != 0, "a broken link must fail the strict build"
     warnings = warnings_in(result.stderr)
     assert len(warnings) == 1 and "no-such-page.md" in warnings[0], warnings
