@@ -30,7 +30,7 @@ STAMP := $(ENV_DIR)/.mnist-cnn-requirements.stamp
 USE_UV ?= $(if $(shell command -v uv 2>/dev/null),1,0)
 
 .PHONY: help venv install setup-git data run train evaluate test unit notebooks execute-notebooks executed-notebooks \
-        check-notebooks lint format benchmark ablation sweep notebook-timing clean distclean
+        check-notebooks docs lint format benchmark ablation sweep notebook-timing clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,6 +98,10 @@ executed-notebooks: install ## Execute copies of the notebooks into build/test-a
 
 check-notebooks: install ## The notebooks' committed form: one clean run, counts 1, 2, 3, no errors (a pre-commit hook)
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_notebooks.py
+
+docs: install ## Build the documentation site into build/site/ (README, docs/, the notebooks as committed, API reference)
+	@# strict: a broken link or anchor fails the build; the variable silences Material's banner about MkDocs 2
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: install ## ruff: lint and format check of the code and the notebooks (what pre-commit runs)
 	$(PY) -m ruff check .

@@ -106,5 +106,12 @@ def test_help_names_every_target(project: Path) -> None:
         env=clean_env(),
     )
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and "environment:" not in line}
-    assert {"run", "test", "venv", "lint", "format", "setup-git", "data", "clean", "distclean"} <= listed
+    assert {"run", "test", "venv", "lint", "format", "setup-git", "data", "docs", "clean", "distclean"} <= listed
     assert ".venv/ (created on first use)" in result.stdout
+
+
+def test_docs_builds_the_site_strictly_with_the_environments_python(project: Path) -> None:
+    """``make docs`` runs MkDocs from the same environment as every other target, and strict (a warning fails it)."""
+    fake_venv(project)
+    lines = dry_run(project, "docs", USE_UV="0")
+    assert lines[-1].endswith(".venv/bin/python -m mkdocs build --strict"), lines

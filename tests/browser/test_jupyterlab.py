@@ -5,9 +5,8 @@ kernel starts, Run All Cells finishes without error output, and the digit grid a
 notebook 6 the test draws on the drawing pad with the mouse, a slanted line and then (after Clear) an
 oval, and reads the network's answers, 1 and 0, back from the widget.
 
-Needs Debian's Chromium (``apt-get install chromium``) and Playwright's Python package (pinned in
-requirements.txt). Playwright's own browser download is never used. Without them the test is skipped
-locally, but fails under CI (``CI=true``), where ``.ci/run`` installs them.
+Needs Debian's Chromium and Playwright's Python package; ``browser_tools`` says how they are found, and
+skips the test locally (fails it under CI) when they are missing.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,19 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_tools import CHROMIUM, CHROMIUM_ARGS, free_port, require_browser_tools
 
 import mnist_cnn
 from mnist_cnn.paths import ARTIFACTS_ROOT, NOTEBOOKS_DIR
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 NOTEBOOK = "01_data_exploration.ipynb"
 DRAW_NOTEBOOK = "06_draw_a_digit.ipynb"
 TRAINING_NOTEBOOK = "03_training.ipynb"
@@ -52,28 +42,6 @@ RUN_ALL_SECONDS = 300
 ANSWER_SECONDS = 60
 #: The seed project's published weights (test accuracy 0.9782), beside the checkout as in tests/conftest.py.
 SEED_WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "seed" / "mnist_VGG.pth"
-
-
-def _require_browser_tools() -> None:
-    """Skip when Chromium or Playwright is missing, except under CI, where that is a failure."""
-    missing = []
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright Python package (pip install -r requirements.txt)")
-    if missing:
-        reason = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{reason}; CI must install them (.ci/run does)", pytrace=False)
-        pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -122,7 +90,7 @@ def _stop(process: subprocess.Popen, url: str, token: str) -> None:
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory) -> Iterator[Server]:
     """JupyterLab on 127.0.0.1 with a random token, serving a temporary copy of notebooks/."""
-    _require_browser_tools()
+    require_browser_tools()
     import secrets
 
     work = tmp_path_factory.mktemp("jupyterlab")
@@ -166,7 +134,7 @@ def jupyterlab(tmp_path_factory) -> Iterator[Server]:
         JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(work / "runtime"),
     )
-    port, token = _free_port(), secrets.token_hex(24)
+    port, token = free_port(), secrets.token_hex(24)
     log = work / "jupyterlab.log"
     command = [
         sys.executable,
