@@ -1,10 +1,10 @@
 """Measure the "not a digit?" rule of ``predict``: its thresholds, its false alarms on digits, its hits on garbage.
 
 1. Thresholds: every MNIST training digit (60,000) goes through the same preprocessing as a photo, then
-   :func:`~mnist_cnn.preprocess.ink_features`; the 0.05/99.95th percentiles of each feature become ``FAR_RANGES``
+   :func:`~mnist_cnn.not_a_digit.ink_features`; the 0.05/99.95th percentiles of each feature become ``FAR_RANGES``
    and the 0.5/99.5th ``NEAR_RANGES``. ``LOW_CONFIDENCE`` is the 5th percentile of the model's top probability on
    the first 5,000 test digits (the model was trained on the training digits, so they would overstate its confidence).
-2. False alarms, with the rule as ``mnist_cnn.inference`` implements it (its constants, not step 1's fresh values):
+2. False alarms, with the rule as ``mnist_cnn.not_a_digit`` implements it (its constants, not step 1's fresh values):
    the MNIST test digits (both halves, and all 10,000), the 27 re-drawn test digits of ``tests/test_predict.py``,
    900 more re-drawn ones (100 per drawing variant, from the test set's second half) and ``docs/images``' sample.
 3. Hits: pure noise, one-pixel lines, text, a filled square, a checkerboard, a gradient, a frame, stripes.
@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnist_cnn import inference
+from mnist_cnn import not_a_digit
 from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.data import load_split
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference import classify_digits, not_a_digit_reason, predict_files
-from mnist_cnn.preprocess import INK_FEATURES, ink_features, preprocess
+from mnist_cnn.inference import classify_digits, predict_files
+from mnist_cnn.not_a_digit import INK_FEATURES, ink_features, not_a_digit_reason
+from mnist_cnn.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_WEIGHTS = ROOT.parent / "shared" / "seed" / "mnist_VGG.pth"
@@ -130,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     top = classify_digits(checkpoint.model, checkpoint.input_scaling, test_digits).max(dim=1).values.numpy()
     report["low_confidence_measured"] = round(float(np.percentile(top[:5000], 5)), 3)
     report["constants_used"] = {
-        "FAR_RANGES": inference.FAR_RANGES,
-        "NEAR_RANGES": inference.NEAR_RANGES,
-        "LOW_CONFIDENCE": inference.LOW_CONFIDENCE,
+        "FAR_RANGES": not_a_digit.FAR_RANGES,
+        "NEAR_RANGES": not_a_digit.NEAR_RANGES,
+        "LOW_CONFIDENCE": not_a_digit.LOW_CONFIDENCE,
     }
 
     flags = flagged(test_digits, top)

@@ -21,20 +21,12 @@ import mnist_cnn
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
 from mnist_cnn.cli import run_cli
 from mnist_cnn.data import load_split
+from mnist_cnn.decode import MAX_PIXELS, WORK_SIDE, load_image
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference import (
-    FAR_RANGES,
-    LOW_CONFIDENCE,
-    NEAR_RANGES,
-    Prediction,
-    classify_digits,
-    format_prediction,
-    iter_predictions,
-    not_a_digit_reason,
-    predict_files,
-)
+from mnist_cnn.inference import Prediction, classify_digits, format_prediction, iter_predictions, predict_files
+from mnist_cnn.not_a_digit import FAR_RANGES, LOW_CONFIDENCE, NEAR_RANGES, ink_features, not_a_digit_reason
 from mnist_cnn.predict import main
-from mnist_cnn.preprocess import MAX_PIXELS, WORK_SIDE, ink_features, load_image, preprocess
+from mnist_cnn.preprocess import preprocess
 from mnist_cnn.text import display_name
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"
