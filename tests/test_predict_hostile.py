@@ -115,6 +115,23 @@ def test_large_jpeg_is_reduced_while_decoding(tmp_path):
     assert steps.source_size == (3000, 2100) and max(steps.grayscale.shape) < 2 * WORK_SIDE
 
 
+def test_a_large_multi_picture_jpeg_is_decoded_like_a_jpeg(checkpoint, tmp_path):
+    """Phones write MPO (a JPEG with more pictures appended); it was refused as "above 64 megapixels" at 9000x8000."""
+    picture = draw_digit((9000, 8000))
+    assert 9000 * 8000 > MAX_PIXELS
+    picture.save(tmp_path / "phone.mpo", "MPO", save_all=True, append_images=[Image.new("L", (900, 800))], quality=80)
+    picture.save(tmp_path / "plain.jpg", quality=80)
+    del picture
+    with Image.open(tmp_path / "phone.mpo") as opened:
+        assert opened.format == "MPO" and opened.n_frames == 2
+    image = load_image(tmp_path / "phone.mpo")
+    # draft() decodes the first picture at 1/8 scale: the 72 megapixels never exist in memory.
+    assert image.size == (1125, 1000) and image.info["source_size"] == (9000, 8000)
+    mpo, jpeg = predict_files(checkpoint, [tmp_path / "phone.mpo", tmp_path / "plain.jpg"])
+    assert mpo.ok and jpeg.ok, mpo.error
+    assert np.array_equal(mpo.image, jpeg.image) and mpo.digit == jpeg.digit == 4
+
+
 def test_large_png_is_reduced_before_float_arrays(tmp_path):
     path = tmp_path / "scan.png"
     draw_digit((6000, 4000)).convert("1").save(path)
