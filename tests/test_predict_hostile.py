@@ -261,6 +261,46 @@ def test_hostile_file_names_are_escaped_in_json(checkpoint, tmp_path, capsys):
     assert entries[1]["file"] == f"{folder}/ziffer_\u00e4.png" and entries[1]["digit"] == 4
 
 
+OSC = "\x1b]0;title\x07"  # sets the terminal's title; BEL ends it
+
+
+def test_names_with_a_newline_or_an_osc_sequence_are_escaped_everywhere(checkpoint, tmp_path, capsys):
+    folder = tmp_path / f"dir{OSC}\nname"
+    folder.mkdir()
+    draw_digit((200, 160)).save(folder / f"good{OSC}.png")
+    (folder / f"bad{OSC}\n.png").write_bytes(b"not an image")
+    (tmp_path / f"empty{OSC}").mkdir()
+    arguments = [str(folder), str(tmp_path / f"missing{OSC}.png"), str(tmp_path / f"empty{OSC}")]
+    assert run_cli(main, ["--checkpoint", str(checkpoint.path), "--device", "cpu", *arguments]) == 1
+    out, err = capsys.readouterr()
+    for text in (out, err):
+        assert "\x1b" not in text and "\x07" not in text
+    assert len(out.splitlines()) == 1 and out.startswith(f"{tmp_path}/dir\\x1b]0;title\\x07\\x0aname/good\\x1b]0;title\\x07.png: 4 (")
+    assert err.splitlines() == [
+        f"error: {tmp_path}/dir\\x1b]0;title\\x07\\x0aname/bad\\x1b]0;title\\x07\\x0a.png: not an image file Pillow can read",
+        f"error: {tmp_path}/missing\\x1b]0;title\\x07.png: file not found",
+        f"error: {tmp_path}/empty\\x1b]0;title\\x07: a directory with no image files (.png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp)",
+        "3 of 4 file(s) could not be classified",
+    ]
+
+
+@pytest.mark.parametrize("content", [None, b"nonsense"])
+def test_a_checkpoint_path_with_an_osc_sequence_is_escaped_in_its_error(tmp_path, capsys, content):
+    path = tmp_path / f"model{OSC}\n.pth"
+    if content is not None:
+        path.write_bytes(content)
+    assert run_cli(main, ["--checkpoint", str(path), "--device", "cpu", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "model\\x1b]0;title\\x07\\x0a.pth" in err
+
+
+def test_json_escapes_the_error_as_well_as_the_file():
+    entry = Prediction(file=f"a{OSC}.png", error=f"unreadable image (bad{OSC}\nthing)").to_dict()
+    assert entry["file"] == "a\\x1b]0;title\\x07.png"
+    assert entry["error"] == "unreadable image (bad\\x1b]0;title\\x07\\x0athing)"
+
+
 def test_display_name_escapes_every_unprintable_character():
     assert display_name("plain/name.png") == "plain/name.png"
     assert display_name("a\nb\rc\td\x1b[0m\x7f\u202egnp.exe") == "a\\x0ab\\x0dc\\x09d\\x1b[0m\\x7f\\u202egnp.exe"

@@ -52,8 +52,8 @@ class Prediction:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``file`` (escaped), ``digit``, ``probability``, ``top_k`` (list of dicts), ``not_a_digit``
-        (bool), ``not_a_digit_reason`` and ``error``."""
+        """JSON-ready form: ``file`` and ``error`` (both escaped), ``digit``, ``probability``, ``top_k`` (list of dicts),
+        ``not_a_digit`` (bool) and ``not_a_digit_reason``."""
         return {
             "file": display_name(self.file),
             "digit": self.digit,
@@ -61,7 +61,7 @@ class Prediction:
             "top_k": [{"digit": d, "probability": p} for d, p in self.top_k],
             "not_a_digit": self.not_a_digit is not None,
             "not_a_digit_reason": self.not_a_digit,
-            "error": self.error,
+            "error": None if self.error is None else escape_text(self.error),
         }
 
 
