@@ -78,6 +78,8 @@ def test_a_drawing_at_the_pads_size_still_decodes() -> None:
         ({"seq": -1, "png": ""}, "out of range"),
         ({"seq": 10**30, "png": ""}, "out of range"),
         ({"seq": 1, "png": 123}, "not a data URL"),
+        ({"seq": 1, "png": 0}, "not a data URL"),
+        ({"seq": 1, "png": False}, "not a data URL"),
         ({"seq": 1, "png": ["data:image/png;base64,"]}, "not a data URL"),
     ],
 )

@@ -74,7 +74,8 @@ def read_message(message: object) -> tuple[int, str]:
     if not isinstance(message, dict):
         raise ImageError(f"the pad sent {type(message).__name__}, not a drawing message")
     seq = _whole_number(message.get("seq", 0))
-    png = message.get("png") or ""
+    png = message.get("png")
+    png = "" if png is None else png  # a missing drawing is a cleared pad; 0, False or [] are not drawings
     if not isinstance(png, str):
         raise ImageError(f"the pad sent a drawing that is not a data URL (got {type(png).__name__})")
     return seq, png
