@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
-from mnist_cnn.drawpad import PAD_SIZE, STROKE_RATIO, DrawingPad, decode_data_url, draw_strokes, predict_drawing
+from mnist_cnn.drawpad import PAD_SIZE, STROKE_RATIO, DrawingPad, draw_strokes, predict_drawing
 from mnist_cnn.errors import ImageError
+from mnist_cnn.padinput import decode_data_url
 
 SIZE = PAD_SIZE
 
@@ -85,18 +86,18 @@ def test_top_k_is_clamped(seed_model: LoadedCheckpoint) -> None:
 
 def test_decode_data_url_round_trips_grayscale_and_transparent_pngs() -> None:
     pixels = draw_strokes(one_stroke())
-    assert np.array_equal(decode_data_url(png_data_url(pixels)), pixels.astype(np.float32))
+    assert np.array_equal(decode_data_url(png_data_url(pixels), SIZE), pixels.astype(np.float32))
     # a canvas that was never filled is transparent where nothing was drawn: the ink must still come out dark on light
     rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
     rgba[..., 3] = 255 - pixels
-    decoded = decode_data_url(png_data_url(rgba, "RGBA"))
+    decoded = decode_data_url(png_data_url(rgba, "RGBA"), SIZE)
     assert decoded[0, 0] > 200 and decoded[SIZE // 2, SIZE // 2] < 50
 
 
 @pytest.mark.parametrize("url", ["", "data:image/jpeg;base64,AAAA", "data:image/png;base64,!!!", "data:image/png;base64,aGVsbG8="])
 def test_decode_data_url_rejects_what_is_not_a_png(url: str) -> None:
     with pytest.raises(ImageError):
-        decode_data_url(url)
+        decode_data_url(url, SIZE)
 
 
 def test_widget_answers_each_drawing_and_clear_in_its_result_trait(seed_model: LoadedCheckpoint) -> None:

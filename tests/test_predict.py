@@ -24,7 +24,8 @@ from mnist_cnn.data import load_split
 from mnist_cnn.errors import ImageError
 from mnist_cnn.inference import classify_digits, predict_files
 from mnist_cnn.predict import main
-from mnist_cnn.preprocess import CENTRE, DIGIT_BOX, expand_paths, preprocess
+from mnist_cnn.preprocess import CENTRE, DIGIT_BOX, preprocess
+from mnist_cnn.sources import expand_paths
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"
 

@@ -30,6 +30,7 @@ function render({ model, el }) {
       .mnist-drawpad .bar-track { flex: 1; height: 14px; background: #e6e6e6; border-radius: 3px; overflow: hidden; }
       .mnist-drawpad .bar-fill { height: 100%; background: steelblue; }
       .mnist-drawpad .bar-value { width: 48px; text-align: right; font-variant-numeric: tabular-nums; }
+      .mnist-drawpad .problem { color: #b00020; max-width: 260px; }
       .mnist-drawpad button.clear { align-self: flex-start; padding: 3px 14px; cursor: pointer; }
     </style>
     <div class="pad-column">
@@ -43,6 +44,7 @@ function render({ model, el }) {
       <div>what it sees (28x28)</div>
       <canvas class="seen" width="28" height="28"></canvas>
       <div class="status">draw a digit</div>
+      <div class="problem" role="alert"></div>
     </div>`;
   el.appendChild(root);
 
@@ -51,6 +53,7 @@ function render({ model, el }) {
   const answer = root.querySelector(".answer");
   const bars = root.querySelector(".bars");
   const status = root.querySelector(".status");
+  const problem = root.querySelector(".problem");
   const ctx = pad.getContext("2d");
   let seq = 0;
   let drawing = false;
@@ -162,9 +165,21 @@ function render({ model, el }) {
     seen.getContext("2d").putImageData(image, 0, 0);
   }
 
+  // Python's `error` trait: a message it could not read at all (so no answer carries its sequence number).
+  function showError() {
+    const text = model.get("error") || "";
+    problem.textContent = text;
+    root.dataset.error = text;
+  }
+
   blank();
+  showError();
   model.on("change:result", show);
-  return () => model.off("change:result", show);
+  model.on("change:error", showError);
+  return () => {
+    model.off("change:result", show);
+    model.off("change:error", showError);
+  };
 }
 
 export default { render };

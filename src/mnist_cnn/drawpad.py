@@ -1,18 +1,16 @@
-"""Draw a digit in a notebook and watch the network answer: a canvas widget and the helper behind it.
+"""A notebook drawing pad whose drawings the network classifies as they are drawn.
 
 :func:`predict_drawing` turns the pixels of a drawing into a prediction with the same MNIST-style
 preprocessing ``python -m mnist_cnn.predict`` uses (:func:`mnist_cnn.preprocess.preprocess`), so it can be
 tested without a browser. :class:`DrawingPad` is an `anywidget <https://anywidget.dev>`_ whose front end
 (``drawpad.js``) is a canvas for mouse, pen or finger; at the end of every stroke (and every
 ``throttle_ms`` while drawing) it sends the drawing to Python, which answers with the 28x28 image the
-network saw and its top digits, drawn by the widget itself: no other cell has to run.
+network saw and its top digits, drawn by the widget itself: no other cell has to run. What the pad sends is
+checked by :mod:`mnist_cnn.padinput`; a message that cannot be read is shown in the pad (the ``error`` trait).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +19,14 @@ from typing import Any
 import anywidget
 import numpy as np
 import traitlets
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 from torch import nn
 
 from mnist_cnn.errors import ImageError
 from mnist_cnn.inference import classify_digits
 from mnist_cnn.mnist import NUM_CLASSES
-from mnist_cnn.preprocess import PreprocessedImage, preprocess, to_grayscale
+from mnist_cnn.padinput import MAX_SIDE_FACTOR, decode_data_url, read_message
+from mnist_cnn.preprocess import PreprocessedImage, preprocess
 
 #: Side of the drawing canvas in CSS pixels.
 PAD_SIZE = 280
@@ -36,9 +35,6 @@ PAD_SIZE = 280
 STROKE_RATIO = 1 / 14
 #: How often (ms) the pad sends the drawing while a stroke is still being drawn.
 THROTTLE_MS = 300
-#: Largest drawing accepted from the front end, in characters of its data URL (a 280x280 PNG is ~10 KB).
-MAX_DATA_URL = 5_000_000
-PNG_PREFIX = "data:image/png;base64,"
 
 
 @dataclass
@@ -102,25 +98,6 @@ def predict_drawing(pixels: np.ndarray | Image.Image, model: nn.Module, input_sc
     return DrawingResult(digit=ranked[0][0], probabilities=probabilities, top_k=ranked, steps=steps)
 
 
-def decode_data_url(url: str) -> np.ndarray:
-    """Decode the pad's ``data:image/png;base64,...`` URL into ``[H, W]`` float32 grayscale 0-255.
-
-    Raises:
-        ImageError: Not a PNG data URL, too large, or not a readable image.
-    """
-    if not url.startswith(PNG_PREFIX):
-        raise ImageError("the drawing is not a PNG data URL")
-    if len(url) > MAX_DATA_URL:
-        raise ImageError(f"the drawing is too large ({len(url):,} characters)")
-    try:
-        raw = base64.b64decode(url[len(PNG_PREFIX) :], validate=True)
-        with Image.open(io.BytesIO(raw)) as image:
-            image.load()
-            return to_grayscale(image)
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageError(f"the drawing could not be decoded ({type(error).__name__})") from None
-
-
 def draw_strokes(strokes: Sequence[Sequence[tuple[float, float]]], size: int = PAD_SIZE, width: float | None = None) -> np.ndarray:
     """Draw strokes as the pad does (black round-capped lines on white), for tests and examples.
 
@@ -162,10 +139,14 @@ class DrawingPad(anywidget.AnyWidget):
     size = traitlets.Int(PAD_SIZE).tag(sync=True)
     stroke_width = traitlets.Float(PAD_SIZE * STROKE_RATIO).tag(sync=True)
     throttle_ms = traitlets.Int(THROTTLE_MS).tag(sync=True)
-    #: From the front end: ``{"seq": n, "png": data URL}``; an empty ``png`` means the pad was cleared.
-    drawing = traitlets.Dict().tag(sync=True)
+    #: From the front end: ``{"seq": n, "png": data URL}``; an empty ``png`` means the pad was cleared. Any value is
+    #: let through to the observer (not only dicts), so a malformed message is answered in the pad, not by a traitlets
+    #: error in the notebook's log.
+    drawing = traitlets.Any(None).tag(sync=True)
     #: To the front end: :meth:`DrawingResult.to_message` of the latest drawing.
     result = traitlets.Dict().tag(sync=True)
+    #: To the front end: why the latest message could not be read at all (no usable sequence number), else ``""``.
+    error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, model: nn.Module, input_scaling: str, top_k: int = 3, size: int = PAD_SIZE, **kwargs: Any) -> None:
         """Create a pad that classifies with ``model``.
@@ -197,15 +178,26 @@ class DrawingPad(anywidget.AnyWidget):
 
     @traitlets.observe("drawing")
     def _on_drawing(self, change: dict[str, Any]) -> None:
-        message = change["new"] or {}
-        seq = int(message.get("seq", 0))
-        png = message.get("png") or ""
+        # Runs inside the comm handler: an exception here would only reach the notebook's log and leave the pad
+        # silent, so every failure is shown in the pad instead.
+        try:
+            self._answer(change["new"])
+        except Exception as error:  # noqa: BLE001 - a bug must still be reported in the pad, not lost
+            self.error = f"the drawing could not be classified ({type(error).__name__}: {error})"
+
+    def _answer(self, message: object) -> None:
+        try:
+            seq, png = read_message(message)
+        except ImageError as error:
+            self.error = str(error)  # no trustworthy seq to answer with: the pad shows this trait instead
+            return
+        self.error = ""
         if not png:  # cleared
             self.last = None
             self.result = DrawingResult(error="draw a digit").to_message(seq)
             return
         try:
-            pixels = decode_data_url(png)
+            pixels = decode_data_url(png, max_side=MAX_SIDE_FACTOR * self.size)
         except ImageError as error:
             self.last = DrawingResult(error=str(error))
             self.result = self.last.to_message(seq)

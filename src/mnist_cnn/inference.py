@@ -1,4 +1,4 @@
-"""Classifying digit images with a trained model: MNIST-style preprocessing, then batched softmax probabilities."""
+"""Classifying digit image files with a trained model, in batches, as a stream of results."""
 
 from __future__ import annotations
 
@@ -16,78 +16,10 @@ from mnist_cnn.data import InMemoryBatches, scale_images
 from mnist_cnn.engine import predict as run_model
 from mnist_cnn.errors import ImageError
 from mnist_cnn.mnist import NUM_CLASSES
-from mnist_cnn.preprocess import PreprocessedImage, ink_features, iter_sources, preprocess
+from mnist_cnn.not_a_digit import ink_features, not_a_digit_reason
+from mnist_cnn.preprocess import PreprocessedImage, preprocess
+from mnist_cnn.sources import iter_sources
 from mnist_cnn.text import display_name, escape_text
-
-#: Ranges of :func:`~mnist_cnn.preprocess.ink_features` that hold 99.9 % of the 60,000 MNIST training digits after
-#: preprocessing (their 0.05th and 99.95th percentiles, as ``benchmarks/not_a_digit.py`` measures them). Ink outside
-#: one of them is flagged "not a digit?" whatever the model says. ``None``: that side is not checked here. ``grey`` is
-#: checked only with low confidence (``NEAR_RANGES``): blur raises it legitimately (photos, small drawings scaled up).
-#: ``width`` has no upper end (a preprocessed digit is 20 px on its longer side).
-FAR_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "ink": (24.8, 235.9),
-    "solid": (24.0, 234.0),
-    "fill": (0.126, 0.823),
-    "pieces": (1.0, 4.0),
-    "width": (2.0, None),
-}
-#: The ranges that hold 99 % of them (0.5th and 99.5th percentiles): ink outside one of these is flagged only when
-#: the model is also unsure (below ``LOW_CONFIDENCE``). ``grey`` has no lower end: a crisp drawing has no grey at all.
-NEAR_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "ink": (33.1, 200.5),
-    "solid": (33.0, 201.0),
-    "fill": (0.156, 0.676),
-    "grey": (None, 0.771),
-    "pieces": (1.0, 3.0),
-    "width": (4.0, None),
-}
-#: Top probability below which the model counts as unsure: the 5th percentile of the seed weights' top probability on
-#: the first 5,000 MNIST test digits (``benchmarks/not_a_digit.py``; a model trained on the training digits would
-#: overstate its confidence on them).
-LOW_CONFIDENCE = 0.77
-#: How each feature is written in a reason: a template and the number format.
-_FEATURE_TEXT = {
-    "ink": ("ink {} px", ".1f"),
-    "solid": ("{} solid px", ".0f"),
-    "fill": ("box {} filled", ".1%"),
-    "grey": ("{} of the ink grey", ".1%"),
-    "pieces": ("{} pieces", ".0f"),
-    "width": ("{} px wide", ".0f"),
-}
-
-
-def _outside(features: dict[str, float], ranges: dict[str, tuple[float | None, float | None]]) -> list[str]:
-    found = []
-    for name, (low, high) in ranges.items():
-        template, spec = _FEATURE_TEXT[name]
-        value = features[name]
-        if low is not None and value < low:
-            found.append(f"{template.format(format(value, spec))} (MNIST digits: at least {format(low, spec)})")
-        elif high is not None and value > high:
-            found.append(f"{template.format(format(value, spec))} (MNIST digits: at most {format(high, spec)})")
-    return found
-
-
-def not_a_digit_reason(features: dict[str, float], probability: float) -> str | None:
-    """Why an input looks unlike any MNIST digit, or ``None`` when it looks like one.
-
-    The rule, measured on MNIST (see :data:`FAR_RANGES`, :data:`NEAR_RANGES`, :data:`LOW_CONFIDENCE`): the ink is
-    outside what 99.9 % of MNIST digits show, or outside what 99 % show while the model's top probability is low.
-
-    Args:
-        features: :func:`~mnist_cnn.preprocess.ink_features` of the 28x28 input.
-        probability: The model's top softmax probability for it.
-
-    Returns:
-        A short reason such as ``"ink 20.0 px (MNIST digits: at least 24.8)"``, or ``None``.
-    """
-    far = _outside(features, FAR_RANGES)
-    if far:
-        return "; ".join(far)
-    near = _outside(features, NEAR_RANGES)
-    if near and probability < LOW_CONFIDENCE:
-        return "; ".join(near) + f", and the model is unsure ({probability:.0%})"
-    return None
 
 
 @dataclass
@@ -120,8 +52,8 @@ class Prediction:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``file`` (escaped), ``digit``, ``probability``, ``top_k`` (list of dicts), ``not_a_digit``
-        (bool), ``not_a_digit_reason`` and ``error``."""
+        """JSON-ready form: ``file`` and ``error`` (both escaped), ``digit``, ``probability``, ``top_k`` (list of dicts),
+        ``not_a_digit`` (bool) and ``not_a_digit_reason``."""
         return {
             "file": display_name(self.file),
             "digit": self.digit,
@@ -129,7 +61,7 @@ class Prediction:
             "top_k": [{"digit": d, "probability": p} for d, p in self.top_k],
             "not_a_digit": self.not_a_digit is not None,
             "not_a_digit_reason": self.not_a_digit,
-            "error": self.error,
+            "error": None if self.error is None else escape_text(self.error),
         }
 
 
@@ -180,7 +112,7 @@ def iter_predictions(
 
     Args:
         checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
-        paths: Image files and directories (expanded lazily with :func:`~mnist_cnn.preprocess.iter_sources`).
+        paths: Image files and directories (expanded lazily with :func:`~mnist_cnn.sources.iter_sources`).
         top_k: How many of the most likely digits to list (1-10).
         batch_size: Images per forward pass (and most results held back at once).
         keep_steps: Also keep every preprocessing step in :attr:`Prediction.steps` (for plots; full-size arrays).
@@ -229,7 +161,7 @@ def predict_files(
 
     Args:
         checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
-        paths: Image files and directories (expanded with :func:`~mnist_cnn.preprocess.expand_paths`).
+        paths: Image files and directories (expanded with :func:`~mnist_cnn.sources.expand_paths`).
         top_k: How many of the most likely digits to list (1-10).
         batch_size: Images per forward pass.
         keep_steps: Keep every preprocessing step in :attr:`Prediction.steps` (e.g. to plot them).
