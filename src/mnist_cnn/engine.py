@@ -35,6 +35,8 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seco
 STEP_HISTORY_KEYS = ("step", "epoch", "train_loss", "lr")
 Metrics = tuple[float, float]
 CPU = torch.device("cpu")
+#: The events a :class:`Callback` may handle, in the order a run meets them.
+EVENTS = ("before_fit", "before_epoch", "after_step", "after_epoch", "after_fit")
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
