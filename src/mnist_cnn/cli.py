@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mnist_cnn.errors import MnistCnnError
-from mnist_cnn.text import escape_output
+from mnist_cnn.text import display_name, escape_output, escape_text
 
 #: The largest ``--seed``: torch seeds are unsigned 64-bit, and 2**63-1 also fits every signed 64-bit field.
 MAX_SEED = 2**63 - 1
@@ -34,7 +34,8 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        # argparse repeats what it could not use: a terminal escape or a line break in it must not reach the terminal raw
+        self.exit(2, f"{self.prog}: error: {escape_text(message)} (see --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -99,8 +100,17 @@ def learning_rate(text: str) -> float:
 def describe_os_error(error: OSError) -> str:
     """One sentence for an ``OSError``: what failed and on which file (e.g. ``No space left on device: models/x/model.pt``)."""
     reason = error.strerror or str(error) or type(error).__name__
-    names = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    names = [
+        display_name(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+        for name in (error.filename, error.filename2)
+        if name is not None
+    ]
     return f"{reason}: {' -> '.join(names)}" if names else reason
+
+
+def _name(name: object) -> str:
+    # a path prints escaped; some calls name a file descriptor (an int) instead
+    return display_name(name) if isinstance(name, (str, bytes, os.PathLike)) else escape_text(str(name))
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -119,7 +129,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     try:
         return int(main(argv) or 0)
     except MnistCnnError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # messages escape the names they quote; this catches any that do not, so one error is always one line
+        print(f"error: {escape_text(str(error))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); silence the flush at exit instead of printing a traceback.

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
-from mnist_cnn.cli import ArgumentParser, describe_os_error, positive_int, run_cli
+from mnist_cnn.cli import ArgumentParser, positive_int, run_cli
 from mnist_cnn.devices import DEVICE_CHOICES
-from mnist_cnn.errors import CheckpointError, MnistCnnError
 from mnist_cnn.mnist import NUM_CLASSES
-from mnist_cnn.text import escape_output, escape_text
+from mnist_cnn.text import escape_output
 
 if TYPE_CHECKING:
-    from mnist_cnn.checkpoint import LoadedCheckpoint
+    pass
 
 
 def top_k_count(text: str) -> int:
@@ -58,38 +57,16 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def load_model(path: Path, device: str) -> LoadedCheckpoint:
-    """Load the checkpoint on the chosen device, with any error naming them escaped for the terminal.
-
-    Args:
-        path: The checkpoint as typed (it may hold a newline or a terminal escape sequence).
-        device: The ``--device`` value.
-
-    Returns:
-        The loaded model.
-
-    Raises:
-        MnistCnnError: One escaped line, when the file or the device cannot be used.
-    """
-    from mnist_cnn.checkpoint import load_checkpoint
-    from mnist_cnn.devices import select_device
-
-    try:
-        return load_checkpoint(path, device=select_device(device))
-    except MnistCnnError as error:
-        # run_cli prints the message as it is, and these messages repeat the path as typed.
-        raise type(error)(escape_text(str(error))) from None
-    except OSError as error:
-        raise CheckpointError(escape_text(describe_os_error(error))) from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, classify, print as results come. Returns the exit status (1 when any file failed)."""
     args = build_parser().parse_args(argv)
     escape_output()
+    from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.devices import select_device
     from mnist_cnn.inference import format_prediction, iter_predictions
 
-    checkpoint = load_model(args.checkpoint, args.device)
+    # run_cli prints any error in one escaped line, so a path with a newline or an escape sequence is safe to quote
+    checkpoint = load_checkpoint(args.checkpoint, device=select_device(args.device))
     failed = total = 0
     if args.json:
         # A JSON list, one object per line, written as results come (never all held in memory).

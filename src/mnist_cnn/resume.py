@@ -159,7 +159,8 @@ def dry_run_restore(checkpoint: LoadedCheckpoint, config: TrainConfig) -> None:
             parts.optimizer.zero_grad(set_to_none=False)  # zero gradients: the step uses every restored buffer
             parts.optimizer.step()
         with field_of(checkpoint, "training_state.scheduler"):
-            if parts.scheduler is not None:
+            # a finished schedule (a run stopped while saving its result) has no step left to take
+            if parts.scheduler is not None and parts.scheduler.last_epoch < getattr(parts.scheduler, "total_steps", math.inf):
                 parts.scheduler.step()
     finally:
         set_rng_state(saved)

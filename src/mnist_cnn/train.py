@@ -137,6 +137,8 @@ def _main(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         raise _diverged(error) from None
     finally:
         destroy_process_group(context)
+    if stop.requested and context.is_main:
+        print(f"{stop.signal_name} arrived while the result was being saved; the run is finished and saved", file=sys.stderr)
     return 0
 
 
