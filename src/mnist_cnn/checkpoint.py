@@ -9,6 +9,7 @@ import pickle
 import platform
 import random
 import re
+import reprlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import mnist_cnn
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.files import atomic_write_bytes
 from mnist_cnn.model import build_model
+from mnist_cnn.text import display_name, escape_text
 
 CHECKPOINT_FORMAT = "mnist-cnn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -61,6 +63,13 @@ MAX_PICKLE_BYTES = 64 << 20
 ACCEPTED_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Largest epoch count a training state may claim.
 MAX_EPOCHS = 100_000
+#: The most values (containers, numbers, texts, tensors) a checkpoint's structure may stand for, counted as the tree
+#: that reading it hands on: a list the pickle refers to ten times counts ten times. A real checkpoint holds a few
+#: tens of thousands (the step history of a long run); ten references to ten references, fifteen levels deep, fit
+#: in 190 KB of pickle yet stand for 10**15, which every walk over the value (checks, JSON, plots) would visit.
+MAX_PAYLOAD_VALUES = 1_000_000
+#: The deepest a checkpoint's structure may nest (a real one nests 6 levels: training_state.optimizer.state[0]...).
+MAX_PAYLOAD_DEPTH = 32
 
 
 def versions() -> dict[str, str]:
@@ -158,11 +167,12 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         CheckpointError: Missing, unreadable, corrupt, unsafe, or not a dict.
     """
     source = Path(path)
+    shown = display_name(source)
     try:
         if not source.exists():
-            raise CheckpointError(f"checkpoint not found: {source}")
+            raise CheckpointError(f"checkpoint not found: {shown}")
         if not source.is_file():
-            raise CheckpointError(f"checkpoint {source} is not a file")
+            raise CheckpointError(f"checkpoint {shown} is not a file")
         mappable = check_archive_size(source)
         if _utf8_name(source):
             # mmap: tensors stay in the file until read, so shapes can be checked before any weight is in memory
@@ -171,23 +181,89 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             with source.open("rb") as handle:
                 loaded = torch.load(handle, map_location="cpu", weights_only=True)
     except PermissionError as error:
-        raise CheckpointError(f"cannot read checkpoint {source}: {error.strerror or error}") from None
+        raise CheckpointError(f"cannot read checkpoint {shown}: {error.strerror or error}") from None
     except pickle.UnpicklingError as error:
         text = str(error)
         if "Unsupported global" in text or "GLOBAL" in text:
             found = re.search(r"GLOBAL ([\w.]+)", text)
             culprit = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
-                f"{source} is not a safe checkpoint: it holds Python objects{culprit} that weights-only loading refuses to run"
+                f"{shown} is not a safe checkpoint: it holds Python objects{culprit} that weights-only loading refuses to run"
             ) from None
-        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)") from None
+        raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as error:
         raise CheckpointError(
-            f"{source} is not a readable PyTorch checkpoint (corrupt, truncated or another kind of file: {type(error).__name__})"
+            f"{shown} is not a readable PyTorch checkpoint (corrupt, truncated or another kind of file: {type(error).__name__})"
         ) from None
     if not isinstance(loaded, dict):
-        raise CheckpointError(f"{source} is not a checkpoint: it holds a {type(loaded).__name__}, not a dict")
+        raise CheckpointError(f"{shown} is not a checkpoint: it holds a {type(loaded).__name__}, not a dict")
+    check_structure_size(loaded, source)
     return loaded
+
+
+def _children(value: Any) -> Any:
+    """The values a container holds (a dict's keys and values), or ``()`` for anything else."""
+    if isinstance(value, dict):
+        return (item for pair in value.items() for item in pair)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return value
+    return ()
+
+
+def check_structure_size(value: Any, source: Path) -> None:
+    """Refuse a structure that stands for more than :data:`MAX_PAYLOAD_VALUES` values or nests deeper than
+    :data:`MAX_PAYLOAD_DEPTH`, counting shared references as often as they occur, in bounded time.
+
+    Each container is walked once (by ``id``) and its unfolded size remembered, so a value referred to many
+    times costs one visit; every step adds at least one to the running count, so the walk stops after at most
+    :data:`MAX_PAYLOAD_VALUES` steps whatever the file holds. Nothing is ``repr``-ed.
+
+    Args:
+        value: What the pickle held.
+        source: The file, for messages.
+
+    Raises:
+        CheckpointError: Too many values, too deep, or a container that holds itself.
+    """
+    shown = display_name(source)
+    sizes: dict[int, int] = {}  # id -> unfolded size of a finished container; the containers live as long as `value`
+    open_ids = {id(value)}
+    stack: list[list[Any]] = [[value, iter(_children(value)), 1]]  # [container, its children, its size so far]
+    total = 1  # the values counted so far, in finished and open containers alike
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], _DONE)
+        if child is _DONE:
+            stack.pop()
+            open_ids.discard(id(frame[0]))
+            sizes[id(frame[0])] = frame[2]
+            if stack:
+                stack[-1][2] += frame[2]
+            continue
+        if not isinstance(child, _CONTAINERS):
+            added = 1
+        elif id(child) in sizes:
+            added = sizes[id(child)]
+        elif id(child) in open_ids:
+            raise CheckpointError(f"{shown} is not a usable checkpoint: a container in it holds itself")
+        elif len(stack) >= MAX_PAYLOAD_DEPTH:
+            raise CheckpointError(f"{shown} is not a usable checkpoint: it nests deeper than {MAX_PAYLOAD_DEPTH} levels")
+        else:
+            open_ids.add(id(child))
+            stack.append([child, iter(_children(child)), 1])
+            added = 0  # counted in its own frame, below
+            total += 1
+        frame[2] += added
+        total += added
+        if total > MAX_PAYLOAD_VALUES:
+            raise CheckpointError(
+                f"{shown} is not a usable checkpoint: its structure stands for more than {MAX_PAYLOAD_VALUES:,} values "
+                "(counting each shared reference where it occurs); it was not read further"
+            )
+
+
+_DONE = object()
+_CONTAINERS = (dict, list, tuple, set, frozenset)
 
 
 def _utf8_name(path: Path) -> bool:
@@ -210,38 +286,45 @@ def check_archive_size(source: Path) -> bool:
     Raises:
         CheckpointError: The declared sizes exceed the bounds.
     """
+    shown = display_name(source)
     if not zipfile.is_zipfile(source):
         # the legacy (pre-1.6) format stores tensors uncompressed, so the file size bounds what loading allocates
         size = source.stat().st_size
         if size > MAX_CHECKPOINT_BYTES:
-            raise CheckpointError(f"{source} is too large for a checkpoint: {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} allowed")
+            raise CheckpointError(f"{shown} is too large for a checkpoint: {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} allowed")
         return False
     try:
         with zipfile.ZipFile(source) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint (corrupt zip archive: {error})") from None
+        raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint (corrupt zip archive: {escape_text(str(error))})") from None
     total = sum(entry.file_size for entry in entries)
     if total > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(
-            f"{source} would unpack to {total:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may hold; it was not loaded"
+            f"{shown} would unpack to {total:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may hold; it was not loaded"
         )
     pickled = sum(entry.file_size for entry in entries if entry.filename.endswith("data.pkl"))
     if pickled > MAX_PICKLE_BYTES:
-        raise CheckpointError(f"{source} holds a {pickled:,}-byte pickle, more than the {MAX_PICKLE_BYTES:,} a checkpoint may hold")
+        raise CheckpointError(f"{shown} holds a {pickled:,}-byte pickle, more than the {MAX_PICKLE_BYTES:,} a checkpoint may hold")
     return all(entry.compress_type == zipfile.ZIP_STORED for entry in entries)
 
 
 def _infer_bare_state_dict(state_dict: dict[str, Any], source: Path) -> tuple[str, dict[str, Any]]:
     """Recognise a bare VGG ``state_dict`` (the seed's format) and infer its options."""
+    shown = display_name(source)
     first = state_dict.get("conv_block_1.0.weight")
     if not isinstance(first, torch.Tensor) or first.dim() != 4:
-        sample = ", ".join(list(state_dict)[:4])
-        raise CheckpointError(f"{source} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})")
+        sample = ", ".join(_key_name(key) for key in list(state_dict)[:4])
+        raise CheckpointError(f"{shown} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})")
     options: dict[str, Any] = {"hidden_units": int(first.shape[0])}
     if "conv_block_1.1.running_mean" in state_dict:
         options["batch_norm"] = True
     return SEED_ARCH, options
+
+
+def _key_name(key: str) -> str:
+    """A weight's name from a file, cut to a readable length and escaped, so it prints as part of one line."""
+    return escape_text(key if len(key) <= 60 else key[:57] + "...")
 
 
 def _describe_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
@@ -257,7 +340,7 @@ def _describe_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) ->
     if missing:
         parts.append(f"missing {len(missing)} weight(s) such as {', '.join(missing[:3])}")
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected weight(s) such as {', '.join(unexpected[:3])}")
+        parts.append(f"{len(unexpected)} unexpected weight(s) such as {', '.join(_key_name(k) for k in unexpected[:3])}")
     if wrong_shape:
         parts.append(f"shapes differ ({'; '.join(wrong_shape[:3])})")
     return "; ".join(parts) or None
@@ -277,25 +360,28 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         CheckpointError: The file is missing, corrupt, unsafe, or does not fit the architecture it names.
     """
     source = Path(path)
+    shown = display_name(source)
     payload = read_checkpoint_file(source)
     if payload.get("format") == CHECKPOINT_FORMAT:
         arch, options, scaling, state_dict = validate_payload(payload, source)
     elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        if not all(isinstance(key, str) for key in payload):
+            raise CheckpointError(f"{shown} is not a model state_dict: some of its weights are named by something other than text")
         arch, options = _infer_bare_state_dict(payload, source)
         scaling, state_dict = SEED_INPUT_SCALING, payload
     else:
-        raise CheckpointError(f"{source} is not an mnist-cnn checkpoint nor a model state_dict")
+        raise CheckpointError(f"{shown} is not an mnist-cnn checkpoint nor a model state_dict")
     check_model_options(arch, options, source)
     try:
         # on the meta device: shapes and dtypes only, no memory, whatever the options say
         with torch.device("meta"):
             expected = build_model(arch, **options)
     except ConfigError as error:
-        raise CheckpointError(f"{source} names a model this version cannot build: {error}") from None
+        raise CheckpointError(f"{shown} names a model this version cannot build: {escape_text(str(error))}") from None
     mismatch = _describe_mismatch(expected, state_dict)
     if mismatch:
         described = ", ".join(f"{k}={v}" for k, v in options.items())
-        raise CheckpointError(f"{source} does not fit architecture {arch}({described}): {mismatch}")
+        raise CheckpointError(f"{shown} does not fit architecture {arch}({described}): {mismatch}")
     check_weights(expected, state_dict, source)
     model = build_model(arch, **options)
     model.load_state_dict(state_dict)
@@ -318,18 +404,42 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
 # --- Validation: every field a file can hold is checked before it is used, naming the file and the field. ---
 
 
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` cut short at every level, so describing a value visits a handful of its items, never all of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict, self.maxset = 2, 4, 4, 4, 4
+        self.maxstring, self.maxother, self.maxlong = 30, 30, 30
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() of an integer past 4,300 digits raises ValueError; its size says enough
+        return f"<{x.bit_length()}-bit integer>" if x.bit_length() > 64 else repr(x)
+
+
+_SHORT_REPR = _ShortRepr()
+
+
 def _short(value: Any) -> str:
-    """A value for an error message: its type and a repr cut to a readable length."""
-    text = repr(value)
+    """A value for an error message: its type and a repr cut to a readable length, escaped to print on one line."""
     if isinstance(value, torch.Tensor):
-        text = f"tensor {list(value.shape)} {str(value.dtype).removeprefix('torch.')}"
-    elif len(text) > 40:
+        return f"tensor {list(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    try:
+        text = _SHORT_REPR.repr(value)
+    except (ValueError, RecursionError, TypeError):
+        text = "..."
+    if len(text) > 40:
         text = text[:37] + "..."
-    return f"{text} ({type(value).__name__})" if not isinstance(value, torch.Tensor) else text
+    return f"{escape_text(text)} ({type(value).__name__})"
 
 
 def _invalid(source: Path, field_name: str, problem: str) -> CheckpointError:
-    return CheckpointError(f"{source} has an invalid {field_name}: {problem}")
+    return CheckpointError(f"{display_name(source)} has an invalid {escape_text(field_name)}: {problem}")
+
+
+def _quoted(name: str) -> str:
+    """A name from a file, quoted as ``repr`` does, cut to a readable length and escaped."""
+    return escape_text(repr(name if len(name) <= 40 else name[:37] + "..."))
 
 
 def _is_int(value: Any) -> bool:
@@ -353,14 +463,15 @@ def validate_payload(payload: dict[str, Any], source: Path) -> tuple[str, dict[s
     Raises:
         CheckpointError: A field is missing or of the wrong type; the message names it.
     """
+    shown = display_name(source)
     for key in ("arch", "model_options", "input_scaling", "state_dict"):
         if key not in payload:
-            raise CheckpointError(f"{source} is an incomplete mnist-cnn checkpoint: it lacks {key!r}")
+            raise CheckpointError(f"{shown} is an incomplete mnist-cnn checkpoint: it lacks {key!r}")
     version = payload.get("format_version", CHECKPOINT_VERSION)
     if not _is_int(version) or version < 1:
         raise _invalid(source, "format_version", f"expected a whole number, got {_short(version)}")
     if version > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{source} has checkpoint format version {version}, newer than this version reads ({CHECKPOINT_VERSION})")
+        raise CheckpointError(f"{shown} has checkpoint format version {version}, newer than this version reads ({CHECKPOINT_VERSION})")
     arch, options, scaling, state_dict = payload["arch"], payload["model_options"], payload["input_scaling"], payload["state_dict"]
     if not isinstance(arch, str):
         raise _invalid(source, "arch", f"expected a name such as 'vgg', got {_short(arch)}")
@@ -381,7 +492,7 @@ def validate_payload(payload: dict[str, Any], source: Path) -> tuple[str, dict[s
             raise _invalid(source, key, f"expected a dict, got {_short(value)}")
         if value is not None and not _is_plain(value):
             # these are written to metrics.json and plotted: only what JSON can hold
-            raise _invalid(source, key, "it holds values other than text, numbers, lists and dicts")
+            raise _invalid(source, key, "it holds values other than text, numbers, lists and dicts (or whole numbers past 64 bits)")
     _check_history_lists(payload.get("history") or {}, source)
     return arch, dict(options), scaling, state_dict
 
@@ -390,7 +501,9 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     """Whether ``value`` is made only of what JSON can hold (and is not absurdly nested)."""
     if depth > 20:
         return False
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if _is_int(value):
+        return -(1 << 63) <= value < (1 << 63)  # JSON readers and plots take 64-bit integers; a 5,000-digit one breaks them
+    if value is None or isinstance(value, (str, float, bool)):
         return True
     if isinstance(value, (list, tuple)):
         return all(_is_plain(item, depth + 1) for item in value)
@@ -415,13 +528,14 @@ def check_model_options(arch: str, options: dict[str, Any], source: Path) -> Non
     Raises:
         CheckpointError: An unknown architecture or option, a value of the wrong type, or out of bounds.
     """
+    shown = display_name(source)
     if arch not in OPTION_BOUNDS:
-        raise CheckpointError(f"{source} names a model this version cannot build: unknown architecture {arch!r}")
+        raise CheckpointError(f"{shown} names a model this version cannot build: unknown architecture {_quoted(arch)}")
     bounds = OPTION_BOUNDS[arch]
     for name, value in options.items():
         if name not in bounds:
             raise CheckpointError(
-                f"{source} names a model this version cannot build: {arch} has no option {name!r} (it has {', '.join(bounds)})"
+                f"{shown} names a model this version cannot build: {arch} has no option {_quoted(name)} (it has {', '.join(bounds)})"
             )
         bound = bounds[name]
         if bound is bool:
@@ -452,18 +566,19 @@ def check_weights(expected: nn.Module, state_dict: dict[str, torch.Tensor], sour
     Raises:
         CheckpointError: float64/complex/integer weights where float32 is expected, or NaN/infinite values.
     """
+    shown = display_name(source)
     for name, reference in expected.state_dict().items():
         tensor = state_dict[name]
         if reference.dtype.is_floating_point:
             if tensor.dtype not in ACCEPTED_FLOAT_DTYPES:
                 raise CheckpointError(
-                    f"{source} holds {name} as {str(tensor.dtype).removeprefix('torch.')}, not float32: "
+                    f"{shown} holds {name} as {str(tensor.dtype).removeprefix('torch.')}, not float32: "
                     "this project's models are float32 and such a file was not written by it"
                 )
             if not bool(torch.isfinite(tensor).all()):
-                raise CheckpointError(f"{source} holds NaN or infinite values in {name}: the model is broken and was not loaded")
+                raise CheckpointError(f"{shown} holds NaN or infinite values in {name}: the model is broken and was not loaded")
         elif tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
-            raise CheckpointError(f"{source} holds {name} as {str(tensor.dtype).removeprefix('torch.')}, expected whole numbers")
+            raise CheckpointError(f"{shown} holds {name} as {str(tensor.dtype).removeprefix('torch.')}, expected whole numbers")
 
 
 def validate_training_state(
