@@ -486,7 +486,7 @@ def validate_payload(payload: dict[str, Any], source: Path) -> tuple[str, dict[s
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise _invalid(source, "state_dict", f"entry {_short(key)} holds {_short(value)}, not a tensor")
-    for key in ("config", "history", "metrics"):
+    for key in ("config", "history", "metrics", "step_history"):
         value = payload.get(key)
         if value is not None and not isinstance(value, dict):
             raise _invalid(source, key, f"expected a dict, got {_short(value)}")
