@@ -15,7 +15,7 @@ import pytest
 from mnist_cnn import evaluate, files, train
 from mnist_cnn.checkpoint import build_payload, save_checkpoint
 from mnist_cnn.cli import MAX_SEED, run_cli
-from mnist_cnn.data import raw_folder
+from mnist_cnn.mnist_files import raw_folder
 from mnist_cnn.model import VGG
 
 
