@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from mnist_cnn import evaluate, train
-from mnist_cnn.checkpoint import MAX_CHECKPOINT_BYTES, build_payload, load_checkpoint, save_checkpoint
+from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
 from mnist_cnn.cli import run_cli
 from mnist_cnn.engine import HISTORY_KEYS
 from mnist_cnn.errors import CheckpointError
@@ -28,6 +28,7 @@ from mnist_cnn.model import VGG, build_model
 from mnist_cnn.presets import get_preset
 from mnist_cnn.reproducibility import rng_state
 from mnist_cnn.runs import build_optimizer, build_scheduler, resume_config, training_state_of
+from mnist_cnn.safe_load import MAX_CHECKPOINT_BYTES
 
 #: What a child process reports: the command's status, then its peak resident memory in kB.
 MEASURE = (

@@ -1,4 +1,4 @@
-"""Every training run under ``models/`` side by side: one table row per run, and their learning curves.
+"""Every training run under ``models/`` as tables: one row per run (settings, results), or per run and epoch (curves).
 
 A run is a folder ``models/<run>/`` written by ``python -m mnist_cnn.train`` (or :func:`mnist_cnn.runs.save_run`):
 ``metrics.json`` holds the final numbers, the configuration and the per-epoch history. Runs made by older
@@ -100,8 +100,8 @@ def _read_metrics_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """Metrics, config and history recorded in a checkpoint, shaped like ``metrics.json``; or why not."""
     # torch only when a run lacks metrics.json: the table of finished runs needs nothing but json and pandas
-    from mnist_cnn.checkpoint import read_checkpoint_file
     from mnist_cnn.errors import CheckpointError
+    from mnist_cnn.safe_load import read_checkpoint_file
 
     try:
         payload = read_checkpoint_file(path)
