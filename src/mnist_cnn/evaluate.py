@@ -1,4 +1,4 @@
-"""Command line: evaluate a checkpoint on the MNIST test set and write figures and per-class metrics.
+"""Command line: a checkpoint's report on the MNIST test set (metrics.json, per-class table, figures).
 
 Example: ``python -m mnist_cnn.evaluate --checkpoint models/default/model.pt``
 """
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     matplotlib.use("Agg")  # a command writes files; it never opens windows
 
-    from mnist_cnn.analysis import evaluate_checkpoint
+    from mnist_cnn.analysis import measure_checkpoint
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
     from mnist_cnn.files import ensure_writable_dir
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = select_device(args.device)
     out = ensure_writable_dir(args.out)
     checkpoint = load_checkpoint(args.checkpoint, device=device)
-    result = evaluate_checkpoint(checkpoint, args.data_dir, device, args.batch_size)
+    result = measure_checkpoint(checkpoint, args.data_dir, device, args.batch_size)
     kind = "seed-format state_dict" if checkpoint.is_seed_format else "checkpoint"
     print(f"{kind} {display_name(checkpoint.path)}: {checkpoint.arch} {checkpoint.model_options}, inputs '{checkpoint.input_scaling}'")
     print(f"test accuracy {result.accuracy:.4f} ({result.correct:,}/{result.total:,} correct), test loss {result.loss:.4f}")
