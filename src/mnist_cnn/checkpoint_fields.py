@@ -49,7 +49,15 @@ def _key_name(key: str) -> str:
 
 
 def describe_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
-    """How a file's weights differ from what ``model`` expects (missing, unexpected, other shapes), or ``None``."""
+    """How a file's weights differ from what ``model`` expects.
+
+    Args:
+        model: The model the file names (on any device, ``meta`` included).
+        state_dict: The file's weights.
+
+    Returns:
+        Up to three examples each of missing weights, unexpected ones (names escaped) and other shapes; ``None`` when they fit.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -179,9 +187,9 @@ def _check_history_lists(history: dict[str, Any], source: Path) -> None:
     epochs = history.get("epoch")
     for key, values in history.items():
         if not isinstance(values, list) or not all(isinstance(v, dict) or _is_real(v) for v in values):
-            raise _invalid(source, f"history[{key!r}]", f"expected a list of numbers, got {_short(values)}")
+            raise _invalid(source, f"history[{_quoted(key)}]", f"expected a list of numbers, got {_short(values)}")
         if isinstance(epochs, list) and values and not isinstance(values[0], dict) and len(values) != len(epochs):
-            raise _invalid(source, f"history[{key!r}]", f"it has {len(values)} entries for {len(epochs)} epoch(s)")
+            raise _invalid(source, f"history[{_quoted(key)}]", f"it has {len(values)} entries for {len(epochs)} epoch(s)")
 
 
 def check_model_options(arch: str, options: dict[str, Any], source: Path) -> None:

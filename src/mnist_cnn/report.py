@@ -177,7 +177,16 @@ def _drawable_steps(step_history: dict[str, Any]) -> dict[str, list] | None:
 
 
 def render_figure(fig: Figure, path: Path, dpi: int = 120) -> bytes:
-    """``fig`` as the bytes of an image file, in the format ``path``'s suffix names (PNG by default)."""
+    """``fig`` as the bytes of an image file, rendered in memory.
+
+    Args:
+        fig: The figure.
+        path: The file it is meant for: its suffix names the format (PNG when it has none).
+        dpi: Resolution.
+
+    Returns:
+        The image file's bytes.
+    """
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
