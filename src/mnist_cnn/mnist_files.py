@@ -16,6 +16,7 @@ import torch
 from mnist_cnn.errors import ConfigError, DataError
 from mnist_cnn.mnist import IMAGE_SIZE
 from mnist_cnn.paths import DATA_DIR_ENV, DEFAULT_DATA_DIR
+from mnist_cnn.text import display_name
 
 IMAGE_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 2049  # IDX: unsigned bytes, 1 dimension
@@ -69,7 +70,7 @@ def _read_header(path: Path, length: int) -> list[int]:
     with path.open("rb") as handle:
         header = handle.read(length)
     if len(header) < length:
-        raise DataError(f"MNIST file {path} is truncated: {len(header)} bytes, shorter than its {length}-byte header")
+        raise DataError(f"MNIST file {display_name(path)} is truncated: {len(header)} bytes, shorter than its {length}-byte header")
     return [int.from_bytes(header[i : i + 4], "big") for i in range(0, length, 4)]
 
 
@@ -92,24 +93,24 @@ def check_idx_file(path: Path, expected_count: int | None = None, checksum: bool
     wanted_magic = IMAGE_MAGIC if is_images else LABEL_MAGIC
     if magic != wanted_magic:
         raise DataError(
-            f"MNIST file {path} is corrupt or not an IDX {'image' if is_images else 'label'} file "
+            f"MNIST file {display_name(path)} is corrupt or not an IDX {'image' if is_images else 'label'} file "
             f"(magic number {magic}, expected {wanted_magic})"
         )
     count = dims[0]
     if is_images and tuple(dims[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"MNIST file {path} holds {dims[1]}x{dims[2]} images, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+        raise DataError(f"MNIST file {display_name(path)} holds {dims[1]}x{dims[2]} images, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
     if expected_count is not None and count != expected_count:
-        raise DataError(f"MNIST file {path} says it holds {count} items, expected {expected_count}")
+        raise DataError(f"MNIST file {display_name(path)} says it holds {count} items, expected {expected_count}")
     header_size = 16 if is_images else 8
     expected_size = header_size + count * (IMAGE_SIZE * IMAGE_SIZE if is_images else 1)
     actual_size = path.stat().st_size
     if actual_size != expected_size:
         state = "truncated" if actual_size < expected_size else "corrupt (longer than its header says)"
-        raise DataError(f"MNIST file {path} is {state}: {actual_size} bytes, expected {expected_size}")
+        raise DataError(f"MNIST file {display_name(path)} is {state}: {actual_size} bytes, expected {expected_size}")
     if checksum and path.name in RAW_MD5:
         digest = hashlib.md5(path.read_bytes()).hexdigest()
         if digest != RAW_MD5[path.name]:
-            raise DataError(f"MNIST file {path} is corrupt: its MD5 {digest} differs from the published {RAW_MD5[path.name]}")
+            raise DataError(f"MNIST file {display_name(path)} is corrupt: its MD5 {digest} differs from the published {RAW_MD5[path.name]}")
     return count
 
 
@@ -130,7 +131,8 @@ def _unreadable(error: OSError, path: Path) -> DataError:
     """The one-line error for an MNIST file or folder the operating system will not let us read."""
     reason = error.strerror or type(error).__name__
     return DataError(
-        f"cannot read MNIST data at {error.filename or path}: {reason} (check the permissions of the data folder and its files)"
+        f"cannot read MNIST data at {display_name(error.filename or path)}: {reason} "
+        "(check the permissions of the data folder and its files)"
     )
 
 
@@ -174,7 +176,7 @@ def check_raw_files(root: str | os.PathLike[str], checksum: bool = True, splits:
 
 def _missing_message(root: Path, missing: list[str]) -> str:
     return (
-        f"MNIST files not found in {raw_folder(root)} (missing: {', '.join(missing)}); the four files "
+        f"MNIST files not found in {display_name(raw_folder(root))} (missing: {', '.join(missing)}); the four files "
         f"{', '.join(RAW_FILES)} must be there: set {DATA_DIR_ENV} to a directory that holds MNIST/raw/ "
         f"with them, or pass --data-dir"
     )
@@ -232,7 +234,8 @@ def _download(root: Path, missing: list[str]) -> None:
                 finally:
                     partial.unlink(missing_ok=True)
     except DataError as error:
-        raise DataError(f"a downloaded file failed its check, so nothing was written to {raw_folder(root)}: {error}") from None
+        target = display_name(raw_folder(root))
+        raise DataError(f"a downloaded file failed its check, so nothing was written to {target}: {error}") from None
     except Exception as error:  # network failures arrive as URLError, OSError or RuntimeError
         # torchvision's message spans lines ("Error downloading X.gz:", "Tried URL, got:", reason): keep them all, on one line
         lines = [line.strip().rstrip(":") for line in str(error).splitlines() if line.strip()]
