@@ -233,3 +233,57 @@ def test_compare_help_states_defaults(tmp_path: Path) -> None:
     done = run_compare("--help", cwd=tmp_path)
     assert done.returncode == 0 and "--models-dir" in done.stdout and "(default: run)" in done.stdout
     assert f"(default: {MODELS_DIR})" in done.stdout  # the artifacts root's models/ (tests point it at build/test-artifacts)
+
+
+# --- One bad folder never takes the table down ---
+
+#: (folder, metrics.json text, the row's note): before, each ended compare in a traceback.
+HOSTILE_METRICS = [
+    ("digits-400", '{"seed": ' + "9" * 400 + ', "epochs": ' + "9" * 400 + ', "lr": ' + "9" * 400 + ', "test_accuracy": 0.9}', None),
+    ("digits-5001", '{"seed": ' + "9" * 5001 + "}", "metrics.json corrupt (a number too long to read)"),
+    ("deep-100000", "[" * 100_000 + "]" * 100_000, "metrics.json corrupt (nested too deeply to read)"),
+    ("float-epochs", '{"epochs": 1e300, "seed": 1e300, "config": {"batch_size": -1e300}, "test_accuracy": 0.9}', None),
+]
+
+
+@pytest.fixture
+def hostile_models(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    write_run(root, "fine", new_format(1))
+    for name, text, _ in HOSTILE_METRICS:
+        write_run(root, name, text)
+    return root
+
+
+def test_each_bad_metrics_file_gets_its_own_row_with_a_note(hostile_models: Path) -> None:
+    table = runs_table(hostile_models).set_index("run")
+    assert len(table) == 1 + len(HOSTILE_METRICS) and table.loc["fine", "test_accuracy"] == 0.9901
+    for name, _, note in HOSTILE_METRICS:
+        row = table.loc[name]
+        assert pd.isna(row["seed"]) and pd.isna(row["lr"]) and pd.isna(row["epochs"]) and pd.isna(row["batch_size"]), name
+        if note is not None:
+            assert row["note"] == note
+    assert table.loc["digits-400", "test_accuracy"] == 0.9  # what can be read still is
+    assert learning_curves(hostile_models)["run"].unique().tolist() == ["fine"]
+
+
+def test_compare_prints_the_table_despite_bad_folders(hostile_models: Path, tmp_path: Path) -> None:
+    done = run_compare("--models-dir", str(hostile_models), "--csv", str(tmp_path / "runs.csv"), cwd=tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stdout.splitlines()) == 1 + 1 + len(HOSTILE_METRICS) + 1  # header, rows, "wrote ..."
+
+
+def test_run_names_with_escapes_and_line_breaks_print_as_one_row(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    forged = "evil\x1b]0;owned\x07\x1b[2J\r\nfast-9  fast  1"
+    write_run(root, forged, new_format(1))
+    write_run(root, "plain", new_format(2))
+    metrics = new_format(3)
+    metrics["device"] = "cpu\x1b[31m\nforged"
+    write_run(root, "odd-device", metrics)
+    done = run_compare("--models-dir", str(root), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and "\x1b" not in done.stdout and "\r" not in done.stdout
+    assert any(line.startswith("evil\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x0afast-9  fast  1 ") for line in lines), lines
+    assert any(line.startswith("odd-device ") and "cpu\\x1b[31m\\x0aforged" in line for line in lines), lines

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn.analysis import evaluate_checkpoint
+from mnist_cnn.analysis import measure_checkpoint
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.model import VGG, SmallCNN
@@ -46,7 +46,7 @@ def test_save_leaves_no_temporary_files_and_replaces_atomically(tmp_path: Path) 
 def test_seed_state_dict_reproduces_published_accuracy(seed_weights: Path, data_dir: Path) -> None:
     loaded = load_checkpoint(seed_weights)
     assert loaded.is_seed_format and loaded.model_options == {"hidden_units": 16} and loaded.input_scaling == "unit"
-    result = evaluate_checkpoint(loaded, data_dir)
+    result = measure_checkpoint(loaded, data_dir)
     assert result.correct == 9_782 and result.total == 10_000
 
 

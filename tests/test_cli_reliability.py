@@ -1,7 +1,8 @@
 """The train command under stress, run as a user runs it: Ctrl-C and resume, kill -9, divergence, bad input, torchrun.
 
 Every failure must be one line on stderr with a non-zero status, no traceback, and leave the files
-already in the output directory byte-for-byte as they were.
+already in the output directory byte-for-byte as they were (an --overwrite run that has written its first
+checkpoint has replaced them, as asked).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mnist_cnn import train
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
 from mnist_cnn.cli import run_cli
 from mnist_cnn.model import SmallCNN
+from mnist_cnn.rundir import ASIDE_PREFIX
 
 #: A three-epoch run of a few seconds: the fast preset on the smoke slice (2,000 / 1,000 images).
 SHORT_RUN = ("--preset", "fast", "--smoke", "--epochs", "3")
@@ -119,9 +121,12 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_earlier_files(previous_run: Pat
     checkpoint = load_checkpoint(previous_run / "last.pt")
     assert checkpoint.payload["training_state"]["epoch"] >= 1
     after = snapshot(previous_run)
-    assert {name: after[name] for name in before} == before, "model.pt and metrics.json of the earlier run are untouched"
+    # --overwrite asked to replace the earlier run: its results are out of view, so the folder never shows them as
+    # this run's, but kept aside (hidden) until a run that finishes writing replaces them
+    assert "model.pt" not in after and "metrics.json" not in after
+    assert {name: after[f"{ASIDE_PREFIX}{name}"] for name in before} == before
     # at most a temporary file from a write in progress, and the dead run's lock (stale, taken over by the next run)
-    assert all(name in before or name in ("last.pt", ".train.lock") or name.endswith(".tmp") for name in after)
+    assert all(name.startswith(ASIDE_PREFIX) or name in ("last.pt", ".train.lock") or name.endswith(".tmp") for name in after)
 
 
 def test_divergence_keeps_the_last_good_checkpoint(previous_run: Path, data_dir: Path) -> None:
@@ -130,8 +135,8 @@ def test_divergence_keeps_the_last_good_checkpoint(previous_run: Path, data_dir:
     message = assert_one_line_error(result.stderr, result.returncode, "training diverged in epoch 1")
     assert "learning rate is probably too high" in message
     assert f"the last good checkpoint is {previous_run / 'last.pt'} (after epoch 0)" in message
-    after = snapshot(previous_run)
-    assert {name: after[name] for name in before} == before
+    # the new run wrote its checkpoint, so the earlier run's results it was asked to replace are gone
+    assert sorted(snapshot(previous_run)) == ["last.pt"] and before
     weights = load_checkpoint(previous_run / "last.pt").model.state_dict().values()
     assert all(torch.isfinite(w).all() for w in weights)
 

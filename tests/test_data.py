@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn import data
+from mnist_cnn import data, mnist_files
 from mnist_cnn.errors import DataError
 
 
 def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MNIST_DATA_DIR", str(tmp_path / "from-env"))
-    assert data.resolve_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
-    assert data.resolve_data_dir() == tmp_path / "from-env"
+    assert mnist_files.resolve_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    assert mnist_files.resolve_data_dir() == tmp_path / "from-env"
     monkeypatch.delenv("MNIST_DATA_DIR")
-    assert data.resolve_data_dir() == data.DEFAULT_DATA_DIR
+    assert mnist_files.resolve_data_dir() == mnist_files.DEFAULT_DATA_DIR
 
 
 def test_load_splits(data_dir: Path) -> None:
@@ -33,46 +33,46 @@ def test_missing_directory_names_the_variable_and_files(tmp_path: Path, offline:
         data.load_split("train", missing)
     message = str(caught.value)
     assert "MNIST_DATA_DIR" in message and str(missing) in message
-    assert all(name in message for name in data.RAW_FILES)
+    assert all(name in message for name in mnist_files.RAW_FILES)
     assert not missing.exists(), "a failed download must not leave directories behind"
 
 
 def test_truncated_file_is_named(data_copy: Path) -> None:
-    path = data.raw_folder(data_copy) / "t10k-images-idx3-ubyte"
+    path = mnist_files.raw_folder(data_copy) / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:100_000])
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte is truncated"):
         data.load_split("test", data_copy)
 
 
 def test_wrong_magic_is_named(data_copy: Path) -> None:
-    path = data.raw_folder(data_copy) / "train-labels-idx1-ubyte"
+    path = mnist_files.raw_folder(data_copy) / "train-labels-idx1-ubyte"
     raw = bytearray(path.read_bytes())
     raw[2:4] = b"\x08\x03"  # an image magic number in a label file
     path.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="train-labels-idx1-ubyte is corrupt or not an IDX label file"):
-        data.ensure_mnist(data_copy, download=False)
+        mnist_files.ensure_mnist(data_copy, download=False)
 
 
 def test_flipped_pixel_is_caught_by_checksum(data_copy: Path) -> None:
-    path = data.raw_folder(data_copy) / "train-images-idx3-ubyte"
+    path = mnist_files.raw_folder(data_copy) / "train-images-idx3-ubyte"
     raw = bytearray(path.read_bytes())
     raw[5_000] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="train-images-idx3-ubyte is corrupt: its MD5"):
-        data.ensure_mnist(data_copy, download=False)
+        mnist_files.ensure_mnist(data_copy, download=False)
 
 
 def test_count_mismatch_is_reported(data_copy: Path) -> None:
-    path = data.raw_folder(data_copy) / "t10k-labels-idx1-ubyte"
+    path = mnist_files.raw_folder(data_copy) / "t10k-labels-idx1-ubyte"
     raw = bytearray(path.read_bytes())
     raw[4:8] = (9_999).to_bytes(4, "big")
     path.write_bytes(bytes(raw[:-1]))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte says it holds 9999 items, expected 10000"):
-        data.ensure_mnist(data_copy, download=False)
+        mnist_files.ensure_mnist(data_copy, download=False)
 
 
 def test_read_only_root_is_not_written(data_copy: Path) -> None:
-    before = sorted(p.name for p in data.raw_folder(data_copy).iterdir())
+    before = sorted(p.name for p in mnist_files.raw_folder(data_copy).iterdir())
     for path in [data_copy, *data_copy.rglob("*")]:
         path.chmod(0o555 if path.is_dir() else 0o444)
     try:
@@ -80,7 +80,7 @@ def test_read_only_root_is_not_written(data_copy: Path) -> None:
     finally:
         for path in [data_copy, *data_copy.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-    assert sorted(p.name for p in data.raw_folder(data_copy).iterdir()) == before
+    assert sorted(p.name for p in mnist_files.raw_folder(data_copy).iterdir()) == before
 
 
 def test_scaling() -> None:

@@ -2,7 +2,7 @@
 
 The mirror serves gzip archives made at test time from the shared copy. They are compressed here, so their
 bytes (and MD5s) differ from the published archives: torchvision's archive list is pointed at them, while the
-project's own check of the unpacked files still compares them with the published MD5s (``data.RAW_MD5``).
+project's own check of the unpacked files still compares them with the published MD5s (``mnist_files.RAW_MD5``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from torchvision import datasets
 
 from mnist_cnn import download
 from mnist_cnn.cli import run_cli
-from mnist_cnn.data import RAW_FILES, check_raw_files, ensure_mnist, raw_folder
 from mnist_cnn.errors import DataError
+from mnist_cnn.mnist_files import RAW_FILES, check_raw_files, ensure_mnist, raw_folder
 
 MAX_REQUESTS = 64  # torchvision asks twice per archive (a redirect probe, then the download): 8 when all goes well
 

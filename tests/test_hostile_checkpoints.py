@@ -20,14 +20,16 @@ import pytest
 import torch
 
 from mnist_cnn import evaluate, train
-from mnist_cnn.checkpoint import MAX_CHECKPOINT_BYTES, build_payload, load_checkpoint, save_checkpoint
+from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
 from mnist_cnn.cli import run_cli
 from mnist_cnn.engine import HISTORY_KEYS
+from mnist_cnn.errors import CheckpointError
 from mnist_cnn.model import VGG, build_model
 from mnist_cnn.presets import get_preset
 from mnist_cnn.recipe import build_optimizer, build_scheduler
 from mnist_cnn.reproducibility import rng_state
 from mnist_cnn.resume import resume_config, training_state_of
+from mnist_cnn.safe_load import MAX_CHECKPOINT_BYTES
 
 #: What a child process reports: the command's status, then its peak resident memory in kB.
 MEASURE = (
@@ -349,3 +351,100 @@ def test_checkpoints_are_created_0644_respecting_the_umask(tmp_path: Path) -> No
         assert path.stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(previous)
+
+
+# --- Shared references: a small pickle can stand for an enormous tree ---
+
+
+def shared_references(levels: int) -> list:
+    """A list of ten references to a list of ten references... ``levels`` deep: ``10**levels`` leaves, a few KB pickled."""
+    node: list = [0.5]
+    for _ in range(levels):
+        node = [node] * 10
+    return node
+
+
+def test_shared_references_are_refused_in_one_line_within_seconds(base_payload: dict[str, Any], tmp_path: Path) -> None:
+    """Fifteen levels in the metrics: before the count, every check walked 10**15 values and no command returned."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, tampered(base_payload, _set("metrics.curve", shared_references(15))))
+    save_checkpoint(tmp_path / "plain.pt", base_payload)
+    assert path.stat().st_size - (tmp_path / "plain.pt").stat().st_size < 20_000  # the whole tree pickles in a few KB
+    (tmp_path / "plain.pt").unlink()
+    before = snapshot(tmp_path)
+    for command in (["mnist_cnn.evaluate", "--checkpoint"], ["mnist_cnn.train", "--resume"]):
+        result = subprocess.run(
+            [sys.executable, "-m", *command, str(path), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1, result.stderr
+        assert "stands for more than 1,000,000 values" in lines[0] and str(path) in lines[0]
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "fragment"),
+    [
+        ("seven levels in config", _set("config.extra", shared_references(7)), "stands for more than 1,000,000 values"),
+        ("a list holding itself", lambda payload: payload["metrics"].update(loop=(loop := [], loop.append(loop))[0]), "holds itself"),
+        ("nested 40 deep", _set("history.deep", eval("[" * 40 + "]" * 40)), "nests deeper than 32 levels"),  # noqa: S307 - a literal
+        ("a 600-digit integer", _set("metrics.steps", 2**2000), "invalid metrics: it holds values other than"),
+    ],
+)
+def test_oversized_structures_are_refused_before_any_walk(
+    base_payload: dict[str, Any], tmp_path: Path, name: str, change: Callable, fragment: str
+) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, tampered(base_payload, change))
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert fragment in message and len(message.splitlines()) == 1, message
+
+
+def test_a_long_step_history_still_loads(base_payload: dict[str, Any], tmp_path: Path) -> None:
+    """The count leaves room for real runs: 100 epochs' step history (40,000 numbers) is far below it."""
+    rows = 10_000
+    payload = tampered(base_payload, _set("step_history", {key: [0.5] * rows for key in ("step", "epoch", "train_loss", "lr")}))
+    save_checkpoint(tmp_path / "model.pt", payload)
+    assert len(load_checkpoint(tmp_path / "model.pt").step_history["step"]) == rows
+
+
+# --- Names from a file or a path are printed escaped, on one line ---
+
+HOSTILE_NAME = "evil\x1b]0;owned\x07\x1b[31m\nerror: forged line\r"
+
+
+def test_weight_names_are_escaped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    state_dict = VGG(hidden_units=2).state_dict()
+    state_dict[HOSTILE_NAME] = torch.zeros(1)
+    torch.save(state_dict, tmp_path / "bare.pt")
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(tmp_path / "bare.pt"), "--out", str(tmp_path / "r")]))
+    assert "unexpected weight(s) such as evil\\x1b]0;owned\\x07\\x1b[31m\\x0aerror: forged line\\x0d" in message
+    assert "\x1b" not in message and "\r" not in message
+
+
+def test_a_weight_named_by_a_number_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Before, the list of first keys was joined as text and the command ended in a TypeError."""
+    state_dict = {3: torch.zeros(1), **VGG(hidden_units=2).state_dict()}
+    torch.save(state_dict, tmp_path / "bare.pt")
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(tmp_path / "bare.pt"), "--out", str(tmp_path / "r")]))
+    assert "weights are named by something other than text" in message
+
+
+@pytest.mark.parametrize("file_name", ["bad\nname.pt", "title\x1b]0;x\x07.pt"])
+def test_checkpoint_paths_are_escaped(tmp_path: Path, capsys: pytest.CaptureFixture, file_name: str) -> None:
+    path = tmp_path / file_name
+    path.write_bytes(b"not a checkpoint")
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(path), "--out", str(tmp_path / "r")]))
+    assert "not a readable PyTorch checkpoint" in message and "\x1b" not in message
+    assert str(tmp_path / file_name.replace("\n", "\\x0a").replace("\x1b", "\\x1b").replace("\x07", "\\x07")) in message
+
+
+def test_option_names_are_escaped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(
+        path, build_payload(VGG(hidden_units=2), arch="vgg", model_options={"hidden_units": 2, HOSTILE_NAME: 1}, input_scaling="unit")
+    )
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(path), "--out", str(tmp_path / "r")]))
+    assert "vgg has no option 'evil\\x1b]0;owned" in message and "\x1b" not in message

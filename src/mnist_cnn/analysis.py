@@ -108,10 +108,20 @@ def evaluate_model(
     )
 
 
-def evaluate_checkpoint(
+def measure_checkpoint(
     checkpoint: LoadedCheckpoint, data_dir: str | None = None, device: torch.device | str = "cpu", batch_size: int = 1000
 ) -> EvaluationResult:
-    """:func:`evaluate_model` for a loaded checkpoint, with the input scaling it recorded."""
+    """Measure a loaded checkpoint on the 10,000 test images (:func:`evaluate_model`), with the input scaling it recorded.
+
+    Args:
+        checkpoint: From :func:`mnist_cnn.checkpoint.load_checkpoint`.
+        data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
+        device: Where to run.
+        batch_size: Images per forward pass.
+
+    Returns:
+        Loss, accuracy, predictions, confusion matrix and per-class report.
+    """
     return evaluate_model(checkpoint.model, checkpoint.input_scaling, data_dir, device, batch_size)
 
 

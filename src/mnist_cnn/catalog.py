@@ -1,4 +1,4 @@
-"""Every training run under ``models/`` side by side: one table row per run, and their learning curves.
+"""Every training run under ``models/`` as tables: one row per run (settings, results), or per run and epoch (curves).
 
 A run is a folder ``models/<run>/`` written by ``python -m mnist_cnn.train`` (or :func:`mnist_cnn.runs.save_run`):
 ``metrics.json`` holds the final numbers, the configuration and the per-epoch history. Runs made by older
@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from mnist_cnn.paths import MODELS_DIR
+from mnist_cnn.text import display_name, escape_text
 
 #: The table's columns, in order.
 COLUMNS = (
@@ -39,23 +40,37 @@ CURVE_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "eval_split", "eval_
 #: Files that make a folder a run (the first one found with metrics is used, in this order).
 RUN_FILES = ("metrics.json", "model.pt", "last.pt")
 OLD_FORMAT_NOTE = "older run: no validation split"
+#: The largest metrics.json read: a real one is a few hundred KB (the step history of a long run).
+MAX_METRICS_BYTES = 64 << 20
+#: Whole numbers beyond this are not a count of anything (epochs, seeds, batch sizes) and overflow the table's Int64.
+MAX_INTEGER = 2**53
+#: Text cells longer than this are cut when printed.
+MAX_CELL_CHARS = 60
 
 
 def _number(value: Any) -> float | None:
     """A finite float, or ``None`` for anything else (missing, text, NaN, a list...)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a whole number of 309 digits or more
+        return None
     return value if math.isfinite(value) else None
 
 
 def _integer(value: Any) -> int | None:
+    """A whole number of at most :data:`MAX_INTEGER`, or ``None`` (``1e300`` is not an epoch count)."""
     number = _number(value)
-    return int(number) if number is not None and number == int(number) else None
+    if number is None or abs(number) > MAX_INTEGER or number != int(number):
+        return None
+    return int(number)
 
 
 def _text(value: Any) -> str | None:
-    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, (str, float)):
+        return str(value)
+    return str(value) if _integer(value) is not None else None  # bools and 400-digit numbers are no names
 
 
 def _last(history: dict[str, Any], key: str) -> float | None:
@@ -64,13 +79,19 @@ def _last(history: dict[str, Any], key: str) -> float | None:
 
 
 def _read_metrics_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The parsed file and ``None``, or ``None`` and why it could not be used."""
+    """The parsed file and ``None``, or ``None`` and why it could not be used (one bad file never ends the table)."""
     try:
+        if path.stat().st_size > MAX_METRICS_BYTES:
+            return None, f"metrics.json unreadable (larger than {MAX_METRICS_BYTES >> 20} MB)"
         loaded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         return None, f"metrics.json unreadable ({type(error).__name__})"
     except json.JSONDecodeError as error:
         return None, f"metrics.json corrupt (invalid JSON at line {error.lineno})"
+    except ValueError:  # Python refuses to read a whole number of more than 4,300 digits
+        return None, "metrics.json corrupt (a number too long to read)"
+    except RecursionError:
+        return None, "metrics.json corrupt (nested too deeply to read)"
     if not isinstance(loaded, dict):
         return None, f"metrics.json corrupt (a JSON {type(loaded).__name__}, not an object)"
     return loaded, None
@@ -79,8 +100,8 @@ def _read_metrics_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """Metrics, config and history recorded in a checkpoint, shaped like ``metrics.json``; or why not."""
     # torch only when a run lacks metrics.json: the table of finished runs needs nothing but json and pandas
-    from mnist_cnn.checkpoint import read_checkpoint_file
     from mnist_cnn.errors import CheckpointError
+    from mnist_cnn.safe_load import read_checkpoint_file
 
     try:
         payload = read_checkpoint_file(path)
@@ -266,24 +287,40 @@ def learning_curves(models_dir: str | os.PathLike[str] = MODELS_DIR, runs: list[
     return curves
 
 
+#: How :func:`format_table` writes the numbers of these columns.
+_FORMATS = {"lr": "{:g}", "val_accuracy": "{:.4f}", "test_accuracy": "{:.4f}", "train_seconds": "{:.1f}"}
+_NUMERIC = {"seed", "epochs", "batch_size", *_FORMATS}
+
+
+def _cell(column: str, value: Any) -> str:
+    """One printed cell: a number formatted, text escaped so a name can neither forge a row nor drive the terminal."""
+    if pd.isna(value) or value == "":
+        return "-"
+    if column in _NUMERIC:
+        return _FORMATS.get(column, "{}").format(value)
+    if column == "run":
+        return display_name(value)  # a folder name: its bytes that are not UTF-8 shown as \xNN
+    text = escape_text(str(value))
+    if column == "note" or len(text) <= MAX_CELL_CHARS:
+        return text
+    return text[: MAX_CELL_CHARS - 3] + "..."
+
+
 def format_table(table: pd.DataFrame) -> str:
     """The table as plain text for a terminal: accuracies to 4 decimals, seconds to 1, missing values as ``-``.
 
-    Text columns are aligned left, numbers right; the header names the columns as :data:`COLUMNS` does.
+    Text columns are aligned left, numbers right; the header names the columns as :data:`COLUMNS` does. Text
+    is escaped (:func:`mnist_cnn.text.escape_text`): a run folder named with a line break or an escape sequence
+    prints as one row.
     """
     if table.empty:
         return "(no runs)"
-    formats = {"lr": "{:g}", "val_accuracy": "{:.4f}", "test_accuracy": "{:.4f}", "train_seconds": "{:.1f}"}
-    numeric = {"seed", "epochs", "batch_size", *formats}
     columns = list(table.columns)
-    cells = [
-        [("-" if pd.isna(v) or v == "" else formats.get(c, "{}").format(v)) for c, v in zip(columns, row, strict=True)]
-        for row in table.itertuples(index=False)
-    ]
+    cells = [[_cell(c, v) for c, v in zip(columns, row, strict=True)] for row in table.itertuples(index=False)]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
 
     def line(values: list[str]) -> str:
-        parts = [v.rjust(w) if c in numeric else v.ljust(w) for c, v, w in zip(columns, values, widths, strict=True)]
+        parts = [v.rjust(w) if c in _NUMERIC else v.ljust(w) for c, v, w in zip(columns, values, widths, strict=True)]
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(columns), *(line(r) for r in cells)])

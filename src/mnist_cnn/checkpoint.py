@@ -1,15 +1,12 @@
-"""Saving and loading checkpoints: written atomically, read with ``weights_only=True`` so a file can never run code."""
+"""The checkpoint file format: a model with its record, written atomically and loaded back into a model."""
 
 from __future__ import annotations
 
 import io
 import math
 import os
-import pickle
 import platform
 import random
-import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,47 +15,33 @@ import torch
 from torch import nn
 
 import mnist_cnn
+from mnist_cnn.checkpoint_fields import (  # the private helpers are shared with the resume checks below
+    ACCEPTED_FLOAT_DTYPES,
+    CHECKPOINT_VERSION,
+    _check_history_lists,
+    _invalid,
+    _is_int,
+    _is_real,
+    _key_name,
+    _short,
+    check_model_options,
+    check_weights,
+    describe_mismatch,
+    validate_payload,
+)
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.files import atomic_write_bytes
 from mnist_cnn.model import build_model
+from mnist_cnn.safe_load import read_checkpoint_file
+from mnist_cnn.text import display_name, escape_text
 
+#: What ``payload["format"]`` says in every checkpoint this project writes (its version: ``CHECKPOINT_VERSION``).
 CHECKPOINT_FORMAT = "mnist-cnn-checkpoint"
-CHECKPOINT_VERSION = 1
 
 #: What the seed project's bare ``state_dict`` (``mnist_VGG.pth``) stands for.
 SEED_ARCH = "vgg"
 SEED_INPUT_SCALING = "unit"
 
-#: What a checkpoint may ask for, checked before anything is built: ``(low, high)`` for whole numbers, a tuple of
-#: names for choices, ``bool`` for switches. The largest models these allow are far beyond anything useful on
-#: MNIST (VGG with 512 channels: 12M weights, 48 MB; SmallCNN 512/512/4096: 53M weights, 210 MB),
-#: yet a file cannot make us allocate gigabytes.
-OPTION_BOUNDS: dict[str, dict[str, tuple[int, int] | tuple[str, ...] | type]] = {
-    "vgg": {
-        "hidden_units": (1, 512),
-        "block2_units": (1, 512),
-        "in_channels": (1, 1),
-        "num_classes": (10, 10),
-        "batch_norm": bool,
-        "batch_norm_at": ("conv", "block"),
-    },
-    "small_cnn": {
-        "channels1": (1, 512),
-        "channels2": (1, 512),
-        "fc_units": (1, 4096),
-        "num_classes": (10, 10),
-        "batch_norm": bool,
-        "batch_norm_at": ("conv", "block"),
-    },
-}
-#: The most a checkpoint may hold once unpacked (all tensors and the pickle together), checked on the archive's
-#: directory before anything is inflated: the largest model above with Adam's two moments fits well within it.
-MAX_CHECKPOINT_BYTES = 1 << 30
-#: The most the pickled structure (everything but the tensors' bytes) may take unpacked.
-MAX_PICKLE_BYTES = 64 << 20
-#: Weights stored in these types are loaded (cast to float32 by ``load_state_dict``); float64 and complex are refused,
-#: since a model meant to be float32 that carries them was not written by this project and casting would hide that.
-ACCEPTED_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Largest epoch count a training state may claim.
 MAX_EPOCHS = 100_000
 
@@ -151,116 +134,17 @@ class LoadedCheckpoint:
         return self.payload.get("format") != CHECKPOINT_FORMAT
 
 
-def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint file safely (``weights_only=True``) onto the CPU.
-
-    Raises:
-        CheckpointError: Missing, unreadable, corrupt, unsafe, or not a dict.
-    """
-    source = Path(path)
-    try:
-        if not source.exists():
-            raise CheckpointError(f"checkpoint not found: {source}")
-        if not source.is_file():
-            raise CheckpointError(f"checkpoint {source} is not a file")
-        mappable = check_archive_size(source)
-        if _utf8_name(source):
-            # mmap: tensors stay in the file until read, so shapes can be checked before any weight is in memory
-            loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=mappable)
-        else:  # torch cannot open a name that is not UTF-8 itself (mmap needs the name): hand it an open file
-            with source.open("rb") as handle:
-                loaded = torch.load(handle, map_location="cpu", weights_only=True)
-    except PermissionError as error:
-        raise CheckpointError(f"cannot read checkpoint {source}: {error.strerror or error}") from None
-    except pickle.UnpicklingError as error:
-        text = str(error)
-        if "Unsupported global" in text or "GLOBAL" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            culprit = f" ({found.group(1)})" if found else ""
-            raise CheckpointError(
-                f"{source} is not a safe checkpoint: it holds Python objects{culprit} that weights-only loading refuses to run"
-            ) from None
-        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as error:
-        raise CheckpointError(
-            f"{source} is not a readable PyTorch checkpoint (corrupt, truncated or another kind of file: {type(error).__name__})"
-        ) from None
-    if not isinstance(loaded, dict):
-        raise CheckpointError(f"{source} is not a checkpoint: it holds a {type(loaded).__name__}, not a dict")
-    return loaded
-
-
-def _utf8_name(path: Path) -> bool:
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def check_archive_size(source: Path) -> bool:
-    """Refuse a checkpoint that would unpack to more than :data:`MAX_CHECKPOINT_BYTES`, from the zip directory alone.
-
-    A few megabytes of compressed zeros can stand for gigabytes of tensor; the sizes the archive declares are
-    what the loader allocates, so they are summed before anything is inflated.
-
-    Returns:
-        Whether the file can be memory-mapped (a zip archive whose entries are stored, as ``torch.save`` writes them).
-
-    Raises:
-        CheckpointError: The declared sizes exceed the bounds.
-    """
-    if not zipfile.is_zipfile(source):
-        # the legacy (pre-1.6) format stores tensors uncompressed, so the file size bounds what loading allocates
-        size = source.stat().st_size
-        if size > MAX_CHECKPOINT_BYTES:
-            raise CheckpointError(f"{source} is too large for a checkpoint: {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} allowed")
-        return False
-    try:
-        with zipfile.ZipFile(source) as archive:
-            entries = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint (corrupt zip archive: {error})") from None
-    total = sum(entry.file_size for entry in entries)
-    if total > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(
-            f"{source} would unpack to {total:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may hold; it was not loaded"
-        )
-    pickled = sum(entry.file_size for entry in entries if entry.filename.endswith("data.pkl"))
-    if pickled > MAX_PICKLE_BYTES:
-        raise CheckpointError(f"{source} holds a {pickled:,}-byte pickle, more than the {MAX_PICKLE_BYTES:,} a checkpoint may hold")
-    return all(entry.compress_type == zipfile.ZIP_STORED for entry in entries)
-
-
 def _infer_bare_state_dict(state_dict: dict[str, Any], source: Path) -> tuple[str, dict[str, Any]]:
     """Recognise a bare VGG ``state_dict`` (the seed's format) and infer its options."""
+    shown = display_name(source)
     first = state_dict.get("conv_block_1.0.weight")
     if not isinstance(first, torch.Tensor) or first.dim() != 4:
-        sample = ", ".join(list(state_dict)[:4])
-        raise CheckpointError(f"{source} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})")
+        sample = ", ".join(_key_name(key) for key in list(state_dict)[:4])
+        raise CheckpointError(f"{shown} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})")
     options: dict[str, Any] = {"hidden_units": int(first.shape[0])}
     if "conv_block_1.1.running_mean" in state_dict:
         options["batch_norm"] = True
     return SEED_ARCH, options
-
-
-def _describe_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [
-        f"{k} {list(state_dict[k].shape)} vs {list(expected[k].shape)}"
-        for k in expected
-        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != expected[k].shape
-    ]
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} weight(s) such as {', '.join(missing[:3])}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected weight(s) such as {', '.join(unexpected[:3])}")
-    if wrong_shape:
-        parts.append(f"shapes differ ({'; '.join(wrong_shape[:3])})")
-    return "; ".join(parts) or None
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> LoadedCheckpoint:
@@ -277,25 +161,28 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         CheckpointError: The file is missing, corrupt, unsafe, or does not fit the architecture it names.
     """
     source = Path(path)
+    shown = display_name(source)
     payload = read_checkpoint_file(source)
     if payload.get("format") == CHECKPOINT_FORMAT:
         arch, options, scaling, state_dict = validate_payload(payload, source)
     elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        if not all(isinstance(key, str) for key in payload):
+            raise CheckpointError(f"{shown} is not a model state_dict: some of its weights are named by something other than text")
         arch, options = _infer_bare_state_dict(payload, source)
         scaling, state_dict = SEED_INPUT_SCALING, payload
     else:
-        raise CheckpointError(f"{source} is not an mnist-cnn checkpoint nor a model state_dict")
+        raise CheckpointError(f"{shown} is not an mnist-cnn checkpoint nor a model state_dict")
     check_model_options(arch, options, source)
     try:
         # on the meta device: shapes and dtypes only, no memory, whatever the options say
         with torch.device("meta"):
             expected = build_model(arch, **options)
     except ConfigError as error:
-        raise CheckpointError(f"{source} names a model this version cannot build: {error}") from None
-    mismatch = _describe_mismatch(expected, state_dict)
+        raise CheckpointError(f"{shown} names a model this version cannot build: {escape_text(str(error))}") from None
+    mismatch = describe_mismatch(expected, state_dict)
     if mismatch:
         described = ", ".join(f"{k}={v}" for k, v in options.items())
-        raise CheckpointError(f"{source} does not fit architecture {arch}({described}): {mismatch}")
+        raise CheckpointError(f"{shown} does not fit architecture {arch}({described}): {mismatch}")
     check_weights(expected, state_dict, source)
     model = build_model(arch, **options)
     model.load_state_dict(state_dict)
@@ -313,157 +200,6 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         step_history=payload.get("step_history", {}) if ours else {},
         payload=payload,
     )
-
-
-# --- Validation: every field a file can hold is checked before it is used, naming the file and the field. ---
-
-
-def _short(value: Any) -> str:
-    """A value for an error message: its type and a repr cut to a readable length."""
-    text = repr(value)
-    if isinstance(value, torch.Tensor):
-        text = f"tensor {list(value.shape)} {str(value.dtype).removeprefix('torch.')}"
-    elif len(text) > 40:
-        text = text[:37] + "..."
-    return f"{text} ({type(value).__name__})" if not isinstance(value, torch.Tensor) else text
-
-
-def _invalid(source: Path, field_name: str, problem: str) -> CheckpointError:
-    return CheckpointError(f"{source} has an invalid {field_name}: {problem}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def validate_payload(payload: dict[str, Any], source: Path) -> tuple[str, dict[str, Any], str, dict[str, torch.Tensor]]:
-    """Check the fields of an mnist-cnn checkpoint's payload have the types this version writes.
-
-    Args:
-        payload: What :func:`read_checkpoint_file` returned (its ``format`` is :data:`CHECKPOINT_FORMAT`).
-        source: The file, for messages.
-
-    Returns:
-        ``(arch, model_options, input_scaling, state_dict)``.
-
-    Raises:
-        CheckpointError: A field is missing or of the wrong type; the message names it.
-    """
-    for key in ("arch", "model_options", "input_scaling", "state_dict"):
-        if key not in payload:
-            raise CheckpointError(f"{source} is an incomplete mnist-cnn checkpoint: it lacks {key!r}")
-    version = payload.get("format_version", CHECKPOINT_VERSION)
-    if not _is_int(version) or version < 1:
-        raise _invalid(source, "format_version", f"expected a whole number, got {_short(version)}")
-    if version > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{source} has checkpoint format version {version}, newer than this version reads ({CHECKPOINT_VERSION})")
-    arch, options, scaling, state_dict = payload["arch"], payload["model_options"], payload["input_scaling"], payload["state_dict"]
-    if not isinstance(arch, str):
-        raise _invalid(source, "arch", f"expected a name such as 'vgg', got {_short(arch)}")
-    if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
-        raise _invalid(source, "model_options", f"expected a dict of named options, got {_short(options)}")
-    from mnist_cnn.data import INPUT_SCALINGS  # here: data imports torchvision, which only loading needs
-
-    if not isinstance(scaling, str) or scaling not in INPUT_SCALINGS:
-        raise _invalid(source, "input_scaling", f"expected one of {', '.join(INPUT_SCALINGS)}, got {_short(scaling)}")
-    if not isinstance(state_dict, dict) or not state_dict:
-        raise _invalid(source, "state_dict", f"expected a dict of weight tensors, got {_short(state_dict)}")
-    for key, value in state_dict.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise _invalid(source, "state_dict", f"entry {_short(key)} holds {_short(value)}, not a tensor")
-    for key in ("config", "history", "metrics"):
-        value = payload.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise _invalid(source, key, f"expected a dict, got {_short(value)}")
-        if value is not None and not _is_plain(value):
-            # these are written to metrics.json and plotted: only what JSON can hold
-            raise _invalid(source, key, "it holds values other than text, numbers, lists and dicts")
-    _check_history_lists(payload.get("history") or {}, source)
-    return arch, dict(options), scaling, state_dict
-
-
-def _is_plain(value: Any, depth: int = 0) -> bool:
-    """Whether ``value`` is made only of what JSON can hold (and is not absurdly nested)."""
-    if depth > 20:
-        return False
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(item, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(key, str) and _is_plain(item, depth + 1) for key, item in value.items())
-    return False
-
-
-def _check_history_lists(history: dict[str, Any], source: Path) -> None:
-    """Per-epoch lists of numbers, all as long as ``history['epoch']`` (lists of dicts, such as step records, aside)."""
-    epochs = history.get("epoch")
-    for key, values in history.items():
-        if not isinstance(values, list) or not all(isinstance(v, dict) or _is_real(v) for v in values):
-            raise _invalid(source, f"history[{key!r}]", f"expected a list of numbers, got {_short(values)}")
-        if isinstance(epochs, list) and values and not isinstance(values[0], dict) and len(values) != len(epochs):
-            raise _invalid(source, f"history[{key!r}]", f"it has {len(values)} entries for {len(epochs)} epoch(s)")
-
-
-def check_model_options(arch: str, options: dict[str, Any], source: Path) -> None:
-    """Check architecture options against :data:`OPTION_BOUNDS` before any model is built.
-
-    Raises:
-        CheckpointError: An unknown architecture or option, a value of the wrong type, or out of bounds.
-    """
-    if arch not in OPTION_BOUNDS:
-        raise CheckpointError(f"{source} names a model this version cannot build: unknown architecture {arch!r}")
-    bounds = OPTION_BOUNDS[arch]
-    for name, value in options.items():
-        if name not in bounds:
-            raise CheckpointError(
-                f"{source} names a model this version cannot build: {arch} has no option {name!r} (it has {', '.join(bounds)})"
-            )
-        bound = bounds[name]
-        if bound is bool:
-            if not isinstance(value, bool):
-                raise _invalid(source, f"model_options.{name}", f"expected true or false, got {_short(value)}")
-            continue
-        if all(isinstance(choice, str) for choice in bound):  # type: ignore[union-attr]
-            if value not in bound:  # type: ignore[operator]
-                raise _invalid(source, f"model_options.{name}", f"expected one of {', '.join(bound)}, got {_short(value)}")  # type: ignore[arg-type]
-            continue
-        low, high = bound  # type: ignore[misc]
-        if not _is_int(value):
-            raise _invalid(source, f"model_options.{name}", f"expected a whole number, got {_short(value)}")
-        if not low <= value <= high:
-            allowed = f"must be {low}" if low == high else f"must be from {low} to {high}"
-            raise _invalid(source, f"model_options.{name}", f"{value} is out of bounds ({allowed}); it was not built")
-
-
-def check_weights(expected: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:
-    """Check each weight's dtype against the model's and that every float value is finite.
-
-    Args:
-        expected: The model (on any device, ``meta`` included) whose ``state_dict`` says what to expect;
-            shapes have already been compared.
-        state_dict: The file's weights.
-        source: The file, for messages.
-
-    Raises:
-        CheckpointError: float64/complex/integer weights where float32 is expected, or NaN/infinite values.
-    """
-    for name, reference in expected.state_dict().items():
-        tensor = state_dict[name]
-        if reference.dtype.is_floating_point:
-            if tensor.dtype not in ACCEPTED_FLOAT_DTYPES:
-                raise CheckpointError(
-                    f"{source} holds {name} as {str(tensor.dtype).removeprefix('torch.')}, not float32: "
-                    "this project's models are float32 and such a file was not written by it"
-                )
-            if not bool(torch.isfinite(tensor).all()):
-                raise CheckpointError(f"{source} holds NaN or infinite values in {name}: the model is broken and was not loaded")
-        elif tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
-            raise CheckpointError(f"{source} holds {name} as {str(tensor.dtype).removeprefix('torch.')}, expected whole numbers")
 
 
 def validate_training_state(

@@ -13,6 +13,7 @@ from pathlib import Path
 from mnist_cnn.cli import ArgumentParser, run_cli
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.paths import MODELS_DIR
+from mnist_cnn.text import display_name
 
 SORT_COLUMNS = ("run", "preset", "seed", "val_accuracy", "test_accuracy", "train_seconds")
 #: Best first for these; the others sort ascending.
@@ -45,23 +46,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, read the runs, print the table. Returns the exit status."""
     args = build_parser().parse_args(argv)
     if not args.models_dir.is_dir():
-        raise ConfigError(f"{args.models_dir} is not a folder (train a run first: python -m mnist_cnn.train, or pass --models-dir)")
+        raise ConfigError(
+            f"{display_name(args.models_dir)} is not a folder (train a run first: python -m mnist_cnn.train, or pass --models-dir)"
+        )
     # pandas (through catalog) only after the arguments are known good: --help and mistakes answer at once
     from mnist_cnn.catalog import format_table, runs_table
 
     table = runs_table(args.models_dir)
     if table.empty:
-        print(f"no runs under {args.models_dir} (a run is a folder with metrics.json, model.pt or last.pt)")
+        print(f"no runs under {display_name(args.models_dir)} (a run is a folder with metrics.json, model.pt or last.pt)")
         return 0
     table = table.sort_values(args.sort, ascending=args.sort not in DESCENDING, na_position="last", kind="stable")
     print(format_table(table))
     if args.csv is not None:
         try:
             args.csv.parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(args.csv, index=False)
+            # surrogateescape: a folder name that is not UTF-8 is written back as the bytes it is on disk
+            table.to_csv(args.csv, index=False, errors="surrogateescape")
         except OSError as error:
-            raise ConfigError(f"cannot write {args.csv}: {error.strerror or error}") from None
-        print(f"wrote {args.csv}")
+            raise ConfigError(f"cannot write {display_name(args.csv)}: {error.strerror or error}") from None
+        print(f"wrote {display_name(args.csv)}")
     return 0
 
 

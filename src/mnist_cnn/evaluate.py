@@ -1,4 +1,4 @@
-"""Command line: evaluate a checkpoint on the MNIST test set and write figures and per-class metrics.
+"""Command line: a checkpoint's report on the MNIST test set (metrics.json, per-class table, figures).
 
 Example: ``python -m mnist_cnn.evaluate --checkpoint models/default/model.pt``
 """
@@ -24,7 +24,12 @@ def build_parser() -> ArgumentParser:
         help="a model.pt written by mnist_cnn.train, or a bare VGG state_dict such as the seed's mnist_VGG.pth",
     )
     parser.add_argument("--data-dir", help="MNIST root holding MNIST/raw/ (default: $MNIST_DATA_DIR, else data/)")
-    parser.add_argument("--out", type=Path, default=REPORTS_DIR, help="where metrics.json and figures/ are written")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPORTS_DIR,
+        help="where metrics.json and figures/ are written (not a training run's folder: its metrics.json is the run's record)",
+    )
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="images per forward pass")
     parser.add_argument("--no-figures", action="store_true", help="write metrics only")
@@ -38,22 +43,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     matplotlib.use("Agg")  # a command writes files; it never opens windows
 
-    from mnist_cnn.analysis import evaluate_checkpoint
+    from mnist_cnn.analysis import measure_checkpoint
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
     from mnist_cnn.files import ensure_writable_dir
-    from mnist_cnn.report import write_report
+    from mnist_cnn.report import check_not_a_run_folder, write_report
+    from mnist_cnn.text import display_name
 
+    check_not_a_run_folder(args.out)
     device = select_device(args.device)
     out = ensure_writable_dir(args.out)
     checkpoint = load_checkpoint(args.checkpoint, device=device)
-    result = evaluate_checkpoint(checkpoint, args.data_dir, device, args.batch_size)
+    result = measure_checkpoint(checkpoint, args.data_dir, device, args.batch_size)
     kind = "seed-format state_dict" if checkpoint.is_seed_format else "checkpoint"
-    print(f"{kind} {checkpoint.path}: {checkpoint.arch} {checkpoint.model_options}, inputs '{checkpoint.input_scaling}'")
+    print(f"{kind} {display_name(checkpoint.path)}: {checkpoint.arch} {checkpoint.model_options}, inputs '{checkpoint.input_scaling}'")
     print(f"test accuracy {result.accuracy:.4f} ({result.correct:,}/{result.total:,} correct), test loss {result.loss:.4f}")
     print(result.report.to_string(float_format=lambda v: f"{v:.4f}"))
     for path in write_report(checkpoint, result, out, args.data_dir, figures=not args.no_figures):
-        print(f"wrote {path}")
+        print(f"wrote {display_name(path)}")
     return 0
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -381,15 +379,3 @@ def plot_learning_curves(curves: pd.DataFrame, runs: Sequence[str] | None = None
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
-    """Save ``fig`` as an image, creating the folder if needed.
-
-    Returns:
-        The path written.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=dpi, bbox_inches="tight")
-    return target

@@ -1,13 +1,19 @@
-"""The evaluation report on disk: ``metrics.json``, ``per_class_metrics.csv`` and the figures.
+"""The evaluation report on disk: ``metrics.json``, ``per_class_metrics.csv`` and the figures, written only when complete.
 
-Every file is written atomically (a temporary file renamed into place): a full disk or an interrupt leaves
-the previous report's files as they were and no temporary file behind.
+Every file is rendered in memory first, so a figure that cannot be drawn leaves nothing half written; then
+each is written atomically (a temporary file renamed into place), ``metrics.json`` last: a full disk or an
+interrupt leaves the previous report's files as they were and no temporary file behind. A folder holding a
+training run's own record is refused: its ``metrics.json`` (history, configuration) is not ours to replace.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
+import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
@@ -16,18 +22,93 @@ from mnist_cnn import plots
 from mnist_cnn.analysis import EvaluationResult, mistakes
 from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.data import load_split
-from mnist_cnn.files import atomic_write_bytes, write_json
+from mnist_cnn.errors import ConfigError
+from mnist_cnn.files import atomic_write_bytes, strict_json_value
+from mnist_cnn.text import display_name
+
+#: The per-step rows :func:`mnist_cnn.plots.plot_history` draws, all lists of numbers of one length.
+STEP_KEYS = ("step", "epoch", "train_loss", "lr")
+#: A run's own ``metrics.json`` has these; an evaluation report has none of them.
+RUN_RECORD_KEYS = ("config", "history")
+#: Larger than any run's ``metrics.json``: a bigger file is not read to find out whose it is.
+MAX_RECORD_BYTES = 64 << 20
+
+
+def check_not_a_run_folder(out: str | os.PathLike[str]) -> None:
+    """Refuse to write a report into a training run's folder, where it would replace the run's ``metrics.json``.
+
+    Args:
+        out: The report folder asked for.
+
+    Raises:
+        ConfigError: ``out`` holds a ``model.pt`` or ``last.pt``, or a ``metrics.json`` with a run's
+            configuration or history.
+    """
+    folder = Path(out)
+    found = [name for name in ("model.pt", "last.pt") if (folder / name).is_file()]
+    if not found and _is_run_record(folder / "metrics.json"):
+        found = ["metrics.json with the run's history"]
+    if found:
+        raise ConfigError(
+            f"{display_name(folder)} holds a training run ({found[0]}): the report's metrics.json would replace the run's record; "
+            "choose another --out (for example reports/<run>)"
+        )
+
+
+def _is_run_record(path: Path) -> bool:
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
+            return path.is_file()  # too large to be a report of ours: keep it
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False  # nothing readable to lose: a previous report cut short, say
+    return isinstance(loaded, dict) and any(key in loaded for key in RUN_RECORD_KEYS)
+
+
+def build_report(checkpoint: LoadedCheckpoint, result: EvaluationResult, data_dir: str | None, figures: bool = True) -> dict[str, bytes]:
+    """Every file of the report, rendered in memory.
+
+    Args:
+        checkpoint: The evaluated model and what it recorded.
+        result: Its results on the test set.
+        data_dir: MNIST root, for the images of the mistakes gallery.
+        figures: Render the figures too.
+
+    Returns:
+        ``{relative path: bytes}``, ``metrics.json`` last.
+    """
+    files: dict[str, bytes] = {}
+    if figures:
+        made = _figures(checkpoint, result, data_dir)
+        try:
+            for name, fig in made.items():
+                files[f"figures/{name}"] = render_figure(fig, Path(name))
+        finally:
+            for fig in made.values():
+                plt.close(fig)
+    files["per_class_metrics.csv"] = result.report.to_csv(float_format="%.4f").encode()
+    files["metrics.json"] = _metrics_json(checkpoint, result)
+    return files
 
 
 def write_report(
     checkpoint: LoadedCheckpoint, result: EvaluationResult, out: Path, data_dir: str | None, figures: bool = True
 ) -> list[Path]:
-    """Write ``metrics.json``, ``per_class_metrics.csv`` and (optionally) the figures under ``out``.
+    """Render the report (:func:`build_report`), then write its files under ``out``, each atomically.
 
     Returns:
         The files written.
     """
     written = []
+    for relative, data in build_report(checkpoint, result, data_dir, figures).items():
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        written.append(path)
+    return written
+
+
+def _metrics_json(checkpoint: LoadedCheckpoint, result: EvaluationResult) -> bytes:
     metrics = {
         "checkpoint": str(checkpoint.path),
         "checkpoint_format": "seed state_dict" if checkpoint.is_seed_format else "mnist-cnn",
@@ -42,12 +123,10 @@ def write_report(
         "confusion_matrix": result.confusion.tolist(),
         "training": checkpoint.metrics,
     }
-    write_json(out / "metrics.json", metrics)
-    atomic_write_bytes(out / "per_class_metrics.csv", result.report.to_csv(float_format="%.4f").encode())
-    written += [out / "metrics.json", out / "per_class_metrics.csv"]
-    if not figures:
-        return written
-    figures_dir = out / "figures"
+    return (json.dumps(strict_json_value(metrics), indent=2, allow_nan=False) + "\n").encode()
+
+
+def _figures(checkpoint: LoadedCheckpoint, result: EvaluationResult, data_dir: str | None) -> dict[str, Figure]:
     gallery = mistakes(result.predictions, load_split("test", data_dir).images)
     made = {
         "confusion_matrix.png": plots.plot_confusion_matrix(result.confusion, title=f"Confusion matrix (accuracy {result.accuracy:.4f})"),
@@ -57,24 +136,57 @@ def write_report(
     first_conv = next((m for m in checkpoint.model.modules() if m.__class__.__name__ == "Conv2d"), None)
     if first_conv is not None:
         made["filters.png"] = plots.plot_filters(first_conv.weight.detach())
-    if checkpoint.history.get("epoch"):
+    if _drawable_history(checkpoint.history):
         made["training_curves.png"] = plots.plot_history(
-            checkpoint.history, checkpoint.step_history, checkpoint.config.get("label_smoothing")
+            checkpoint.history, _drawable_steps(checkpoint.step_history), _real(checkpoint.config.get("label_smoothing"))
         )
-    for name, fig in made.items():
-        written.append(save_figure_atomically(fig, figures_dir / name))
-        plt.close(fig)
-    return written
+    return made
 
 
-def save_figure_atomically(fig: Figure, path: Path, dpi: int = 120) -> Path:
-    """Render ``fig`` in memory (as :func:`mnist_cnn.plots.save_figure` would), then write it atomically.
+def _real(value: Any) -> float | None:
+    """A finite number, or ``None``: a recorded setting that is not one is left out of a title, not drawn."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _numbers(values: Any) -> bool:
+    return isinstance(values, list) and all(_real(v) is not None for v in values)
+
+
+def _drawable_history(history: dict[str, Any]) -> bool:
+    """Whether the per-epoch curves can be drawn: epochs, and the training and held-out loss and accuracy for each."""
+    epochs = history.get("epoch")
+    if not epochs or not _numbers(epochs):
+        return False
+    held_out = "val" if "val_acc" in history else "test"
+    keys = ("train_loss", "train_acc", f"{held_out}_loss", f"{held_out}_acc")
+    return all(_numbers(history.get(key)) and len(history[key]) == len(epochs) for key in keys)
+
+
+def _drawable_steps(step_history: dict[str, Any]) -> dict[str, list] | None:
+    """The per-step rows when they are whole (:data:`STEP_KEYS`, numbers, one length); else ``None`` (curves per epoch)."""
+    if not isinstance(step_history, dict) or not all(_numbers(step_history.get(key)) for key in STEP_KEYS):
+        return None
+    lengths = {len(step_history[key]) for key in STEP_KEYS}
+    return {key: step_history[key] for key in STEP_KEYS} if len(lengths) == 1 and 0 not in lengths else None
+
+
+def render_figure(fig: Figure, path: Path, dpi: int = 120) -> bytes:
+    """``fig`` as the bytes of an image file, rendered in memory.
+
+    Args:
+        fig: The figure.
+        path: The file it is meant for: its suffix names the format (PNG when it has none).
+        dpi: Resolution.
 
     Returns:
-        The path written.
+        The image file's bytes.
     """
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()

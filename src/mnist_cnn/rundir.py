@@ -1,6 +1,6 @@
-"""The output folder of a training run: never start over another run's files, never share the folder with a live run.
+"""The output folder of a training run: one live run per folder, never over another run's files unless asked.
 
-Two guards, used by ``python -m mnist_cnn.train``:
+Three guards, used by ``python -m mnist_cnn.train``:
 
 - :func:`check_not_another_run` refuses to start a new run in a folder that already holds a run's
   ``last.pt`` (an interrupted run) or ``model.pt`` (a finished one), unless the user resumes it or says
@@ -8,7 +8,13 @@ Two guards, used by ``python -m mnist_cnn.train``:
 - :class:`RunLock` holds an exclusive ``fcntl.flock`` on ``<out>/.train.lock`` for as long as the run
   lasts. The kernel drops the lock when the process ends, however it ends (even ``kill -9``), so a lock
   file left by a dead process is stale by construction and the next run simply takes it over; the pid
-  written inside is only there to say who holds a live lock.
+  written inside is only there to say who holds a live lock. The lock file is never followed through a
+  link: a ``.train.lock`` that is a symbolic link, a hard link or not a plain file is refused untouched;
+- with ``--overwrite``, the old run's ``model.pt`` and ``metrics.json`` are moved aside (renamed to
+  ``.replaced.<name>``) as soon as the folder is claimed, so the folder never shows the old results beside
+  the new run's ``last.pt``. When the lock is released they are deleted if the new run wrote a checkpoint,
+  or put back if it wrote nothing (it failed on its data, say): the user asked to replace a run, not to lose
+  one for nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.text import display_name
 
 try:  # POSIX only; without it (Windows) runs are not locked
     import fcntl
@@ -30,6 +38,10 @@ except ImportError:  # pragma: no cover - Windows
 LOCK_NAME = ".train.lock"
 #: Files that mean "a run lives here", in the order they are reported.
 RUN_FILES = ("last.pt", "model.pt")
+#: A finished run's results, moved aside when ``--overwrite`` starts a new run over them.
+RESULT_FILES = ("model.pt", "metrics.json")
+#: What a result file moved aside is renamed to: ``.replaced.model.pt``, hidden from listings and from compare.
+ASIDE_PREFIX = ".replaced."
 
 
 def check_not_another_run(out: str | os.PathLike[str], *, resume: str | os.PathLike[str] | None, overwrite: bool) -> None:
@@ -57,19 +69,21 @@ def check_not_another_run(out: str | os.PathLike[str], *, resume: str | os.PathL
         if key is None or key == resumed:
             continue
         if name == "last.pt":
-            hint = f"it is an interrupted run: continue it with --resume {path}"
+            hint = f"it is an interrupted run: continue it with --resume {display_name(path)}"
         else:
-            hint = f"it is a finished run: train it further with --resume {path} --epochs N"
-        raise ConfigError(f"{folder} already holds another run's {name} ({hint}); pass --overwrite to replace it, or choose another --out")
+            hint = f"it is a finished run: train it further with --resume {display_name(path)} --epochs N"
+        raise ConfigError(
+            f"{display_name(folder)} already holds another run's {name} ({hint}); pass --overwrite to replace it, or choose another --out"
+        )
 
 
 def _same_file_key(path: Path) -> tuple[int, int] | None:
     """``(device, inode)`` of an existing file, to compare paths spelled differently; ``None`` when absent."""
     try:
-        stat = path.stat()
+        found = path.stat()
     except FileNotFoundError:
         return None
-    return stat.st_dev, stat.st_ino
+    return found.st_dev, found.st_ino
 
 
 class RunLock:
@@ -87,6 +101,9 @@ class RunLock:
         self._fd: int | None = None
         #: The pid named in a lock file taken over from a process that had died, if any.
         self.stale_pid: int | None = None
+        #: The result files this run moved aside, and the key of ``last.pt`` when it did.
+        self._aside: list[str] = []
+        self._last_key: tuple[int, int] | None = None
 
     def __enter__(self) -> RunLock:
         if self._fd is None:  # claim_run_folder hands over a lock already taken
@@ -97,66 +114,129 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
-        """Take the lock or raise :class:`ConfigError` naming the process that holds it."""
+        """Take the lock or raise :class:`ConfigError` naming the process that holds it.
+
+        The lock file is opened without following a symbolic link and without truncating it, and checked to be a
+        plain file with no other name; only then, with the lock held, is the pid written into it.
+        """
         if fcntl is None:  # pragma: no cover - Windows has no flock; the folder is then not locked
             return
         for _ in range(10):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
+                pid = _read_pid(fd)
                 os.close(fd)
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                raise ConfigError(self._busy_message(self._read_pid(self.path))) from None
+                raise ConfigError(self._busy_message(pid)) from None
             # the holder may have removed the file between our open and our lock: then we hold a lock on a
             # file nobody else can see, and must try again on the one now at this path
             if _same_inode(fd, self.path):
-                self.stale_pid = self._read_pid(self.path)
+                self.stale_pid = _read_pid(fd)
                 os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
                 self._fd = fd
                 return
             os.close(fd)
-        raise ConfigError(f"cannot lock {self.path}: it keeps being replaced by another process")
+        raise ConfigError(f"cannot lock {display_name(self.path)}: it keeps being replaced by another process")
+
+    def _open(self) -> int:
+        """Open (or create) the lock file itself, never what a link points to; refuse anything but a plain file."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EISDIR):  # a link, a socket, a folder
+                raise ConfigError(self._not_plain_message()) from None
+            raise
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:  # a fifo, a device, or a file also known by another name
+            os.close(fd)
+            raise ConfigError(self._not_plain_message())
+        return fd
+
+    def _not_plain_message(self) -> str:
+        return (
+            f"{display_name(self.path)} is not a plain lock file (a link, a folder or a special file); it was left untouched: "
+            "remove it, or choose another --out"
+        )
 
     def release(self) -> None:
-        """Remove the lock file and drop the lock (safe to call twice)."""
+        """Settle the results moved aside, remove the lock file and drop the lock (safe to call twice)."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            if _same_inode(self._fd, self.path):
-                self.path.unlink()
-        os.close(self._fd)  # closing drops the flock
-        self._fd = None
+        try:
+            self._settle_aside()
+        finally:
+            with contextlib.suppress(OSError):
+                if _same_inode(self._fd, self.path):
+                    self.path.unlink()
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def set_aside_results(self) -> None:
+        """Move the old run's :data:`RESULT_FILES` aside (atomic renames), so the folder never mixes two runs.
+
+        Called with the lock held, when ``--overwrite`` starts a new run; :meth:`release` deletes them once
+        the new run has written a checkpoint, or puts them back if it wrote nothing.
+        """
+        folder = self.path.parent
+        self._last_key = _same_file_key(folder / "last.pt")
+        for name in RESULT_FILES:
+            source = folder / name
+            if source.is_file() and not source.is_symlink():
+                os.replace(source, folder / f"{ASIDE_PREFIX}{name}")
+                self._aside.append(name)
+
+    def _settle_aside(self) -> None:
+        if not self._aside:
+            return
+        folder = self.path.parent
+        last = _same_file_key(folder / "last.pt")
+        wrote = (last is not None and last != self._last_key) or any((folder / name).exists() for name in RESULT_FILES)
+        for name in self._aside:
+            aside = folder / f"{ASIDE_PREFIX}{name}"
+            with contextlib.suppress(FileNotFoundError):
+                if wrote:
+                    aside.unlink()
+                else:
+                    os.replace(aside, folder / name)
+        self._aside = []
 
     def _busy_message(self, pid: int | None) -> str:
         holder = f"process {pid}" if pid is not None else "another process"
         return (
-            f"another training run ({holder}) is writing to {self.path.parent} (it holds {self.path}); "
+            f"another training run ({holder}) is writing to {display_name(self.path.parent)} (it holds {display_name(self.path)}); "
             "wait for it to finish or choose another --out"
         )
 
-    @staticmethod
-    def _read_pid(path: Path) -> int | None:
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            return None
-        return int(text) if text.isdigit() else None
+
+def _read_pid(fd: int) -> int | None:
+    """The pid written in an open lock file, read from the open file (never by name, which may have changed)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _same_inode(fd: int, path: Path) -> bool:
     try:
-        return os.fstat(fd).st_ino == path.stat().st_ino
+        mine, named = os.fstat(fd), os.stat(path, follow_symlinks=False)
     except OSError:
         return False
+    return (mine.st_dev, mine.st_ino) == (named.st_dev, named.st_ino)
 
 
 def claim_run_folder(out: str | os.PathLike[str], *, resume: str | os.PathLike[str] | None, overwrite: bool) -> RunLock:
     """Lock ``out`` for this run, then check it holds no other run's checkpoint (see :func:`check_not_another_run`).
 
     The lock comes first, so that a live run's ``last.pt`` is reported as a live run, not as an interrupted one.
+    With ``overwrite``, a new run (not one continuing in its own folder) then moves the old results aside
+    (:meth:`RunLock.set_aside_results`). Results a killed run had moved aside are put back first when the
+    folder holds no run files (it died before writing anything); otherwise they stay hidden until replaced.
 
     Returns:
         The held lock: release it (or use it as a context manager) when the run's files are written.
@@ -167,8 +247,21 @@ def claim_run_folder(out: str | os.PathLike[str], *, resume: str | os.PathLike[s
     lock = RunLock(out)
     lock.acquire()
     try:
+        _restore_leftovers(Path(out))
         check_not_another_run(out, resume=resume, overwrite=overwrite)
+        continuing = resume is not None and _same_file_key(Path(resume).parent) == _same_file_key(Path(out))
+        if overwrite and not continuing:
+            lock.set_aside_results()
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+def _restore_leftovers(folder: Path) -> None:
+    """Put back results a killed ``--overwrite`` run had moved aside, when nothing shows that it wrote anything."""
+    if any((folder / name).exists() for name in ("last.pt", *RESULT_FILES)):
+        return
+    for name in RESULT_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(folder / f"{ASIDE_PREFIX}{name}", folder / name)
