@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import os
 import subprocess
 import sys
@@ -448,3 +449,39 @@ def test_option_names_are_escaped(tmp_path: Path, capsys: pytest.CaptureFixture)
     )
     message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(path), "--out", str(tmp_path / "r")]))
     assert "vgg has no option 'evil\\x1b]0;owned" in message and "\x1b" not in message
+
+
+#: (name, change): single-field edits of a resume state whose values torch itself would only trip over while
+#: training (a TypeError, ValueError, KeyError or RuntimeError from deep inside it); each ends in one line first.
+TAMPERED_RESUME_FIELDS = [
+    ("config batch_size str", _set("config.batch_size", "64")),
+    ("config epochs float", _set("config.epochs", 2.5)),
+    ("config optimizer unknown", _set("config.optimizer", "rmsprop")),
+    ("config label_smoothing str", _set("config.label_smoothing", "x")),
+    ("config options beyond bounds", _set("config.model_options", {"hidden_units": 9999})),
+    ("config options differ from the weights", _set("config.model_options", {"hidden_units": 8})),
+    ("optimizer lr str", _set("training_state.optimizer.param_groups.0.lr", "fast")),
+    ("optimizer weight_decay missing", lambda p: p["training_state"]["optimizer"]["param_groups"][0].pop("weight_decay")),
+    (
+        "optimizer moment NaN",
+        lambda p: p["training_state"]["optimizer"]["state"][0].update(
+            {k: torch.full_like(v, math.nan) for k, v in p["training_state"]["optimizer"]["state"][0].items() if k != "step"}
+        ),
+    ),
+    ("optimizer state str", _set("training_state.optimizer.state.0", "x")),
+    ("scheduler total_steps zero", _set("training_state.scheduler.total_steps", 0)),
+    ("step str", _set("training_state.step", "x")),
+    ("step_history str", _set("training_state.step_history", "x")),
+]
+
+
+@pytest.mark.parametrize(("name", "change"), TAMPERED_RESUME_FIELDS, ids=[case[0] for case in TAMPERED_RESUME_FIELDS])
+def test_tampered_resume_fields_end_in_one_line_naming_the_field(
+    base_payload: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, name: str, change: Callable
+) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, tampered(base_payload, change))
+    before = snapshot(tmp_path)
+    message = one_line_error(capsys, run_cli(train.main, ["--resume", str(path), "--quiet"]))
+    assert str(path) in message and "invalid " in message, message
+    assert snapshot(tmp_path) == before

@@ -11,33 +11,12 @@ from torch import nn
 
 from mnist_cnn.config import INPUT_SCALINGS
 from mnist_cnn.errors import CheckpointError
+from mnist_cnn.model_options import OptionError, check_options
 from mnist_cnn.text import display_name, escape_text
 
 #: The newest checkpoint format version this version reads and writes.
 CHECKPOINT_VERSION = 1
 
-#: What a checkpoint may ask for, checked before anything is built: ``(low, high)`` for whole numbers, a tuple of
-#: names for choices, ``bool`` for switches. The largest models these allow are far beyond anything useful on
-#: MNIST (VGG with 512 channels: 12M weights, 48 MB; SmallCNN 512/512/4096: 53M weights, 210 MB),
-#: yet a file cannot make us allocate gigabytes.
-OPTION_BOUNDS: dict[str, dict[str, tuple[int, int] | tuple[str, ...] | type]] = {
-    "vgg": {
-        "hidden_units": (1, 512),
-        "block2_units": (1, 512),
-        "in_channels": (1, 1),
-        "num_classes": (10, 10),
-        "batch_norm": bool,
-        "batch_norm_at": ("conv", "block"),
-    },
-    "small_cnn": {
-        "channels1": (1, 512),
-        "channels2": (1, 512),
-        "fc_units": (1, 4096),
-        "num_classes": (10, 10),
-        "batch_norm": bool,
-        "batch_norm_at": ("conv", "block"),
-    },
-}
 #: Weights stored in these types are loaded (cast to float32 by ``load_state_dict``); float64 and complex are refused,
 #: since a model meant to be float32 that carries them was not written by this project and casting would hide that.
 ACCEPTED_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -193,35 +172,17 @@ def _check_history_lists(history: dict[str, Any], source: Path) -> None:
 
 
 def check_model_options(arch: str, options: dict[str, Any], source: Path) -> None:
-    """Check architecture options against :data:`OPTION_BOUNDS` before any model is built.
+    """Check architecture options against :data:`mnist_cnn.model_options.OPTION_BOUNDS` before any model is built.
 
     Raises:
         CheckpointError: An unknown architecture or option, a value of the wrong type, or out of bounds.
     """
-    shown = display_name(source)
-    if arch not in OPTION_BOUNDS:
-        raise CheckpointError(f"{shown} names a model this version cannot build: unknown architecture {_quoted(arch)}")
-    bounds = OPTION_BOUNDS[arch]
-    for name, value in options.items():
-        if name not in bounds:
-            raise CheckpointError(
-                f"{shown} names a model this version cannot build: {arch} has no option {_quoted(name)} (it has {', '.join(bounds)})"
-            )
-        bound = bounds[name]
-        if bound is bool:
-            if not isinstance(value, bool):
-                raise _invalid(source, f"model_options.{name}", f"expected true or false, got {_short(value)}")
-            continue
-        if all(isinstance(choice, str) for choice in bound):  # type: ignore[union-attr]
-            if value not in bound:  # type: ignore[operator]
-                raise _invalid(source, f"model_options.{name}", f"expected one of {', '.join(bound)}, got {_short(value)}")  # type: ignore[arg-type]
-            continue
-        low, high = bound  # type: ignore[misc]
-        if not _is_int(value):
-            raise _invalid(source, f"model_options.{name}", f"expected a whole number, got {_short(value)}")
-        if not low <= value <= high:
-            allowed = f"must be {low}" if low == high else f"must be from {low} to {high}"
-            raise _invalid(source, f"model_options.{name}", f"{value} is out of bounds ({allowed}); it was not built")
+    try:
+        check_options(arch, options)
+    except OptionError as error:
+        if error.unknown:
+            raise CheckpointError(f"{display_name(source)} names a model this version cannot build: {error}") from None
+        raise _invalid(source, error.field, str(error)) from None
 
 
 def check_weights(expected: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:

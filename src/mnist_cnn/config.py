@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.model_options import check_options
 
 #: How pixels are scaled for the model (``data.scale_images``).
 INPUT_SCALINGS: tuple[str, ...] = ("unit", "standard")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle")
 PIPELINES = ("memory", "torchvision")
+
+#: Settings that must be finite numbers, with their ranges (label smoothing below 1: at 1 the target says nothing).
+NUMBER_RANGES = (("lr", 0.0, math.inf), ("label_smoothing", 0.0, 1.0), ("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0))
 
 
 @dataclass
@@ -51,7 +56,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that cannot work."""
-        if self.epochs < 1:
+        if not _whole(self.epochs) or self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
         for name, size in (("train_size", self.train_size), ("val_size", self.val_size), ("test_size", self.test_size)):
             if size is not None and size < 1:
@@ -60,8 +65,21 @@ class TrainConfig:
             raise ConfigError("train_size/val_size/test_size need the in-memory pipeline, not 'torchvision'")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {min(self.batch_size, self.eval_batch_size)}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "seed"):
+            if not _whole(getattr(self, name)):
+                raise ConfigError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+        for name, low, high in (
+            ("lr", 0.0, math.inf),
+            ("label_smoothing", 0.0, 1.0),
+            ("weight_decay", 0.0, math.inf),
+            ("momentum", 0.0, 1.0),
+        ):
+            value = getattr(self, name)
+            if not _real(value) or not (low <= value < high if name == "label_smoothing" else low <= value <= high):
+                raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be above 0, got {self.lr}")
+        check_options(self.arch, self.model_options)  # bounded before any model is built
         for name, value, choices in (
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("schedule", self.schedule, SCHEDULES),
@@ -88,3 +106,11 @@ class TrainConfig:
 # channels-last where the CPU runs bf16 natively, Nesterov SGD under a one-cycle schedule, label smoothing and
 # small random shifts/rotations. One batch norm per block (after the pool) instead of one per convolution: the
 # same validation accuracy (benchmarks/recipe_sweep.py) in about 0.75 of the step time.
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

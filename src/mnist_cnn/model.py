@@ -7,11 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_cnn.errors import ConfigError
 from mnist_cnn.mnist import IMAGE_SIZE, NUM_CLASSES
+from mnist_cnn.model_options import check_options
 
 #: Where a VGG with batch norm normalises: after every convolution, or once per block, after its max-pool.
-BATCH_NORM_PLACES = ("conv", "block")
 
 
 def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool, batch_norm_at: str = "conv") -> nn.Sequential:
@@ -60,10 +59,7 @@ class VGG(nn.Module):
     ) -> None:
         super().__init__()
         block2_units = hidden_units if block2_units is None else block2_units
-        if min(hidden_units, block2_units) < 1:
-            raise ConfigError(f"hidden_units and block2_units must be at least 1, got {hidden_units} and {block2_units}")
-        if batch_norm_at not in BATCH_NORM_PLACES:
-            raise ConfigError(f"batch_norm_at must be one of {', '.join(BATCH_NORM_PLACES)}, got {batch_norm_at!r}")
+        check_options("vgg", {"hidden_units": hidden_units, "block2_units": block2_units, "batch_norm_at": batch_norm_at})
         # [N, in, 28, 28] -> [N, h, 28, 28] x3 -> pool -> [N, h, 14, 14]
         self.conv_block_1 = _conv_block(in_channels, hidden_units, batch_norm, batch_norm_at)
         # [N, h, 14, 14] -> [N, h2, 14, 14] x3 -> pool -> [N, h2, 7, 7]
@@ -105,8 +101,7 @@ class SmallCNN(nn.Module):
         batch_norm_at: str = "conv",
     ) -> None:
         super().__init__()
-        if batch_norm_at not in BATCH_NORM_PLACES:
-            raise ConfigError(f"batch_norm_at must be one of {', '.join(BATCH_NORM_PLACES)}, got {batch_norm_at!r}")
+        check_options("small_cnn", {"channels1": channels1, "channels2": channels2, "fc_units": fc_units, "batch_norm_at": batch_norm_at})
 
         def block(conv: nn.Conv2d) -> nn.Sequential:
             norm = [nn.BatchNorm2d(conv.out_channels)] if batch_norm else []
@@ -142,12 +137,8 @@ def build_model(arch: str = "vgg", **options: Any) -> nn.Module:
     Raises:
         ConfigError: Unknown architecture or option.
     """
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
-    try:
-        return ARCHITECTURES[arch](**options)
-    except TypeError as error:
-        raise ConfigError(f"bad options for architecture {arch!r}: {error}") from None
+    check_options(arch, options)
+    return ARCHITECTURES[arch](**options)
 
 
 def layer_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
