@@ -50,18 +50,11 @@ def versions() -> dict[str, str]:
     }
 
 
-def build_payload(
-    model: nn.Module,
-    *,
-    arch: str,
-    model_options: dict[str, Any],
-    input_scaling: str,
-    config: dict[str, Any] | None = None,
-    history: dict[str, list] | None = None,
-    metrics: dict[str, Any] | None = None,
-    step_history: dict[str, list] | None = None,
-    training_state: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+#: What a checkpoint records about its run besides the model, each empty unless given.
+RECORD_FIELDS = ("config", "history", "step_history", "metrics", "training_state")
+
+
+def build_payload(model: nn.Module, *, arch: str, model_options: dict[str, Any], input_scaling: str, **record: Any) -> dict[str, Any]:
     """Everything needed to rebuild and use a model, as plain containers and tensors.
 
     Args:
@@ -69,12 +62,15 @@ def build_payload(
         arch: Architecture name for :func:`mnist_cnn.model.build_model`.
         model_options: Its constructor options.
         input_scaling: How images were scaled for this model (``"unit"`` or ``"standard"``).
-        config: The training configuration.
-        history: Per-epoch metrics.
-        step_history: Training loss and learning rate every few steps.
-        metrics: Final metrics.
-        training_state: Optimizer/scheduler/RNG state and epoch, for resuming.
+        **record: Any of :data:`RECORD_FIELDS`: the training ``config``, the per-epoch ``history``, the per-step
+            ``step_history``, the final ``metrics`` and the ``training_state`` to resume from.
+
+    Raises:
+        TypeError: A keyword that is not one of :data:`RECORD_FIELDS` (a programming error, not a user's).
     """
+    unknown = set(record) - set(RECORD_FIELDS)
+    if unknown:
+        raise TypeError(f"build_payload() got unexpected keywords {sorted(unknown)}")
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -82,11 +78,8 @@ def build_payload(
         "model_options": dict(model_options),
         "input_scaling": input_scaling,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": config or {},
-        "history": history or {},
-        "step_history": step_history or {},
-        "metrics": metrics or {},
-        "training_state": training_state,
+        **{name: record.get(name) or {} for name in RECORD_FIELDS if name != "training_state"},
+        "training_state": record.get("training_state"),
         "versions": versions(),
     }
 
