@@ -115,3 +115,15 @@ def test_docs_builds_the_site_strictly_with_the_environments_python(project: Pat
     fake_venv(project)
     lines = dry_run(project, "docs", USE_UV="0")
     assert lines[-1].endswith(".venv/bin/python -m mkdocs build --strict"), lines
+
+
+def test_the_design_page_names_every_module() -> None:
+    """docs/design.md is the map of the package: a module it does not name is one a reader cannot find."""
+    import re
+
+    from mnist_cnn.paths import PROJECT_ROOT
+
+    page = (PROJECT_ROOT / "docs" / "design.md").read_text()
+    named = set(re.findall(r"`([a-z_]+)`", page))
+    modules = {p.stem for p in (PROJECT_ROOT / "src" / "mnist_cnn").glob("*.py") if p.stem != "__init__"}
+    assert modules - named == set(), f"docs/design.md does not name {sorted(modules - named)}"
