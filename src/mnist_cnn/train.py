@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.cli import ArgumentParser, learning_rate, positive_int, run_cli, seed_int, thread_count
@@ -26,6 +26,11 @@ from mnist_cnn.devices import DEVICE_CHOICES
 from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.paths import MODELS_DIR
 from mnist_cnn.presets import PRESETS, get_preset
+
+if TYPE_CHECKING:  # for annotations only: importing them here would load torch before --help can answer
+    from mnist_cnn.config import TrainConfig
+    from mnist_cnn.distributed import DistributedContext
+    from mnist_cnn.runs import RunOptions, TrainResult
 
 SMOKE_TRAIN_SIZE = 2_000
 SMOKE_VAL_SIZE = 1_000
@@ -142,7 +147,7 @@ def _main(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     return 0
 
 
-def run_options(args: argparse.Namespace, context: Any) -> tuple[Any, Any]:
+def run_options(args: argparse.Namespace, context: DistributedContext) -> tuple[RunOptions, TrainConfig]:
     """The :class:`~mnist_cnn.runs.RunOptions` and configuration the arguments ask for: a resumed run or a new one."""
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
@@ -186,7 +191,7 @@ def run_options(args: argparse.Namespace, context: Any) -> tuple[Any, Any]:
     return options, config
 
 
-def new_config(preset: str, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, smoke: bool) -> Any:
+def new_config(preset: str, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, smoke: bool) -> TrainConfig:
     """The preset with the options given on the command line; ``smoke``: a small, quick version of it."""
     overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     if smoke:
@@ -196,7 +201,7 @@ def new_config(preset: str, epochs: int | None, batch_size: int | None, lr: floa
     return get_preset(preset, **overrides)
 
 
-def describe(config: Any, world_size: int) -> str:
+def describe(config: TrainConfig, world_size: int) -> str:
     """One line saying what is about to be trained."""
     return (
         f"training preset {config.preset!r}: {config.arch} {config.model_options}, {config.epochs} epoch(s), "
@@ -205,7 +210,7 @@ def describe(config: Any, world_size: int) -> str:
     )
 
 
-def save_finished_run(result: Any, out: Path, started: float) -> None:
+def save_finished_run(result: TrainResult, out: Path, started: float) -> None:
     """Write ``model.pt`` and ``metrics.json``, remove the per-epoch ``last.pt``, and print the results."""
     from mnist_cnn.runs import save_run
 
