@@ -7,7 +7,7 @@ random scribbles, blobs, specks and pairs of squeezed digits made here, all heav
 thickened and thinned. Half 1's kinds (whole characters and shapes) are never seen: ``benchmarks/not_a_digit.py``
 judges the detector on them. Nothing of the MNIST test set is used.
 
-Usage: ``python benchmarks/train_not_a_digit.py [--out PATH] [--steps N]`` (about two minutes on one core; needs
+Usage: ``python benchmarks/train_not_a_digit.py [--out PATH] [--steps N]`` (about four minutes on one core; needs
 the machine's TrueType fonts, so the weights may differ slightly on another machine: the shipped file is the
 result).
 """
