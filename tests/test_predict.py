@@ -116,7 +116,7 @@ def test_drawn_digits_keep_their_labels(checkpoint, drawn):
     # one miss is tolerated because Lanczos rescaling and JPEG noise shift a few pixel values, which can
     # flip a digit the model was barely sure about (none does with the seed weights today).
     assert len(wrong) <= 1, f"{len(wrong)} of {len(files)} drawn digits misclassified: {wrong}"
-    # Real digits are rarely "not a digit?" (benchmarks/not_a_digit.py: none of these 27, 1 of 900 alike).
+    # Real digits are rarely "not a digit?" (benchmarks/not_a_digit.py: none of these 27, 2 of 900 alike).
     flagged = [(Path(r.file).name, r.not_a_digit) for r in results if r.not_a_digit]
     assert len(flagged) <= 1, flagged
 

@@ -16,7 +16,7 @@ from mnist_cnn.data import InMemoryBatches, scale_images
 from mnist_cnn.engine import predict as run_model
 from mnist_cnn.errors import ImageError
 from mnist_cnn.mnist import NUM_CLASSES
-from mnist_cnn.not_a_digit import ink_features, not_a_digit_reason
+from mnist_cnn.not_a_digit import digit_scores, ink_features, not_a_digit_reason
 from mnist_cnn.preprocess import PreprocessedImage, preprocess
 from mnist_cnn.sources import iter_sources
 from mnist_cnn.text import display_name, escape_text
@@ -91,10 +91,11 @@ def _classify(checkpoint: LoadedCheckpoint, pending: list[Prediction], top_k: in
         return
     probabilities = classify_digits(checkpoint.model, checkpoint.input_scaling, np.stack([r.image for r in good]), batch_size)
     values, digits = probabilities.topk(top_k, dim=1)
-    for result, row_values, row_digits in zip(good, values.tolist(), digits.tolist(), strict=True):
+    shapes = digit_scores(np.stack([r.image for r in good])).tolist()
+    for result, row_values, row_digits, shape in zip(good, values.tolist(), digits.tolist(), shapes, strict=True):
         result.top_k = list(zip(row_digits, row_values, strict=True))
         result.digit, result.probability = result.top_k[0]
-        result.not_a_digit = not_a_digit_reason(ink_features(result.image), result.probability)
+        result.not_a_digit = not_a_digit_reason(ink_features(result.image), result.probability, shape)
 
 
 def iter_predictions(
