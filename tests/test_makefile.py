@@ -115,3 +115,14 @@ def test_docs_builds_the_site_strictly_with_the_environments_python(project: Pat
     fake_venv(project)
     lines = dry_run(project, "docs", USE_UV="0")
     assert lines[-1].endswith(".venv/bin/python -m mkdocs build --strict"), lines
+
+
+def test_study_runs_every_notebook_with_papermill_into_build_study(project: Path) -> None:
+    """``make study PRESET=fast SEED=3`` passes both parameters to papermill and writes into build/study/fast/."""
+    fake_venv(project)
+    text = "\n".join(dry_run(project, "study", "PRESET=fast", "SEED=3", USE_UV="0"))
+    assert "mkdir -p build/study/fast" in text, text
+    assert ".venv/bin/python -m papermill --cwd notebooks -p PRESET fast -p SEED 3" in text, text
+    assert '"build/study/fast/$(basename "$notebook")"' in text and "notebooks/[0-9][0-9]_*.ipynb" in text, text
+    without_seed = "\n".join(dry_run(project, "study", USE_UV="0"))
+    assert "-p PRESET default" in without_seed and "-p SEED" not in without_seed and "build/study/default/" in without_seed
