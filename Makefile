@@ -30,7 +30,7 @@ STAMP := $(ENV_DIR)/.mnist-cnn-requirements.stamp
 USE_UV ?= $(if $(shell command -v uv 2>/dev/null),1,0)
 
 .PHONY: help venv install setup-git data run train evaluate test unit notebooks execute-notebooks executed-notebooks \
-        check-notebooks docs lint format benchmark ablation sweep notebook-timing clean distclean
+        check-notebooks study docs lint format benchmark ablation sweep notebook-timing clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,6 +98,19 @@ executed-notebooks: install ## Execute copies of the notebooks into build/test-a
 
 check-notebooks: install ## The notebooks' committed form: one clean run, counts 1, 2, 3, no errors (a pre-commit hook)
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_notebooks.py
+
+# make study PRESET=fast SEED=3: every notebook again with other parameters (papermill fills each notebook's
+# `parameters` cell), into build/study/<PRESET>/; in number order, so notebook 3 trains models/<PRESET>/ before
+# notebooks 4-6 load it. The committed notebooks are left as they are.
+STUDY_PRESET = $(or $(PRESET),default)
+STUDY_DIR = build/study/$(STUDY_PRESET)
+study: install ## Run the whole study with other parameters into build/study/<PRESET>/ (PRESET=fast, SEED=3; several minutes)
+	@mkdir -p $(STUDY_DIR)
+	for notebook in notebooks/[0-9][0-9]_*.ipynb; do \
+	    $(PY) -m papermill --cwd notebooks -p PRESET $(STUDY_PRESET) $(if $(SEED),-p SEED $(SEED)) \
+	        "$$notebook" "$(STUDY_DIR)/$$(basename "$$notebook")" || exit 1; \
+	done
+	@echo "executed notebooks: $(STUDY_DIR)/"
 
 docs: install ## Build the documentation site into build/site/ (README, docs/, the notebooks as committed, API reference)
 	@# strict: a broken link or anchor fails the build; the variable silences Material's banner about MkDocs 2

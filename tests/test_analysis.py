@@ -63,3 +63,30 @@ def test_evaluation_result_counts() -> None:
         loss=0.1, accuracy=0.5, predictions=CASE, confusion=analysis.confusion(CASE), report=analysis.per_class_report(CASE)
     )
     assert result.correct == 3 and result.total == 6
+
+
+def test_wilson_interval_matches_a_worked_example_and_stays_in_range() -> None:
+    low, high = analysis.wilson_interval(81, 263)  # p = 0.308; worked out by hand: 0.3107 ± 0.0555
+    assert low == pytest.approx(0.2553, abs=1e-3) and high == pytest.approx(0.3662, abs=1e-3)
+    low, high = analysis.wilson_interval(10, 10)
+    assert high == pytest.approx(1.0) and 0.65 < low < 0.75, "all correct still gives a lower bound below 1"
+    assert analysis.wilson_interval(0, 10)[0] == 0.0
+    with pytest.raises(ValueError):
+        analysis.wilson_interval(11, 10)
+
+
+def test_most_confused_pairs_are_off_diagonal_largest_first() -> None:
+    matrix = np.diag([50, 50, 50])
+    matrix[2, 1], matrix[0, 2], matrix[1, 0] = 4, 7, 4
+    assert analysis.most_confused_pairs(matrix) == [(0, 2, 7), (1, 0, 4), (2, 1, 4)]
+    assert analysis.most_confused_pairs(matrix, count=1) == [(0, 2, 7)]
+    assert analysis.most_confused_pairs(np.diag([3, 3])) == []
+
+
+def test_top_losses_rank_by_the_true_digits_probability() -> None:
+    losses = analysis.example_losses(CASE)
+    true_probs = CASE.probabilities[torch.arange(6), CASE.targets]
+    assert torch.allclose(losses, -true_probs.log())
+    order = analysis.top_losses(CASE)
+    assert order[0].item() == 3, "the 3 called a 5 at 95 % leaves the true digit the least"
+    assert (losses[order].diff() <= 0).all() and len(analysis.top_losses(CASE, count=2)) == 2

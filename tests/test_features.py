@@ -11,7 +11,7 @@ from mnist_cnn import plots
 from mnist_cnn.analysis import most_confident_mistakes
 from mnist_cnn.engine import Predictions
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.features import collect_activations, default_layers, embed_2d, extract_features
+from mnist_cnn.features import collect_activations, default_layers, embed_2d, extract_features, nearest_centroid_accuracy
 from mnist_cnn.inference import Prediction
 from mnist_cnn.model import VGG
 from mnist_cnn.preprocess import preprocess
@@ -69,3 +69,12 @@ def test_plot_preprocessing_draws_every_step():
     fig = plots.plot_preprocessing(steps, Prediction(file="x", digit=1, probability=0.9, top_k=[(1, 0.9), (7, 0.1)]))
     assert len(fig.axes) == 6
     plt.close(fig)
+
+
+def test_nearest_centroid_accuracy_is_one_for_separate_groups_and_low_for_mixed_ones():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    apart = rng.normal(size=(200, 2)) * 0.1 + labels[:, None] * 10.0
+    assert nearest_centroid_accuracy(apart, labels) == 1.0
+    mixed = rng.normal(size=(200, 2))
+    assert nearest_centroid_accuracy(mixed, torch.from_numpy(labels)) < 0.5

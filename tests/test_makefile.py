@@ -127,3 +127,14 @@ def test_the_design_page_names_every_module() -> None:
     named = set(re.findall(r"`([a-z_]+)`", page))
     modules = {p.stem for p in (PROJECT_ROOT / "src" / "mnist_cnn").glob("*.py") if p.stem != "__init__"}
     assert modules - named == set(), f"docs/design.md does not name {sorted(modules - named)}"
+
+
+def test_study_runs_every_notebook_with_papermill_into_build_study(project: Path) -> None:
+    """``make study PRESET=fast SEED=3`` passes both parameters to papermill and writes into build/study/fast/."""
+    fake_venv(project)
+    text = "\n".join(dry_run(project, "study", "PRESET=fast", "SEED=3", USE_UV="0"))
+    assert "mkdir -p build/study/fast" in text, text
+    assert ".venv/bin/python -m papermill --cwd notebooks -p PRESET fast -p SEED 3" in text, text
+    assert '"build/study/fast/$(basename "$notebook")"' in text and "notebooks/[0-9][0-9]_*.ipynb" in text, text
+    without_seed = "\n".join(dry_run(project, "study", USE_UV="0"))
+    assert "-p PRESET default" in without_seed and "-p SEED" not in without_seed and "build/study/default/" in without_seed

@@ -42,7 +42,11 @@ def test_layout(path: Path) -> None:
     assert "%load_ext autoreload" in _source(code[0]) and "%autoreload 2" in _source(code[0])
     assert "assert " in _source(code[-1]), "ends with checks on what must hold"
     headings = [line for c in cells if c["cell_type"] == "markdown" for line in _source(c).splitlines() if line.startswith("## ")]
-    assert headings and all(re.match(rf"## {number}\.\d+ ", h) for h in headings), headings
+    numbered, closing = headings[:-2], headings[-2:]
+    assert numbered and all(re.match(rf"## {number}\.\d+ ", h) for h in numbered), headings
+    assert closing == ["## Things to try", "## Further reading"], "ends with exercises and primary sources"
+    assert "https://" in _source(cells[-1]), "further reading links to its sources"
+    assert "What you will learn" in _source(cells[0])
     assert not any("sys.path" in _source(c) for c in code), "import the installed package instead"
 
 
@@ -63,3 +67,14 @@ def test_checked_cells_are_text_with_reference_output(path: Path) -> None:
             kinds = {kind for o in cell["outputs"] for kind in o.get("data", {})}
             assert not kinds & {"image/png", "application/vnd.jupyter.widget-view+json"}, "never check figures or progress bars"
             assert "tqdm" not in _source(cell) and "fit(" not in _source(cell)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_parameters_cell_defines_the_preset(path: Path) -> None:
+    """``make study PRESET=fast`` (papermill) replaces the values of the one cell tagged ``parameters``."""
+    cells = _load(path)["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{len(tagged)} cells tagged parameters"
+    assert tagged[0]["cell_type"] == "code" and re.search(r'^PRESET = "[a-z]+"', _source(tagged[0]), re.M), _source(tagged[0])
+    later = "".join(_source(c) for c in cells[cells.index(tagged[0]) + 1 :] if c["cell_type"] == "code")
+    assert re.search(r"\bPRESET\b", later), "the notebook uses PRESET after setting it"

@@ -49,3 +49,12 @@ def test_live_plot_outside_a_notebook_draws_nothing_but_can_give_its_figure() ->
     fig = live.figure(run)
     assert len(fig.axes) == 3
     plt.close(fig)
+
+
+def test_digit_grid_captions_replace_the_titles_and_mark_mistakes_red() -> None:
+    images = torch.zeros(3, 28, 28)
+    fig = plots.plot_digit_grid(images, [1, 2, 3], predicted=[1, 5, 3], captions=["a", "b", "c"], ncols=3)
+    titles = [ax.title for ax in fig.axes]
+    assert [t.get_text() for t in titles] == ["a", "b", "c"]
+    assert titles[1].get_color() == "crimson" and titles[0].get_color() == "black"
+    plt.close(fig)

@@ -177,3 +177,65 @@ def most_confident_mistakes(predictions: Predictions, count: int = 25) -> torch.
     """
     wrong = (~predictions.correct).nonzero().squeeze(1)
     return wrong[predictions.confidence[wrong].argsort(descending=True)][:count]
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a proportion such as an accuracy (95 % with the default ``z``).
+
+    Unlike the normal approximation (``p ± z·sqrt(p(1-p)/n)``) it stays inside [0, 1] and keeps its coverage
+    when the proportion is close to 1, as a good model's accuracy is.
+
+    Args:
+        correct: Successes (e.g. test images classified correctly).
+        total: Trials (test images); at least 1.
+        z: Standard normal quantile of the confidence level (1.96 for 95 %).
+
+    Returns:
+        ``(low, high)``, both in [0, 1].
+    """
+    if total < 1 or not 0 <= correct <= total:
+        raise ValueError(f"need 0 <= correct <= total and total >= 1, got {correct} of {total}")
+    p = correct / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * float(np.sqrt(p * (1 - p) / total + z * z / (4 * total * total))) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def most_confused_pairs(confusion_matrix_: np.ndarray, count: int = 5) -> list[tuple[int, int, int]]:
+    """The off-diagonal cells of a confusion matrix with the most examples.
+
+    Args:
+        confusion_matrix_: ``[C, C]`` counts, row = true class, column = predicted class.
+        count: How many pairs at most.
+
+    Returns:
+        ``(true, predicted, examples)`` triples, most examples first (ties: lower true class, then lower
+        predicted class first); cells with no examples are left out.
+    """
+    matrix = np.asarray(confusion_matrix_)
+    rows, cols = np.nonzero(matrix * (1 - np.eye(*matrix.shape, dtype=matrix.dtype)))
+    pairs = [(int(t), int(p), int(matrix[t, p])) for t, p in zip(rows, cols, strict=True)]
+    return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:count]
+
+
+def example_losses(predictions: Predictions) -> torch.Tensor:
+    """Each example's cross-entropy, ``-log p(true digit)`` (the probability clamped at 1e-12 so it stays finite)."""
+    true_probs = predictions.probabilities.gather(1, predictions.targets[:, None]).squeeze(1)
+    return -true_probs.clamp_min(1e-12).log()
+
+
+def top_losses(predictions: Predictions, count: int = 25) -> torch.Tensor:
+    """Indices of the examples with the largest loss (the lowest probability on the true digit), largest first.
+
+    The view fastai calls "top losses": unlike :func:`most_confident_mistakes` it ranks by how little the model
+    believed the right answer, so it can include an example classified correctly but only just.
+
+    Args:
+        predictions: A model's predictions with their true labels.
+        count: How many to return at most.
+
+    Returns:
+        int64 indices into ``predictions``.
+    """
+    return example_losses(predictions).argsort(descending=True, stable=True)[:count]

@@ -116,3 +116,22 @@ def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int
     # gives the same picture on every machine.
     with threadpool_limits(limits=1, user_api="openmp"):
         return tsne.fit_transform(values)
+
+
+def nearest_centroid_accuracy(points: np.ndarray, labels: torch.Tensor | np.ndarray) -> float:
+    """How well groups separate in an embedding: the share of points nearer to their own class's centroid than to any other.
+
+    Args:
+        points: ``[N, D]`` coordinates (e.g. a 2-D embedding from :func:`embed_2d`).
+        labels: ``[N]`` class of each point.
+
+    Returns:
+        A fraction in [0, 1]: 1 when every point is closest to its own class's mean, about ``1 / classes``
+        when the classes are mixed at random.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    labels = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    classes = np.unique(labels)
+    centroids = np.stack([points[labels == c].mean(axis=0) for c in classes])
+    nearest = classes[np.linalg.norm(points[:, None, :] - centroids[None], axis=2).argmin(axis=1)]
+    return float((nearest == labels).mean())

@@ -40,6 +40,7 @@ def plot_digit_grid(
     ncols: int = 5,
     title: str | None = None,
     cell_size: float = 1.6,
+    captions: Sequence[str] | None = None,
 ) -> Figure:
     """Show digits in a grid, titled with their label (and prediction and confidence, if given).
 
@@ -51,6 +52,8 @@ def plot_digit_grid(
         ncols: Digits per row.
         title: Figure title.
         cell_size: Inches per digit.
+        captions: Each digit's title instead of the one made from its label, prediction and confidence (still
+            red where ``predicted`` is given and wrong).
     """
     pictures = _images_2d(images)
     labels = _as_numpy(labels)
@@ -61,7 +64,10 @@ def plot_digit_grid(
         if i >= len(pictures):
             continue
         ax.imshow(pictures[i], cmap="gray")
-        if predicted is None:
+        if captions is not None:
+            wrong = predicted is not None and int(_as_numpy(predicted)[i]) != labels[i]
+            ax.set_title(captions[i], fontsize=8, color="crimson" if wrong else "black")
+        elif predicted is None:
             ax.set_title(f"label {labels[i]}", fontsize=9)
         else:
             guess = int(_as_numpy(predicted)[i])
