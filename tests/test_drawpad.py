@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_cnn import drawpad
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
 from mnist_cnn.drawpad import PAD_SIZE, STROKE_RATIO, DrawingPad, draw_strokes, predict_drawing
 from mnist_cnn.errors import ImageError
@@ -112,7 +113,8 @@ def test_widget_answers_each_drawing_and_clear_in_its_result_trait(seed_model: L
     assert pad.last is not None and pad.last.digit == 1
 
     pad.drawing = {"seq": 2, "png": ""}
-    assert pad.result == {"seq": 2, "digit": None, "top": [], "image": [], "error": "draw a digit"} and pad.last is None
+    cleared = {"seq": 2, "digit": None, "top": [], "image": [], "error": "draw a digit", "not_a_digit": None}
+    assert pad.result == cleared and pad.last is None
 
     pad.drawing = {"seq": 3, "png": "data:image/png;base64,aGVsbG8="}
     assert pad.result["seq"] == 3 and pad.result["digit"] is None and "could not be decoded" in pad.result["error"]
@@ -126,3 +128,17 @@ def test_widget_classify_shows_an_array_drawn_elsewhere(seed_model: LoadedCheckp
     assert pad.stroke_width == pytest.approx(200 * STROKE_RATIO)
     result = pad.classify(draw_strokes(zero_loop()), seq=7)
     assert result.digit == 0 and pad.result["seq"] == 7 and len(pad.result["top"]) == 2
+
+
+def test_the_pad_flags_a_drawing_unlike_any_digit_and_passes_a_digit(seed_weights: Path) -> None:
+    """The pad applies the same "not a digit?" rule as ``predict``; the answer stays, with the reason beside it."""
+    checkpoint = load_checkpoint(seed_weights)
+    blob = np.full((PAD_SIZE, PAD_SIZE), 255, dtype=np.uint8)
+    blob[80:200, 90:190] = 0  # a filled block of ink
+    flagged = predict_drawing(blob, checkpoint.model, checkpoint.input_scaling)
+    assert flagged.ok and flagged.not_a_digit and "MNIST digits" in flagged.not_a_digit
+    assert flagged.to_message(3)["not_a_digit"] == flagged.not_a_digit
+    line = draw_strokes([[(PAD_SIZE * 0.54, PAD_SIZE * 0.18), (PAD_SIZE * 0.5, PAD_SIZE * 0.5), (PAD_SIZE * 0.46, PAD_SIZE * 0.82)]])
+    digit = predict_drawing(line, checkpoint.model, checkpoint.input_scaling)
+    assert digit.digit == 1 and digit.not_a_digit is None
+    assert "result.not_a_digit" in (Path(drawpad.__file__).with_name("drawpad.js")).read_text(), "the front end shows it"

@@ -145,7 +145,9 @@ function render({ model, el }) {
     }
     answer.textContent = String(result.digit);
     answer.dataset.digit = String(result.digit);
-    status.textContent = "";
+    // the same "not a digit?" rule as `python -m mnist_cnn.predict`: the answer stays, with the reason beside it
+    status.textContent = result.not_a_digit ? `not a digit? ${result.not_a_digit}` : "";
+    root.dataset.notADigit = result.not_a_digit ? "true" : "false";
     for (const { digit, probability } of result.top) {
       const row = document.createElement("div");
       row.className = "bar-row";

@@ -25,6 +25,7 @@ from torch import nn
 from mnist_cnn.errors import ImageError
 from mnist_cnn.inference import classify_digits
 from mnist_cnn.mnist import NUM_CLASSES
+from mnist_cnn.not_a_digit import digit_scores, ink_features, not_a_digit_reason
 from mnist_cnn.padinput import MAX_SIDE_FACTOR, decode_data_url, read_message
 from mnist_cnn.preprocess import PreprocessedImage, preprocess
 
@@ -47,6 +48,8 @@ class DrawingResult:
         top_k: ``(digit, probability)`` pairs, most likely first.
         steps: Every preprocessing step; ``steps.digit`` is the 28x28 uint8 image the network saw.
         error: Why there is no prediction (e.g. a blank pad), else ``None``.
+        not_a_digit: Why the drawing looks unlike any MNIST digit (the rule ``predict`` applies,
+            :func:`mnist_cnn.not_a_digit.not_a_digit_reason`), else ``None``.
     """
 
     digit: int | None = None
@@ -54,6 +57,7 @@ class DrawingResult:
     top_k: list[tuple[int, float]] = field(default_factory=list)
     steps: PreprocessedImage | None = field(default=None, repr=False)
     error: str | None = None
+    not_a_digit: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,13 +70,14 @@ class DrawingResult:
         return None if self.steps is None else self.steps.digit
 
     def to_message(self, seq: int = 0) -> dict[str, Any]:
-        """The JSON form the widget's front end draws: ``seq``, ``digit``, ``top``, ``image`` (784 ints) and ``error``."""
+        """The JSON form the widget's front end draws: ``seq``, ``digit``, ``top``, ``image`` (784 ints), ``error``, ``not_a_digit``."""
         return {
             "seq": int(seq),
             "digit": self.digit,
             "top": [{"digit": d, "probability": p} for d, p in self.top_k],
             "image": [] if self.image is None else self.image.ravel().tolist(),
             "error": self.error,
+            "not_a_digit": self.not_a_digit,
         }
 
 
@@ -86,7 +91,8 @@ def predict_drawing(pixels: np.ndarray | Image.Image, model: nn.Module, input_sc
         top_k: How many of the most likely digits to list (1-10).
 
     Returns:
-        The prediction; a blank or nearly blank drawing gives ``error`` instead of raising.
+        The prediction, with the "not a digit?" rule's reason when it fires; a blank or nearly blank drawing gives
+        ``error`` instead of raising.
     """
     try:
         steps = preprocess(pixels)
@@ -95,7 +101,8 @@ def predict_drawing(pixels: np.ndarray | Image.Image, model: nn.Module, input_sc
     probabilities = classify_digits(model, input_scaling, steps.digit[None])[0].numpy()
     order = np.argsort(-probabilities, kind="stable")[: max(1, min(int(top_k), NUM_CLASSES))]
     ranked = [(int(d), float(probabilities[d])) for d in order]
-    return DrawingResult(digit=ranked[0][0], probabilities=probabilities, top_k=ranked, steps=steps)
+    reason = not_a_digit_reason(ink_features(steps.digit), ranked[0][1], float(digit_scores(steps.digit[None])[0]))
+    return DrawingResult(digit=ranked[0][0], probabilities=probabilities, top_k=ranked, steps=steps, not_a_digit=reason)
 
 
 def draw_strokes(strokes: Sequence[Sequence[tuple[float, float]]], size: int = PAD_SIZE, width: float | None = None) -> np.ndarray:

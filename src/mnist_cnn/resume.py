@@ -180,7 +180,12 @@ def _check_optimizer_state(checkpoint: LoadedCheckpoint, optimizer: torch.optim.
                 )
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, param in enumerate(params):
-        for slot, value in optimizer.state.get(param, {}).items():
+        entry = optimizer.state.get(param, {})
+        if not isinstance(entry, dict):
+            raise _invalid(
+                checkpoint, f"training_state.optimizer.state[{index}]", f"expected a dict of tensors, got {type(entry).__name__}"
+            )
+        for slot, value in entry.items():
             where = f"training_state.optimizer.state[{index}].{slot}"
             if not isinstance(value, torch.Tensor) or slot == "step":
                 continue
