@@ -23,7 +23,7 @@ VALUES = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False)
     | st.text(max_size=20)
     | st.builds(torch.zeros, st.integers(min_value=0, max_value=6)),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(0, 3), inner, max_size=4),

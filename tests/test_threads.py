@@ -103,3 +103,12 @@ def test_fit_keeps_torchs_threads_by_default_and_records_the_adaptive_opt_in(dat
     assert adaptive["policy"] == "adaptive" and adaptive["changes"] and adaptive["changes"][0][0] == 0
     assert all(1 <= threads <= usable_cores() for _, threads in adaptive["changes"])
     assert torch.get_num_threads() == before, "restored afterwards"
+
+
+def test_fit_puts_denormal_handling_back(data_dir: Path) -> None:
+    """The recipes flush denormals to zero while training; a notebook kernel or test session goes on with IEEE's default."""
+    config = get_preset("fast", train_size=256, val_size=128, test_size=128)
+    assert config.flush_denormal
+    denormal = torch.tensor([1e-40])  # below float32's smallest normal number: flushed to 0 while flushing is on
+    fit(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True))
+    assert (denormal * 1.0).item() > 0

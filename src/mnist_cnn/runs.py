@@ -216,12 +216,14 @@ def set_threads(requested: int | str | None, device: torch.device) -> dict[str, 
 
 @contextlib.contextmanager
 def keeping_threads() -> Iterator[None]:
-    """Put torch's CPU thread count back afterwards (a notebook kernel goes on after training)."""
+    """Put torch's CPU thread count and denormal handling back afterwards (a notebook kernel goes on after training)."""
     before = torch.get_num_threads()
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        # a recipe may flush denormals to zero (a processor-wide setting, with no getter): back to IEEE's default
+        torch.set_flush_denormal(False)
 
 
 def result_from(run: Run, config: TrainConfig, generator: torch.Generator | None = None) -> TrainResult:
