@@ -44,6 +44,12 @@ class TrainConfig:
     augment: dict[str, float] | None = None
     bf16: bool = False
     channels_last: bool = False
+    #: Steps of the fast-training ladder (docs/benchmarks.md), each off unless a recipe turns it on: the first
+    #: convolution started from the training patches' whitened principal directions, the later ones started as
+    #: the identity, and batch-norm parameters trained at this multiple of the learning rate.
+    whiten: bool = False
+    identity_init: bool = False
+    norm_lr_scale: float = 1.0
     eval_batch_size: int = 1000
     seed: int = 42
     #: Treat denormal floats as zero on the CPU. Weights that drift towards zero otherwise produce denormals,
@@ -77,6 +83,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not _real(value) or not (low <= value < high if name == "label_smoothing" else low <= value <= high):
                 raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+        for name in ("whiten", "identity_init", "bf16", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not _real(self.norm_lr_scale) or not 0 < self.norm_lr_scale <= 1000:
+            raise ConfigError(f"norm_lr_scale must be a number above 0 and at most 1000, got {self.norm_lr_scale!r}")
+        if self.whiten and self.pipeline == "torchvision":
+            raise ConfigError("whiten needs the in-memory pipeline, not 'torchvision'")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be above 0, got {self.lr}")
         check_options(self.arch, self.model_options)  # bounded before any model is built

@@ -8,18 +8,38 @@ from torch import nn
 from mnist_cnn.augment import RandomAffine
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.engine import TrainParts
+from mnist_cnn.initialise import identity_init, whiten_first_conv
 from mnist_cnn.model import build_model
 from mnist_cnn.numerics import Numerics, choose_numerics
 
 
+def parameter_groups(config: TrainConfig, model: nn.Module) -> list[dict]:
+    """The model's parameters in the optimizer's groups: batch-norm scales and shifts apart when ``norm_lr_scale`` is set.
+
+    Why a separate rate helps: a batch norm's scale and shift are a handful of numbers per channel that set each
+    layer's output size and offset; with the network's learning rate they move slowly under weight decay's pull,
+    a larger one (with the decay divided by it, so the pull per step stays the same) lets them settle in the first
+    epoch. Each group carries its own peak ``lr`` for the one-cycle schedule.
+    """
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d)
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
+    scale = config.norm_lr_scale
+    if scale == 1.0 or not norm_ids:
+        return [{"params": list(model.parameters()), "lr": config.lr, "weight_decay": config.weight_decay}]
+    return [
+        {"params": [p for p in model.parameters() if id(p) not in norm_ids], "lr": config.lr, "weight_decay": config.weight_decay},
+        {"params": [p for p in model.parameters() if id(p) in norm_ids], "lr": config.lr * scale, "weight_decay": config.weight_decay / scale},
+    ]
+
+
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer the config names."""
-    params = model.parameters()
+    """The optimizer the config names, over :func:`parameter_groups`."""
+    groups = parameter_groups(config, model)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        return torch.optim.Adam(groups, lr=config.lr, betas=config.betas)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
 def build_scheduler(
@@ -32,7 +52,7 @@ def build_scheduler(
         return None
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=config.lr,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
         total_steps=total_steps,
         pct_start=min(max(config.onecycle_pct_start, 2 / total_steps), 0.5),
         cycle_momentum=config.cycle_momentum and config.optimizer == "sgd" and config.momentum > 0,
@@ -44,14 +64,22 @@ def numerics_for(config: TrainConfig, device: torch.device) -> Numerics:
     return choose_numerics(config.bf16, config.channels_last, device)
 
 
-def model_for(config: TrainConfig, device: torch.device) -> nn.Module:
+def model_for(config: TrainConfig, device: torch.device, train_images: torch.Tensor | None = None) -> nn.Module:
     """The network ``config`` names, freshly initialised on ``device``, in channels-last memory when it asks for that.
 
     Args:
-        config: The recipe (``arch``, ``model_options``, ``channels_last``).
+        config: The recipe (``arch``, ``model_options``, ``identity_init``, ``whiten``, ``channels_last``).
         device: Where the parameters live.
+        train_images: Training images as the model sees them; :func:`~mnist_cnn.initialise.whiten_first_conv`
+            reads them when ``config.whiten`` is set (without them the first convolution keeps its random start).
     """
-    model = build_model(config.arch, **config.model_options).to(device)
+    model = build_model(config.arch, **config.model_options)
+    # neither step draws random numbers, so a run's random stream is the same with or without them
+    if config.identity_init:
+        identity_init(model)
+    if config.whiten and train_images is not None:
+        whiten_first_conv(model, train_images)
+    model = model.to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 

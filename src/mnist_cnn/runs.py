@@ -149,7 +149,7 @@ def prepare(config: TrainConfig, options: RunOptions, device: torch.device, dete
     data = load_data(config, options.data_dir, generator, context)
     load_seconds = time.perf_counter() - started
     # building the model draws from torch's generator; a resumed run restores it afterwards, so its stream continues
-    model = model_for(config, device)
+    model = model_for(config, device, getattr(data.train, "images", None))
     parts = build_parts(config, model, len(data.train), device, generator, numerics)  # type: ignore[arg-type]
     state = restore(options.resume, model, parts, generator) if options.resume is not None else TrainingState()
     facts = {
