@@ -31,7 +31,7 @@ STAMP := $(ENV_DIR)/.mnist-cnn-requirements.stamp
 USE_UV ?= $(if $(shell command -v uv 2>/dev/null),1,0)
 
 .PHONY: help venv install setup-git data run train evaluate test unit notebooks execute-notebooks executed-notebooks \
-        check-notebooks study docs lint format benchmark ablation sweep notebook-timing clean distclean
+        check-notebooks study docs lint format benchmark ladder ablation sweep notebook-timing clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -125,8 +125,14 @@ format: install ## ruff: fix what can be fixed and reformat the code and the not
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-benchmark: install ## The presets against the seed and public recipes, and the contended case (about 40 min on 2 cores; benchmarks/results.json)
+benchmark: install ## The presets against the seed and public recipes, the contended case, and the frontier figure (about an hour on 2 cores)
 	$(PY) benchmarks/benchmark.py
+	$(PY) benchmarks/frontier.py
+
+ladder: install ## The fast-training ladder: each technique's step on validation, 5 seeds for fast, 3 for default (about 45 min on 2 cores)
+	$(PY) benchmarks/ladder.py --family fast --seeds 5 --out benchmarks/ladder_fast.json
+	$(PY) benchmarks/ladder.py --family default --seeds 3 --out benchmarks/ladder_default.json
+	$(PY) benchmarks/frontier.py
 
 sweep: install ## Recipe candidates ranked on the validation split (hours on 2 cores; minutes with --device cuda --jobs 14)
 	$(PY) benchmarks/recipe_sweep.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -85,3 +86,65 @@ def test_contention_table(bench_script: ModuleType) -> None:
     ]
     text = bench_script.format_contention(table)
     assert "| adaptive | 10.20 | 15.00 | 1.47 | 1.02 |" in text
+
+
+def test_every_ladder_step_is_a_valid_recipe() -> None:
+    ladder = _load("ladder")
+    for family, steps in ladder.STEPS.items():
+        assert steps[0][0] == "baseline" and steps[0][2] == ladder.OFF, f"{family}: the ladder starts from the preset without it"
+        for name, preset, changes, ema in steps:
+            config = get_preset(preset, **changes)
+            build_model(config.arch, **config.model_options)
+            assert ema is None or 0 < ema < 1, f"{family}/{name}"
+
+
+def _ladder_row(step: str, seed: int, val_by_epoch: list[float], seconds: list[float], **extra) -> dict:
+    return {
+        "family": "default", "step": step, "seed": seed, "epochs": len(val_by_epoch), "val_accuracy": val_by_epoch[-1],
+        "val_by_epoch": val_by_epoch, "seconds_by_epoch": seconds, "train_seconds": sum(seconds),
+        "tta_val_accuracy": val_by_epoch[-1] + 0.001, "train_gflop": 100.0, **extra,
+    }
+
+
+def test_ladder_time_to_target_reads_the_epoch_curve() -> None:
+    ladder = _load("ladder")
+    row = _ladder_row("baseline", 0, [0.990, 0.9941, 0.9950], [10.0, 11.0, 12.0])
+    assert ladder.time_to(row, 0.994) == pytest.approx(21.0)
+    assert ladder.time_to(row, 0.990) == pytest.approx(10.0)
+    assert ladder.time_to(row, 0.999) is None
+
+
+def test_ladder_summary_reports_spread_and_reach_on_validation_only() -> None:
+    ladder = _load("ladder")
+    rows = [
+        _ladder_row("baseline", 0, [0.990, 0.993, 0.9940], [10.0, 10.0, 10.0]),
+        _ladder_row("baseline", 1, [0.991, 0.992, 0.9930], [12.0, 12.0, 12.0]),
+        _ladder_row("+ EMA of weights", 0, [0.990, 0.994, 0.9950], [10.0, 10.0, 10.0], ema_val_accuracy=0.996, ema_tta_val_accuracy=0.997),
+    ]
+    table = {r["step"]: r for r in ladder.summarise(rows, "default")}
+    base = table["baseline"]
+    assert base["seeds"] == 2 and base["val_mean"] == pytest.approx(0.9935) and base["val_min"] == pytest.approx(0.993)
+    assert base["val_sd"] == pytest.approx(0.000707, abs=1e-5)
+    assert base["reached_target"] == 1 and base["time_to_target_median"] == pytest.approx(30.0)
+    assert base["train_seconds_median"] == pytest.approx(33.0)
+    assert table["+ EMA of weights"]["ema_val_mean"] == pytest.approx(0.996) and table["+ EMA of weights"]["val_sd"] == 0.0
+    assert "ema_val_mean" not in base
+    text = ladder.format_table(list(table.values()))
+    assert "| default | baseline | 3 | 2 | 33.00 | 0.9935 |" in text and "1/2 ≥ 0.994" in text
+    assert "test" not in text
+
+
+def test_frontier_points_and_figure(tmp_path: Path) -> None:
+    frontier = _load("frontier")
+    results = {
+        "machine": {"cpu": "Test CPU", "threads": 2, "gpu": None},
+        "summary": [{"recipe": "fast", "train_seconds_median": 4.0, "val_accuracy_mean": 0.992, "accuracy_mean": 0.993}],
+        "runs": [{"recipe": "fast", "images_trained": 55_000, "train_mflop_per_image": 4.0}],
+    }
+    ladder = {"summary": [{"family": "fast", "step": "baseline", "train_gflop": 220.0, "train_seconds_median": 5.0, "val_mean": 0.99}]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "ladder_fast.json").write_text(json.dumps(ladder))
+    assert frontier.preset_points(results) == [{"name": "fast", "gflop": 220.0, "seconds": 4.0, "val": 0.992, "test": 0.993}]
+    out = tmp_path / "frontier.png"
+    frontier.main(["--results", str(tmp_path / "results.json"), "--ladder", str(tmp_path / "ladder_fast.json"), "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

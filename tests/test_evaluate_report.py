@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from mnist_cnn import evaluate
 from mnist_cnn.checkpoint import build_payload, save_checkpoint
 from mnist_cnn.cli import run_cli
+from mnist_cnn.data import load_split, memory_batches
 from mnist_cnn.model import VGG
+from mnist_cnn.tta import tta_accuracy
 
 HISTORY = {"epoch": [0, 1], "train_loss": [2.3, 0.5], "train_acc": [0.1, 0.8], "val_loss": [2.3, 0.6], "val_acc": [0.1, 0.7]}
 STEPS = {"step": [4, 8], "epoch": [1, 1], "train_loss": [1.0, 0.6], "lr": [0.01, 0.005]}
@@ -109,3 +112,21 @@ def test_a_previous_evaluation_report_is_replaced(tmp_path: Path, data_dir: Path
     first = (out / "metrics.json").read_bytes()
     assert run_evaluate(checkpoint, out, "--no-figures") == 0
     assert json.loads((out / "metrics.json").read_bytes()) == json.loads(first)
+
+
+def test_tta_is_measured_and_recorded_on_request(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.tta import tta_test_accuracy
+
+    checkpoint = tiny_checkpoint(tmp_path / "model.pt")
+    out = tmp_path / "report"
+    assert run_evaluate(checkpoint, out, "--no-figures", "--tta") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    model, cpu = load_checkpoint(checkpoint).model, torch.device("cpu")
+    assert metrics["test_accuracy_tta"] == tta_test_accuracy(model, "unit", None, cpu)
+    # one view, the image itself, is the plain measurement: the views are what changes the number
+    one_view = tta_accuracy(model, memory_batches(load_split("test"), 1000, "unit"), cpu, shifts=((0, 0),))
+    assert one_view == pytest.approx(metrics["test_accuracy"])
+    assert f"test-time augmentation (5 views): {metrics['test_accuracy_tta']:.4f}" in capsys.readouterr().out
+    assert run_evaluate(checkpoint, out, "--no-figures") == 0
+    assert "test_accuracy_tta" not in json.loads((out / "metrics.json").read_text())

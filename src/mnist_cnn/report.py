@@ -65,7 +65,9 @@ def _is_run_record(path: Path) -> bool:
     return isinstance(loaded, dict) and any(key in loaded for key in RUN_RECORD_KEYS)
 
 
-def build_report(checkpoint: LoadedCheckpoint, result: EvaluationResult, data_dir: str | None, figures: bool = True) -> dict[str, bytes]:
+def build_report(
+    checkpoint: LoadedCheckpoint, result: EvaluationResult, data_dir: str | None, figures: bool = True, extra: dict[str, Any] | None = None
+) -> dict[str, bytes]:
     """Every file of the report, rendered in memory.
 
     Args:
@@ -73,6 +75,7 @@ def build_report(checkpoint: LoadedCheckpoint, result: EvaluationResult, data_di
         result: Its results on the test set.
         data_dir: MNIST root, for the images of the mistakes gallery.
         figures: Render the figures too.
+        extra: More measurements for ``metrics.json`` (e.g. ``test_accuracy_tta``).
 
     Returns:
         ``{relative path: bytes}``, ``metrics.json`` last.
@@ -87,12 +90,17 @@ def build_report(checkpoint: LoadedCheckpoint, result: EvaluationResult, data_di
             for fig in made.values():
                 plt.close(fig)
     files["per_class_metrics.csv"] = result.report.to_csv(float_format="%.4f").encode()
-    files["metrics.json"] = _metrics_json(checkpoint, result)
+    files["metrics.json"] = _metrics_json(checkpoint, result, extra or {})
     return files
 
 
 def write_report(
-    checkpoint: LoadedCheckpoint, result: EvaluationResult, out: Path, data_dir: str | None, figures: bool = True
+    checkpoint: LoadedCheckpoint,
+    result: EvaluationResult,
+    out: Path,
+    data_dir: str | None,
+    figures: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Render the report (:func:`build_report`), then write its files under ``out``, each atomically.
 
@@ -100,7 +108,7 @@ def write_report(
         The files written.
     """
     written = []
-    for relative, data in build_report(checkpoint, result, data_dir, figures).items():
+    for relative, data in build_report(checkpoint, result, data_dir, figures, extra).items():
         path = out / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)
@@ -108,7 +116,7 @@ def write_report(
     return written
 
 
-def _metrics_json(checkpoint: LoadedCheckpoint, result: EvaluationResult) -> bytes:
+def _metrics_json(checkpoint: LoadedCheckpoint, result: EvaluationResult, extra: dict[str, Any]) -> bytes:
     metrics = {
         "checkpoint": str(checkpoint.path),
         "checkpoint_format": "seed state_dict" if checkpoint.is_seed_format else "mnist-cnn",
@@ -121,6 +129,7 @@ def _metrics_json(checkpoint: LoadedCheckpoint, result: EvaluationResult) -> byt
         "total": result.total,
         "per_class": result.report.to_dict(orient="index"),
         "confusion_matrix": result.confusion.tolist(),
+        **extra,
         "training": checkpoint.metrics,
     }
     return (json.dumps(strict_json_value(metrics), indent=2, allow_nan=False) + "\n").encode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -31,7 +33,7 @@ def tta_logits(model: nn.Module, images: torch.Tensor, shifts: tuple[tuple[int, 
 
 
 @torch.no_grad()
-def tta_accuracy(model: nn.Module, batches, device: torch.device, shifts: tuple[tuple[int, int], ...] = SHIFTS) -> float:
+def tta_accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, shifts: tuple[tuple[int, int], ...] = SHIFTS) -> float:
     """Accuracy of :func:`tta_logits` over ``(images, labels)`` batches.
 
     Args:
@@ -50,3 +52,10 @@ def tta_accuracy(model: nn.Module, batches, device: torch.device, shifts: tuple[
         correct += int((predicted == labels).sum())
         seen += len(labels)
     return correct / max(seen, 1)
+
+
+def tta_test_accuracy(model: nn.Module, scaling: str, data_dir: str | None, device: torch.device, batch_size: int = 1000) -> float:
+    """:func:`tta_accuracy` on the 10,000 MNIST test images, scaled as the model was trained (``"unit"`` or ``"standard"``)."""
+    from mnist_cnn.data import load_split, memory_batches
+
+    return tta_accuracy(model, memory_batches(load_split("test", data_dir), batch_size, scaling), device)
