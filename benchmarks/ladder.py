@@ -65,6 +65,7 @@ STEPS: dict[str, list[tuple[str, str, dict[str, Any], float | None]]] = {
         ("+ batch-norm lr x4", "default", {**OFF, "whiten": True, "norm_lr_scale": 4.0}, None),
         ("+ EMA of weights", "default", {**OFF, "whiten": True}, 0.995),
         ("2 epochs", "default", {**OFF, "whiten": True, "epochs": 2}, None),
+        ("2 epochs, batch-norm lr x4", "default", {**OFF, "whiten": True, "norm_lr_scale": 4.0, "epochs": 2}, None),
     ],
 }
 
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--family", nargs="+", default=list(STEPS), choices=list(STEPS), help="which presets' ladders")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per step")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (with --add: more seeds for an earlier ladder)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("ladder.json"), help="JSON output")
     parser.add_argument("--steps", nargs="+", help="run only these steps (names as in STEPS; default: all)")
     parser.add_argument("--add", action="store_true", help="keep the runs already in --out and summarise them with the new ones")
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = json.loads(args.out.read_text())["runs"] if args.add and args.out.exists() else []
     for family in args.family:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for step in range(len(STEPS[family])):
                 if args.steps and STEPS[family][step][0] not in args.steps:
                     continue
