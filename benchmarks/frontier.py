@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLOURS = {"seed": "tab:gray", "public": "tab:brown", "fast": "tab:blue", "default": "tab:green", "best": "tab:purple"}
@@ -57,15 +58,17 @@ def draw(presets: list[dict[str, Any]], steps: list[dict[str, Any]], title: str)
         for point in presets:
             colour = COLOURS.get(point["name"], "k")
             axis.plot([point[key]] * 2, [point["val"], point["test"]], "-", color=colour, alpha=0.5)
-            axis.plot(point[key], point["val"], "o", color=colour, label=f"{point['name']} (validation)")
-            axis.plot(point[key], point["test"], "o", mfc="none", color=colour, label=f"{point['name']} (test)")
+            axis.plot(point[key], point["val"], "o", color=colour, label=point["name"])
+            axis.plot(point[key], point["test"], "o", mfc="none", color=colour)
             axis.annotate(point["name"], (point[key], point["val"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
         axis.set_xscale("log")
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     handles, labels = axes[1].get_legend_handles_labels()
-    axes[1].legend(handles, labels, fontsize=7, loc="lower right", ncol=2)
+    handles += [Line2D([], [], marker="o", ls="", color="k"), Line2D([], [], marker="o", ls="", mfc="none", color="k")]
+    labels += ["validation mean (filled)", "test mean, measured once (open)"]
+    axes[1].legend(handles, labels, fontsize=7, loc="lower left")
     figure.suptitle(title)
     figure.tight_layout()
     return figure

@@ -44,8 +44,9 @@ def _narrow(channels1: int, channels2: int, fc_units: int) -> dict[str, Any]:
     return {"channels1": channels1, "channels2": channels2, "fc_units": fc_units, "batch_norm": True, "batch_norm_at": "block"}
 
 
-#: family -> ordered steps: (name, preset, fields replaced, EMA decay or None). Each step keeps the ones above it
-#: unless it says otherwise; the first is the preset without any ladder technique.
+#: family -> ordered steps: (name, preset, fields replaced, EMA decay or None). The first is the preset without any
+#: ladder technique, the second adds the whitened first convolution, each later "+" step adds one technique to
+#: the second, and the last steps spend what was bought on time (fewer epochs, larger batches, narrower layers).
 STEPS: dict[str, list[tuple[str, str, dict[str, Any], float | None]]] = {
     "fast": [
         ("baseline", "fast", OFF, None),
