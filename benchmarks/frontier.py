@@ -34,7 +34,13 @@ def preset_points(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         gflop = runs[0]["images_trained"] * runs[0]["train_mflop_per_image"] / 1000
         points.append(
-            {"name": row["recipe"], "gflop": gflop, "seconds": row["train_seconds_median"], "val": row["val_accuracy_mean"], "test": row["accuracy_mean"]}
+            {
+                "name": row["recipe"],
+                "gflop": gflop,
+                "seconds": row["train_seconds_median"],
+                "val": row["val_accuracy_mean"],
+                "test": row["accuracy_mean"],
+            }
         )
     return points
 
@@ -50,11 +56,21 @@ def ladder_points(ladder: dict[str, Any]) -> list[dict[str, Any]]:
 def draw(presets: list[dict[str, Any]], steps: list[dict[str, Any]], title: str) -> plt.Figure:
     """The two panels: accuracy against training GFLOP and against training seconds (both log scales)."""
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    for axis, key, label in ((axes[0], "gflop", "training GFLOP (forward + backward, log scale)"), (axes[1], "seconds", "training seconds (log scale)")):
+    for axis, key, label in (
+        (axes[0], "gflop", "training GFLOP (forward + backward, log scale)"),
+        (axes[1], "seconds", "training seconds (log scale)"),
+    ):
         for family in dict.fromkeys(s["family"] for s in steps):
             ladder = [s for s in steps if s["family"] == family]
-            axis.plot([s[key] for s in ladder], [s["val"] for s in ladder], ":", marker=".", color=COLOURS.get(family, "k"), alpha=0.6,
-                      label=f"{family} ladder steps (validation)")
+            axis.plot(
+                [s[key] for s in ladder],
+                [s["val"] for s in ladder],
+                ":",
+                marker=".",
+                color=COLOURS.get(family, "k"),
+                alpha=0.6,
+                label=f"{family} ladder steps (validation)",
+            )
         for point in presets:
             colour = COLOURS.get(point["name"], "k")
             axis.plot([point[key]] * 2, [point["val"], point["test"]], "-", color=colour, alpha=0.5)

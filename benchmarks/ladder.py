@@ -57,7 +57,12 @@ STEPS: dict[str, list[tuple[str, str, dict[str, Any], float | None]]] = {
         # what the accuracy bought, spent on time: fewer, larger steps, or a narrower network
         ("whitened, batch 512", "fast", {**OFF, "whiten": True, "batch_size": 512, "lr": 2e-2}, None),
         ("whitened, 12/24 channels", "fast", {**OFF, "whiten": True, "model_options": _narrow(12, 24, 128)}, None),
-        ("whitened, 12/24/64, batch 512", "fast", {**OFF, "whiten": True, "batch_size": 512, "lr": 2e-2, "model_options": _narrow(12, 24, 64)}, None),
+        (
+            "whitened, 12/24/64, batch 512",
+            "fast",
+            {**OFF, "whiten": True, "batch_size": 512, "lr": 2e-2, "model_options": _narrow(12, 24, 64)},
+            None,
+        ),
     ],
     "default": [
         ("baseline", "default", OFF, None),
@@ -160,7 +165,9 @@ def summarise(rows: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
             "tta_val_mean": statistics.fmean(r["tta_val_accuracy"] for r in runs),
             "target": TARGETS[family],
             "reached_target": sum(t is not None for t in reached),
-            "time_to_target_median": statistics.median(t for t in reached if t is not None) if any(t is not None for t in reached) else None,
+            "time_to_target_median": statistics.median(t for t in reached if t is not None)
+            if any(t is not None for t in reached)
+            else None,
         }
         if "ema_val_accuracy" in runs[0]:
             summary["ema_val_mean"] = statistics.fmean(r["ema_val_accuracy"] for r in runs)
@@ -208,8 +215,11 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 rows.append(one_run(family, step, seed, args.quick))
                 r = rows[-1]
-                print(f"{family} | {r['step']:<24} seed {seed}: val {r['val_accuracy']:.4f} (TTA {r['tta_val_accuracy']:.4f}), "
-                      f"{r['train_seconds']:.2f}s", flush=True)
+                print(
+                    f"{family} | {r['step']:<24} seed {seed}: val {r['val_accuracy']:.4f} (TTA {r['tta_val_accuracy']:.4f}), "
+                    f"{r['train_seconds']:.2f}s",
+                    flush=True,
+                )
     table = [row for family in dict.fromkeys(r["family"] for r in rows) for row in summarise(rows, family)]
     print()
     print(format_table(table))

@@ -100,9 +100,17 @@ def test_every_ladder_step_is_a_valid_recipe() -> None:
 
 def _ladder_row(step: str, seed: int, val_by_epoch: list[float], seconds: list[float], **extra) -> dict:
     return {
-        "family": "default", "step": step, "seed": seed, "epochs": len(val_by_epoch), "val_accuracy": val_by_epoch[-1],
-        "val_by_epoch": val_by_epoch, "seconds_by_epoch": seconds, "train_seconds": sum(seconds),
-        "tta_val_accuracy": val_by_epoch[-1] + 0.001, "train_gflop": 100.0, **extra,
+        "family": "default",
+        "step": step,
+        "seed": seed,
+        "epochs": len(val_by_epoch),
+        "val_accuracy": val_by_epoch[-1],
+        "val_by_epoch": val_by_epoch,
+        "seconds_by_epoch": seconds,
+        "train_seconds": sum(seconds),
+        "tta_val_accuracy": val_by_epoch[-1] + 0.001,
+        "train_gflop": 100.0,
+        **extra,
     }
 
 
@@ -148,3 +156,20 @@ def test_frontier_points_and_figure(tmp_path: Path) -> None:
     out = tmp_path / "frontier.png"
     frontier.main(["--results", str(tmp_path / "results.json"), "--ladder", str(tmp_path / "ladder_fast.json"), "--out", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ladder_smoke_run_records_validation_tta_and_ema(tmp_path: Path, data_dir: Path) -> None:
+    """The script's wiring on a sliver of the data: every run records its curve, TTA and (where asked) EMA on validation."""
+    ladder = _load("ladder")
+    out = tmp_path / "ladder.json"
+    ladder.main(["--quick", "--family", "fast", "--seeds", "1", "--steps", "baseline", "+ EMA of weights", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert [r["step"] for r in results["runs"]] == ["baseline", "+ EMA of weights"]
+    for run in results["runs"]:
+        assert len(run["val_by_epoch"]) == run["epochs"] == 1 and 0 <= run["tta_val_accuracy"] <= 1
+        assert not any("test" in key for key in run)
+    assert "ema_val_accuracy" in results["runs"][1] and "ema_val_accuracy" not in results["runs"][0]
+    ladder.main(["--quick", "--family", "fast", "--seeds", "1", "--first-seed", "1", "--steps", "baseline", "--add", "--out", str(out)])
+    again = json.loads(out.read_text())
+    assert [(r["step"], r["seed"]) for r in again["runs"]][-1] == ("baseline", 1)
+    assert next(r for r in again["summary"] if r["step"] == "baseline")["seeds"] == 2

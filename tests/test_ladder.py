@@ -6,18 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_resume import assert_same_weights, comparable, quiet_fit, small_config
 from torch import nn
 
+from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.errors import ConfigError, TrainingInterrupted
 from mnist_cnn.initialise import convolutions, identity_init, whiten_first_conv
 from mnist_cnn.model import VGG, SmallCNN
 from mnist_cnn.recipe import build_optimizer, build_scheduler, model_for, parameter_groups
 from mnist_cnn.resume import resume_config
-from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.tta import SHIFTS, tta_accuracy, tta_logits
-
-from test_resume import assert_same_weights, comparable, quiet_fit, small_config
 
 LADDER = {"whiten": True, "identity_init": True, "norm_lr_scale": 4.0}
 
@@ -79,7 +78,9 @@ def test_ladder_starts_draw_no_random_numbers() -> None:
 
 
 def test_batch_norm_parameters_get_their_own_rate_and_the_schedule_follows() -> None:
-    config = TrainConfig(model_options={"hidden_units": 4, "batch_norm": True}, lr=0.1, weight_decay=4e-4, norm_lr_scale=4.0, schedule="onecycle", epochs=1)
+    config = TrainConfig(
+        model_options={"hidden_units": 4, "batch_norm": True}, lr=0.1, weight_decay=4e-4, norm_lr_scale=4.0, schedule="onecycle", epochs=1
+    )
     model = model_for(config, torch.device("cpu"))
     groups = parameter_groups(config, model)
     norms = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())

@@ -68,4 +68,3 @@ def identity_init(model: nn.Module) -> int:
         keep = min(conv.in_channels, conv.out_channels)
         nn.init.dirac_(conv.weight[:keep])
     return len(changed)
-

@@ -28,7 +28,11 @@ def parameter_groups(config: TrainConfig, model: nn.Module) -> list[dict]:
         return [{"params": list(model.parameters()), "lr": config.lr, "weight_decay": config.weight_decay}]
     return [
         {"params": [p for p in model.parameters() if id(p) not in norm_ids], "lr": config.lr, "weight_decay": config.weight_decay},
-        {"params": [p for p in model.parameters() if id(p) in norm_ids], "lr": config.lr * scale, "weight_decay": config.weight_decay / scale},
+        {
+            "params": [p for p in model.parameters() if id(p) in norm_ids],
+            "lr": config.lr * scale,
+            "weight_decay": config.weight_decay / scale,
+        },
     ]
 
 

@@ -33,7 +33,12 @@ def tta_logits(model: nn.Module, images: torch.Tensor, shifts: tuple[tuple[int, 
 
 
 @torch.no_grad()
-def tta_accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, shifts: tuple[tuple[int, int], ...] = SHIFTS) -> float:
+def tta_accuracy(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    shifts: tuple[tuple[int, int], ...] = SHIFTS,
+) -> float:
     """Accuracy of :func:`tta_logits` over ``(images, labels)`` batches.
 
     Args:
