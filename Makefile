@@ -125,11 +125,11 @@ format: install ## ruff: fix what can be fixed and reformat the code and the not
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-benchmark: install ## The presets against the seed and public recipes, the contended case, and the frontier figure (about an hour on 2 cores)
+benchmark: install ## The presets against the seed and public recipes, the contended case, and the frontier figure (22 min on 2 cores without best)
 	$(PY) benchmarks/benchmark.py
 	$(PY) benchmarks/frontier.py
 
-ladder: install ## The fast-training ladder: each technique's step on validation, 5 seeds for fast, 3 for default (about 45 min on 2 cores)
+ladder: install ## The fast-training ladder: each technique's step on validation, 5 seeds for fast, 3 for default (about 50 min on 2 cores)
 	$(PY) benchmarks/ladder.py --family fast --seeds 5 --out benchmarks/ladder_fast.json
 	$(PY) benchmarks/ladder.py --family default --seeds 3 --out benchmarks/ladder_default.json
 	$(PY) benchmarks/frontier.py
