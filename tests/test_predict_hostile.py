@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -70,17 +71,28 @@ def run_predict(*args: str, timeout: float = 120, **env: str) -> subprocess.Comp
         pytest.fail(f"predict did not finish in {timeout} s")
 
 
+#: Runs the command in its argv and writes that child's peak RSS (KiB, from ``os.wait4``) to the file named first.
+#: A process started straight from the test process would report at least the test process's own peak: Linux
+#: carries the old memory's high-water mark across ``exec``, and pytest here holds torch, data and models. This
+#: small launcher holds none of that, and its child starts from the launcher's few megabytes.
+_MEASURE = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def peak_rss(*args: str) -> tuple[float, subprocess.CompletedProcess]:
-    """Peak RSS (MiB) of one ``predict`` run, read from ``os.wait4`` for exactly that child."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_cnn.predict", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env()
-    )
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    returncode = os.waitstatus_to_exitcode(status)
-    process.returncode = returncode
-    peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-    return peak, subprocess.CompletedProcess(process.args, returncode, stdout, stderr)
+    """Peak RSS (MiB) of one ``predict`` run: that process's own, measured by a small launcher (:data:`_MEASURE`)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "maxrss"
+        done = subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(report), sys.executable, "-m", "mnist_cnn.predict", *args], capture_output=True, env=_env()
+        )
+        peak = int(report.read_text()) / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return peak, done
 
 
 # --- memory -------------------------------------------------------------------------------------------------
