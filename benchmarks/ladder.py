@@ -13,6 +13,7 @@ Usage: ``python benchmarks/ladder.py [--family fast default] [--seeds 3] [--out 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -122,7 +123,13 @@ def one_run(family: str, step: int, seed: int, quick: bool) -> dict[str, Any]:
 
 
 def _val_batches(config: TrainConfig) -> InMemoryBatches:
-    """The validation batches ``config`` is judged on (the run's own are not kept)."""
+    """The validation batches ``config`` is judged on (the run's own are not kept), read once per scaling and size."""
+    return _read_val_batches(config.input_scaling, config.val_size, config.eval_batch_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_val_batches(scaling: str, size: int | None, batch_size: int) -> InMemoryBatches:
+    config = TrainConfig(input_scaling=scaling, val_size=size, eval_batch_size=batch_size)
     return load_data(config, None, torch.Generator().manual_seed(0)).val
 
 
