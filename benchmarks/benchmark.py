@@ -118,7 +118,7 @@ def peak_gflops(precision: str) -> tuple[float, str]:
     a VM is the nominal clock, not the boost: the share is an upper bound on the true one.
     """
     from mnist_cnn.numerics import cpu_class, cpu_flags, cpu_model
-    from mnist_cnn.threads import usable_cores
+    from mnist_cnn.tooling.runctl.threads import usable_cores
 
     info = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
     mhz = next((float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")), 0.0)

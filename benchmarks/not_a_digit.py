@@ -1,12 +1,12 @@
 """Measure the "not a digit?" rule of ``predict``: its thresholds, its false alarms on digits, its hits on non-digits.
 
 1. Thresholds: every MNIST training digit (60,000) goes through the same preprocessing as a photo, then
-   :func:`~mnist_cnn.not_a_digit.ink_features`; the 0.05/99.95th percentiles of each feature become ``FAR_RANGES``.
+   :func:`~mnist_cnn.digits.not_a_digit.ink_features`; the 0.05/99.95th percentiles of each feature become ``FAR_RANGES``.
    On the first 5,000 test digits (the seed weights and the detector were trained on all 60,000 training digits,
    the validation split included, so those would overstate how digit-like digits look): ``MIN_CONFIDENCE`` is the
    top probability of the least confident digit the ink ranges pass (it spends none of the 0.5 % budget), and
    ``MIN_DIGIT_SCORE`` the largest detector score at which the whole rule flags at most 0.5 % of them.
-2. Held apart, with the rule as ``mnist_cnn.not_a_digit`` implements it (its constants, not step 1's fresh values),
+2. Held apart, with the rule as ``mnist_cnn.digits.not_a_digit`` implements it (its constants, not step 1's fresh values),
    ``before`` (the rule as it was: no digit detector, ``MIN_CONFIDENCE`` 0.38) and ``after`` (with it): false alarms on the other
    5,000 test digits, on the 27 re-drawn test digits of ``tests/test_predict.py``, on 900 more re-drawn ones (100
    per drawing variant, from the test set's second half) and on ``docs/images``' sample; hits on rendered letters
@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from mnist_cnn import not_a_digit
+from mnist_cnn.digits import not_a_digit
 from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.data import load_split, scale_images
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference import classify_digits, predict_files
-from mnist_cnn.not_a_digit import INK_FEATURES, digit_scores, ink_features, not_a_digit_reason
-from mnist_cnn.preprocess import preprocess
+from mnist_cnn.digits.inference import classify_digits, predict_files
+from mnist_cnn.digits.not_a_digit import INK_FEATURES, digit_scores, ink_features, not_a_digit_reason
+from mnist_cnn.digits.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_WEIGHTS = ROOT.parent / "shared" / "seed" / "mnist_VGG.pth"

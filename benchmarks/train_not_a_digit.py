@@ -28,8 +28,8 @@ from PIL import Image, ImageDraw
 from mnist_cnn.augment import RandomAffine
 from mnist_cnn.data import load_split
 from mnist_cnn.errors import ImageError
-from mnist_cnn.not_a_digit import DETECTOR_WEIGHTS, DigitDetector
-from mnist_cnn.preprocess import preprocess
+from mnist_cnn.digits.not_a_digit import DETECTOR_WEIGHTS, DigitDetector
+from mnist_cnn.digits.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -1,6 +1,6 @@
 """Make ``docs/images/sample_digit_3.jpg``: an MNIST test digit drawn to look like a photo of handwriting.
 
-Notebook 5 classifies it through ``mnist_cnn.inference`` to show the preprocessing steps; replace it there
+Notebook 5 classifies it through ``mnist_cnn.digits.inference`` to show the preprocessing steps; replace it there
 with a photo or scan of your own digit. The picture is dark blue ink on cream paper, lit unevenly, with
 sensor noise, saved as a JPEG, scaled up and off-centre: everything preprocessing has to undo.
 

@@ -18,7 +18,7 @@ from mnist_cnn import plots  # noqa: E402
 from mnist_cnn.catalog import COLUMNS, CURVE_COLUMNS, OLD_FORMAT_NOTE, find_runs, learning_curves, runs_table  # noqa: E402
 from mnist_cnn.checkpoint import build_payload, save_checkpoint  # noqa: E402
 from mnist_cnn.model import build_model  # noqa: E402
-from mnist_cnn.paths import MODELS_DIR  # noqa: E402
+from mnist_cnn import MODELS_DIR  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

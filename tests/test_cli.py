@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn import train
-from mnist_cnn.cli import run_cli
+from mnist_cnn.tooling.cli import train
+from mnist_cnn.tooling.cli.args import run_cli
 
 
 def run(*args: str, env_extra: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

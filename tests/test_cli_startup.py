@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.paths import PROJECT_ROOT
+from mnist_cnn import PROJECT_ROOT
 
 HEAVY = ("torch", "torchvision", "torchmetrics", "matplotlib", "sklearn", "pandas", "seaborn", "numpy", "PIL")
 COMMANDS = ("train", "evaluate", "predict", "download", "compare")
@@ -25,7 +25,7 @@ def imported_modules(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]
         [sys.executable, "-X", "importtime", "-m", *args], capture_output=True, text=True, timeout=120, env=dict(os.environ)
     )
     modules = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    assert "mnist_cnn.cli" in modules, "importtime output not understood"
+    assert "mnist_cnn.tooling.cli.args" in modules, "importtime output not understood"
     return result, modules
 
 

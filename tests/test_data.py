@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn import data, mnist_files
+from mnist_cnn import data
+from mnist_cnn.tooling.safety import mnist_files
 from mnist_cnn.errors import DataError
 
 

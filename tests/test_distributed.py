@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn import data, distributed
+from mnist_cnn import data
+from mnist_cnn.tooling.runctl import distributed
 from mnist_cnn.callbacks import StopOnRequest
 from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.engine import Run, TrainParts

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from torchvision import datasets
 
-from mnist_cnn import download
-from mnist_cnn.cli import run_cli
+from mnist_cnn.tooling.cli import download
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.errors import DataError
-from mnist_cnn.mnist_files import RAW_FILES, check_raw_files, ensure_mnist, raw_folder
+from mnist_cnn.tooling.safety.mnist_files import RAW_FILES, check_raw_files, ensure_mnist, raw_folder
 
 MAX_REQUESTS = 64  # torchvision asks twice per archive (a redirect probe, then the download): 8 when all goes well
 

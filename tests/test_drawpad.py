@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_cnn import drawpad
+from mnist_cnn.digits import drawpad
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
-from mnist_cnn.drawpad import PAD_SIZE, STROKE_RATIO, DrawingPad, draw_strokes, predict_drawing
+from mnist_cnn.digits.drawpad import PAD_SIZE, STROKE_RATIO, DrawingPad, draw_strokes, predict_drawing
 from mnist_cnn.errors import ImageError
-from mnist_cnn.padinput import decode_data_url
+from mnist_cnn.digits.padinput import decode_data_url
 
 SIZE = PAD_SIZE
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
-from mnist_cnn.drawpad import PAD_SIZE, DrawingPad, draw_strokes
+from mnist_cnn.digits.drawpad import PAD_SIZE, DrawingPad, draw_strokes
 from mnist_cnn.errors import ImageError
-from mnist_cnn.padinput import MAX_DATA_URL, MAX_SIDE_FACTOR, decode_data_url, read_message
+from mnist_cnn.digits.padinput import MAX_DATA_URL, MAX_SIDE_FACTOR, decode_data_url, read_message
 
 
 @pytest.fixture(scope="module")

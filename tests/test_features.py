@@ -12,9 +12,9 @@ from mnist_cnn.analysis import most_confident_mistakes
 from mnist_cnn.engine import Predictions
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.features import collect_activations, default_layers, embed_2d, extract_features, nearest_centroid_accuracy
-from mnist_cnn.inference import Prediction
+from mnist_cnn.digits.inference import Prediction
 from mnist_cnn.model import VGG
-from mnist_cnn.preprocess import preprocess
+from mnist_cnn.digits.preprocess import preprocess
 
 
 @pytest.fixture()

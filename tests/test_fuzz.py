@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from test_hostile_checkpoints import resumable_payload
 
 from mnist_cnn.checkpoint import load_checkpoint, save_checkpoint
-from mnist_cnn.drawpad import DrawingPad
+from mnist_cnn.digits.drawpad import DrawingPad
 from mnist_cnn.errors import MnistCnnError
-from mnist_cnn.resume import resume_config
+from mnist_cnn.tooling.runctl.resume import resume_config
 
 #: Plain values a pickle could hold where a field belongs: numbers at their edges, text, nesting, tensors.
 VALUES = st.recursive(

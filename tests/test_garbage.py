@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn import evaluate
+from mnist_cnn.tooling.cli import evaluate
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
-from mnist_cnn.cli import run_cli
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.files import strict_json_value, write_json
 from mnist_cnn.model import VGG

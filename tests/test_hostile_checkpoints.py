@@ -20,22 +20,22 @@ from typing import Any
 import pytest
 import torch
 
-from mnist_cnn import evaluate, train
+from mnist_cnn.tooling.cli import evaluate, train
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
-from mnist_cnn.cli import run_cli
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.engine import HISTORY_KEYS
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.model import VGG, build_model
 from mnist_cnn.presets import get_preset
 from mnist_cnn.recipe import build_optimizer, build_scheduler
 from mnist_cnn.reproducibility import rng_state
-from mnist_cnn.resume import resume_config, training_state_of
-from mnist_cnn.safe_load import MAX_CHECKPOINT_BYTES
+from mnist_cnn.tooling.runctl.resume import resume_config, training_state_of
+from mnist_cnn.tooling.safety.safe_load import MAX_CHECKPOINT_BYTES
 
 #: What a child process reports: the command's status, then its peak resident memory in kB.
 MEASURE = (
     "import resource, sys\n"
-    "from mnist_cnn.cli import run_cli\n"
+    "from mnist_cnn.tooling.cli.args import run_cli\n"
     "from mnist_cnn import evaluate\n"
     "status = run_cli(evaluate.main, sys.argv[1:])\n"
     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"

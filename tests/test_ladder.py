@@ -15,7 +15,7 @@ from mnist_cnn.errors import ConfigError, TrainingInterrupted
 from mnist_cnn.initialise import convolutions, identity_init, whiten_first_conv
 from mnist_cnn.model import VGG, SmallCNN
 from mnist_cnn.recipe import build_optimizer, build_scheduler, model_for, parameter_groups
-from mnist_cnn.resume import resume_config
+from mnist_cnn.tooling.runctl.resume import resume_config
 from mnist_cnn.tta import SHIFTS, tta_accuracy, tta_logits
 
 LADDER = {"whiten": True, "identity_init": True, "norm_lr_scale": 4.0}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.paths import PROJECT_ROOT
+from mnist_cnn import PROJECT_ROOT
 
 STAMP = ".mnist-cnn-requirements.stamp"
 
@@ -121,7 +121,7 @@ def test_the_design_page_names_every_module() -> None:
     """docs/design.md is the map of the package: a module it does not name is one a reader cannot find."""
     import re
 
-    from mnist_cnn.paths import PROJECT_ROOT
+    from mnist_cnn import PROJECT_ROOT
 
     page = (PROJECT_ROOT / "docs" / "design.md").read_text()
     named = set(re.findall(r"`([a-z_]+)`", page))

@@ -11,9 +11,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
 from mnist_cnn.data import load_split
-from mnist_cnn.inference import classify_digits, predict_files
-from mnist_cnn.not_a_digit import DETECTOR_WEIGHTS, MIN_DIGIT_SCORE, DigitDetector, digit_scores, ink_features, not_a_digit_reason
-from mnist_cnn.preprocess import preprocess
+from mnist_cnn.digits.inference import classify_digits, predict_files
+from mnist_cnn.digits.not_a_digit import DETECTOR_WEIGHTS, MIN_DIGIT_SCORE, DigitDetector, digit_scores, ink_features, not_a_digit_reason
+from mnist_cnn.digits.preprocess import preprocess
 
 
 @pytest.fixture(scope="module")

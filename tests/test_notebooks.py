@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.paths import NOTEBOOKS_DIR
+from mnist_cnn import NOTEBOOKS_DIR
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 

@@ -8,7 +8,7 @@ import torch
 from mnist_cnn.numerics import CPU_CLASSES, choose_numerics, cpu_class, cpu_flags, cpu_model
 from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import RunOptions, fit
-from mnist_cnn.threads import usable_cores
+from mnist_cnn.tooling.runctl.threads import usable_cores
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD

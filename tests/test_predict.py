@@ -19,13 +19,13 @@ from PIL import Image
 
 import mnist_cnn
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
-from mnist_cnn.cli import run_cli
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.data import load_split
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference import classify_digits, predict_files
-from mnist_cnn.predict import main
-from mnist_cnn.preprocess import CENTRE, DIGIT_BOX, preprocess
-from mnist_cnn.sources import expand_paths
+from mnist_cnn.digits.inference import classify_digits, predict_files
+from mnist_cnn.tooling.cli.predict import main
+from mnist_cnn.digits.preprocess import CENTRE, DIGIT_BOX, preprocess
+from mnist_cnn.digits.sources import expand_paths
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"
 

@@ -20,14 +20,14 @@ from PIL import Image, ImageDraw
 
 import mnist_cnn
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
-from mnist_cnn.cli import run_cli
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.data import load_split
-from mnist_cnn.decode import MAX_PIXELS, WORK_SIDE, load_image
+from mnist_cnn.digits.decode import MAX_PIXELS, WORK_SIDE, load_image
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference import Prediction, classify_digits, format_prediction, iter_predictions, predict_files
-from mnist_cnn.not_a_digit import FAR_RANGES, MIN_CONFIDENCE, digit_scores, ink_features, not_a_digit_reason
-from mnist_cnn.predict import main
-from mnist_cnn.preprocess import preprocess
+from mnist_cnn.digits.inference import Prediction, classify_digits, format_prediction, iter_predictions, predict_files
+from mnist_cnn.digits.not_a_digit import FAR_RANGES, MIN_CONFIDENCE, digit_scores, ink_features, not_a_digit_reason
+from mnist_cnn.tooling.cli.predict import main
+from mnist_cnn.digits.preprocess import preprocess
 from mnist_cnn.text import display_name
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"

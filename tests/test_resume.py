@@ -17,7 +17,7 @@ from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_checkpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.model import VGG
-from mnist_cnn.resume import resume_config
+from mnist_cnn.tooling.runctl.resume import resume_config
 from mnist_cnn.runs import RunOptions, TrainResult, fit, save_run
 
 TIMING_KEYS = ("train_seconds", "load_seconds", "total_seconds")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from training_process import environment, start_training
 
-from mnist_cnn import train
+from mnist_cnn.tooling.cli import train
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
-from mnist_cnn.cli import run_cli
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import SmallCNN
-from mnist_cnn.rundir import LOCK_NAME, RunLock, check_not_another_run
+from mnist_cnn.tooling.runctl.rundir import LOCK_NAME, RunLock, check_not_another_run
 
 SHORT_RUN = ("--preset", "fast", "--smoke", "--epochs", "3")
 
@@ -107,7 +107,7 @@ def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom mnist_cnn.rundir import RunLock\n"
+            "import sys, time\nfrom mnist_cnn.tooling.runctl.rundir import RunLock\n"
             f"RunLock({str(tmp_path)!r}).acquire()\nprint('locked', flush=True)\ntime.sleep(600)\n",
         ],
         stdout=subprocess.PIPE,

@@ -16,7 +16,7 @@ from training_process import environment
 from training_process import start_training as start_fast_training
 
 from mnist_cnn.checkpoint import load_checkpoint
-from mnist_cnn.signals import StopRequest
+from mnist_cnn.tooling.runctl.signals import StopRequest
 
 
 def start_training(out: Path, epochs: int) -> subprocess.Popen:

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn import train
+from mnist_cnn.tooling.cli import train
 from mnist_cnn.callbacks import AdaptiveThreads
-from mnist_cnn.cli import run_cli
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.engine import Run, TrainParts
 from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import RunOptions, fit
-from mnist_cnn.threads import ThreadGovernor, _busy_ticks, _own_ticks, thread_setting, usable_cores
+from mnist_cnn.tooling.runctl.threads import ThreadGovernor, _busy_ticks, _own_ticks, thread_setting, usable_cores
 
 
 def test_thread_setting_reads_numbers_adaptive_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.paths import PROJECT_ROOT
+from mnist_cnn import PROJECT_ROOT
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "ci.yml"
 CI_SCRIPTS = (PROJECT_ROOT / ".ci" / "run", PROJECT_ROOT / ".ci" / "fresh-setup-check")

@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 
 from mnist_cnn.checkpoint import save_checkpoint
 from mnist_cnn.config import TrainConfig
-from mnist_cnn.distributed import any_process
+from mnist_cnn.tooling.runctl.distributed import any_process
 from mnist_cnn.engine import Callback, Run
 from mnist_cnn.errors import TrainingInterrupted
 from mnist_cnn.run_record import run_metrics, run_payload, snapshot
-from mnist_cnn.threads import ThreadGovernor
+from mnist_cnn.tooling.runctl.threads import ThreadGovernor
 
 
 def progress_wanted() -> bool:
@@ -85,7 +85,7 @@ class StopOnRequest(Callback):
     Every process asks after the same batch, so in a multi-process run all stop together.
 
     Args:
-        should_stop: Asked after every batch, e.g. a :class:`mnist_cnn.signals.StopRequest`.
+        should_stop: Asked after every batch, e.g. a :class:`mnist_cnn.tooling.runctl.signals.StopRequest`.
     """
 
     def __init__(self, should_stop: Callable[[], bool]) -> None:
@@ -129,7 +129,7 @@ class SaveCheckpoint(Callback):
 
 
 class AdaptiveThreads(Callback):
-    """Opt-in: keeps torch's CPU threads to the cores other programs leave free (:class:`mnist_cnn.threads.ThreadGovernor`).
+    """Opt-in: keeps torch's CPU threads to the cores other programs leave free (:class:`mnist_cnn.tooling.runctl.threads.ThreadGovernor`).
 
     Results then depend on the machine's load (reductions split differently with the thread count), so runs
     are not bit-identical; ``governor.changes`` records what was used.

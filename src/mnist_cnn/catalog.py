@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from mnist_cnn.paths import MODELS_DIR
+from mnist_cnn import MODELS_DIR
 from mnist_cnn.text import display_name, escape_text
 
 #: The table's columns, in order.
@@ -101,7 +101,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """Metrics, config and history recorded in a checkpoint, shaped like ``metrics.json``; or why not."""
     # torch only when a run lacks metrics.json: the table of finished runs needs nothing but json and pandas
     from mnist_cnn.errors import CheckpointError
-    from mnist_cnn.safe_load import read_checkpoint_file
+    from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
     try:
         payload = read_checkpoint_file(path)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import mnist_cnn
-from mnist_cnn.checkpoint_fields import (  # the private helpers are shared with the resume checks below
+from mnist_cnn.tooling.safety.checkpoint_fields import (  # the private helpers are shared with the resume checks below
     CHECKPOINT_VERSION,
     _key_name,
     check_model_options,
@@ -24,7 +24,7 @@ from mnist_cnn.checkpoint_fields import (  # the private helpers are shared with
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.files import atomic_write_bytes
 from mnist_cnn.model import build_model
-from mnist_cnn.safe_load import read_checkpoint_file
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 from mnist_cnn.text import display_name, escape_text
 
 #: What ``payload["format"]`` says in every checkpoint this project writes (its version: ``CHECKPOINT_VERSION``).

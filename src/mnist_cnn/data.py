@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from mnist_cnn.config import INPUT_SCALINGS
 from mnist_cnn.errors import ConfigError, DataError
 from mnist_cnn.mnist import MNIST_MEAN, MNIST_STD
-from mnist_cnn.mnist_files import MNISTArrays, ensure_mnist, load_split, resolve_data_dir
+from mnist_cnn.tooling.safety.mnist_files import MNISTArrays, ensure_mnist, load_split, resolve_data_dir
 
-#: The names notebooks and callers import from here; the files themselves are :mod:`mnist_cnn.mnist_files`'.
+#: The names notebooks and callers import from here; the files themselves are :mod:`mnist_cnn.tooling.safety.mnist_files`'.
 __all__ = [
     "InMemoryBatches",
     "MNISTArrays",

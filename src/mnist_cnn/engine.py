@@ -22,7 +22,7 @@ from torch import nn
 if TYPE_CHECKING:  # torchmetrics takes seconds to import; only training and evaluation need it
     from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, weighted_mean
+from mnist_cnn.tooling.runctl.distributed import SINGLE_PROCESS, DistributedContext, weighted_mean
 from mnist_cnn.errors import TrainingDiverged
 from mnist_cnn.mnist import NUM_CLASSES
 

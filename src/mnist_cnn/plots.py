@@ -18,9 +18,9 @@ if TYPE_CHECKING:  # only for annotations: predict imports the model code, plots
     import pandas as pd
 
     from mnist_cnn.analysis import Mistakes
-    from mnist_cnn.drawpad import DrawingResult
-    from mnist_cnn.inference import Prediction
-    from mnist_cnn.preprocess import PreprocessedImage
+    from mnist_cnn.digits.drawpad import DrawingResult
+    from mnist_cnn.digits.inference import Prediction
+    from mnist_cnn.digits.preprocess import PreprocessedImage
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -263,7 +263,7 @@ def plot_preprocessing(steps: PreprocessedImage, prediction: Prediction | None =
     """Show how an image became the model's 28x28 input, step by step, and (optionally) what the model said.
 
     Args:
-        steps: From :func:`mnist_cnn.preprocess.preprocess` (or ``Prediction.steps``).
+        steps: From :func:`mnist_cnn.digits.preprocess.preprocess` (or ``Prediction.steps``).
         prediction: Adds a bar chart of its top-k probabilities.
     """
     from matplotlib.patches import Rectangle
@@ -299,7 +299,7 @@ def plot_drawing(result: DrawingResult, title: str | None = None) -> Figure:
     """What the drawing pad shows, as a still figure: the drawing, the 28x28 image the network saw, the top digits.
 
     Args:
-        result: From :func:`mnist_cnn.drawpad.predict_drawing` (or ``DrawingPad.last``).
+        result: From :func:`mnist_cnn.digits.drawpad.predict_drawing` (or ``DrawingPad.last``).
         title: Figure title.
     """
     fig, (drawn_ax, seen_ax, bar_ax) = plt.subplots(1, 3, figsize=(8.4, 2.8), gridspec_kw={"width_ratios": [1, 1, 1.3]})

@@ -9,7 +9,7 @@ import torch
 
 from mnist_cnn import data as mnist_data
 from mnist_cnn.config import TrainConfig
-from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext
+from mnist_cnn.tooling.runctl.distributed import SINGLE_PROCESS, DistributedContext
 from mnist_cnn.engine import Batches
 
 

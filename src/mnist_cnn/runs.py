@@ -23,18 +23,18 @@ from mnist_cnn.callbacks import AdaptiveThreads, PrintEpochs, ProgressBar, SaveC
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.devices import select_device
-from mnist_cnn.distributed import SINGLE_PROCESS, DistributedContext, device_for, init_process_group
+from mnist_cnn.tooling.runctl.distributed import SINGLE_PROCESS, DistributedContext, device_for, init_process_group
 from mnist_cnn.engine import Callback, History, Run, TrainingState
 from mnist_cnn.errors import ConfigError, TrainingStopped
 from mnist_cnn.files import write_json
-from mnist_cnn.paths import MODELS_DIR
+from mnist_cnn import MODELS_DIR
 from mnist_cnn.presets import get_preset
 from mnist_cnn.recipe import build_parts, model_for, numerics_for
 from mnist_cnn.reproducibility import deterministic_mode, seed_everything
-from mnist_cnn.resume import restore
+from mnist_cnn.tooling.runctl.resume import restore
 from mnist_cnn.run_data import RunData, load_data
 from mnist_cnn.run_record import run_metrics, run_payload, snapshot
-from mnist_cnn.threads import ADAPTIVE, ThreadGovernor, thread_setting, usable_cores
+from mnist_cnn.tooling.runctl.threads import ADAPTIVE, ThreadGovernor, thread_setting, usable_cores
 
 
 @dataclass
@@ -46,7 +46,7 @@ class RunOptions:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
         quiet: No progress bars or per-epoch lines (by default: bars in terminals and notebooks, lines always).
         checkpoint_path: Where to write a resumable checkpoint at every epoch boundary (``None``: nowhere).
-        resume: Continue this checkpoint's run; the config should come from :func:`mnist_cnn.resume.resume_config`.
+        resume: Continue this checkpoint's run; the config should come from :func:`mnist_cnn.tooling.runctl.resume.resume_config`.
         deterministic: Deterministic kernels (``None``: on for the CPU, off elsewhere); restored afterwards.
         threads: CPU threads: a fixed number, or ``"adaptive"`` (:class:`~mnist_cnn.callbacks.AdaptiveThreads`);
             ``None`` reads ``$MNIST_CNN_THREADS``, else keeps torch's count. Restored afterwards.

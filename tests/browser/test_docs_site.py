@@ -32,7 +32,7 @@ from urllib.parse import urldefrag, urljoin, urlparse
 import pytest
 from browser_tools import CHROMIUM, CHROMIUM_ARGS, free_port, require_browser_tools, skip_or_fail
 
-from mnist_cnn.paths import NOTEBOOKS_DIR, PROJECT_ROOT
+from mnist_cnn import NOTEBOOKS_DIR, PROJECT_ROOT
 
 CONFIG = PROJECT_ROOT / "mkdocs.yml"
 PACKAGE_DIR = PROJECT_ROOT / "src" / "mnist_cnn"

@@ -29,7 +29,7 @@ import pytest
 from browser_tools import CHROMIUM, CHROMIUM_ARGS, free_port, require_browser_tools
 
 import mnist_cnn
-from mnist_cnn.paths import ARTIFACTS_ROOT, NOTEBOOKS_DIR
+from mnist_cnn import ARTIFACTS_ROOT, NOTEBOOKS_DIR
 
 NOTEBOOK = "01_data_exploration.ipynb"
 DRAW_NOTEBOOK = "06_draw_a_digit.ipynb"

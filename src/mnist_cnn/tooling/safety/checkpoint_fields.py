@@ -105,7 +105,7 @@ def validate_payload(payload: dict[str, Any], source: Path) -> tuple[str, dict[s
     """Check the fields of an mnist-cnn checkpoint's payload have the types this version writes.
 
     Args:
-        payload: What :func:`mnist_cnn.safe_load.read_checkpoint_file` returned, in this project's format.
+        payload: What :func:`mnist_cnn.tooling.safety.safe_load.read_checkpoint_file` returned, in this project's format.
         source: The file, for messages.
 
     Returns:

@@ -14,7 +14,7 @@ from typing import BinaryIO
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from mnist_cnn.errors import ImageError
-from mnist_cnn.sources import IMAGE_SUFFIXES
+from mnist_cnn.digits.sources import IMAGE_SUFFIXES
 
 #: The most pixels ``predict`` decodes from one file (64 megapixels, e.g. 8000x8000). Larger images are refused with
 #: one line before decoding. JPEGs (MPO phone photos included) count after Pillow's ``draft`` (decoding at 1/2, 1/4

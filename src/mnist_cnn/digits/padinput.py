@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mnist_cnn.decode import decoding_errors
+from mnist_cnn.digits.decode import decoding_errors
 from mnist_cnn.errors import ImageError
-from mnist_cnn.preprocess import to_grayscale
+from mnist_cnn.digits.preprocess import to_grayscale
 from mnist_cnn.text import escape_text
 
 #: Largest drawing accepted from the front end, in characters of its data URL (a 280x280 PNG is ~10 KB).
@@ -34,7 +34,7 @@ def decode_data_url(url: object, max_side: int) -> np.ndarray:
         max_side: The largest width or height accepted, in pixels; checked from the PNG header before decoding.
 
     Returns:
-        The drawing's luminance, transparency composited (:func:`~mnist_cnn.preprocess.to_grayscale`).
+        The drawing's luminance, transparency composited (:func:`~mnist_cnn.digits.preprocess.to_grayscale`).
 
     Raises:
         ImageError: Not a string, not a PNG data URL, too many characters, too many pixels, or not a readable PNG.

@@ -18,7 +18,7 @@ def ink_features(digit: np.ndarray) -> dict[str, float]:
     """Measures of the amount and shape of ink in a 28x28 digit, to tell digits from things that are not.
 
     Args:
-        digit: ``[28, 28]`` uint8 0-255, light ink on black (:attr:`~mnist_cnn.preprocess.PreprocessedImage.digit`, or an MNIST image).
+        digit: ``[28, 28]`` uint8 0-255, light ink on black (:attr:`~mnist_cnn.digits.preprocess.PreprocessedImage.digit`, or an MNIST image).
 
     Returns:
         ``ink``: total ink in pixels (sum of values / 255); ``solid``: pixels at least half inked; ``fill``: ink /

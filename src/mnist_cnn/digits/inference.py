@@ -16,9 +16,9 @@ from mnist_cnn.data import InMemoryBatches, scale_images
 from mnist_cnn.engine import predict as run_model
 from mnist_cnn.errors import ImageError
 from mnist_cnn.mnist import NUM_CLASSES
-from mnist_cnn.not_a_digit import digit_scores, ink_features, not_a_digit_reason
-from mnist_cnn.preprocess import PreprocessedImage, preprocess
-from mnist_cnn.sources import iter_sources
+from mnist_cnn.digits.not_a_digit import digit_scores, ink_features, not_a_digit_reason
+from mnist_cnn.digits.preprocess import PreprocessedImage, preprocess
+from mnist_cnn.digits.sources import iter_sources
 from mnist_cnn.text import display_name, escape_text
 
 
@@ -107,13 +107,13 @@ def iter_predictions(
 ) -> Iterator[Prediction]:
     """Classify image files and directories of them as a stream; a file that fails does not stop the others.
 
-    Each image is reduced to its 28x28 digit as soon as it is read (:func:`~mnist_cnn.preprocess.preprocess`), and
+    Each image is reduced to its 28x28 digit as soon as it is read (:func:`~mnist_cnn.digits.preprocess.preprocess`), and
     only that digit is kept until its batch is full and classified, so memory does not grow with the number of
     files.
 
     Args:
         checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
-        paths: Image files and directories (expanded lazily with :func:`~mnist_cnn.sources.iter_sources`).
+        paths: Image files and directories (expanded lazily with :func:`~mnist_cnn.digits.sources.iter_sources`).
         top_k: How many of the most likely digits to list (1-10).
         batch_size: Images per forward pass (and most results held back at once).
         keep_steps: Also keep every preprocessing step in :attr:`Prediction.steps` (for plots; full-size arrays).
@@ -162,7 +162,7 @@ def predict_files(
 
     Args:
         checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
-        paths: Image files and directories (expanded with :func:`~mnist_cnn.sources.expand_paths`).
+        paths: Image files and directories (expanded with :func:`~mnist_cnn.digits.sources.expand_paths`).
         top_k: How many of the most likely digits to list (1-10).
         batch_size: Images per forward pass.
         keep_steps: Keep every preprocessing step in :attr:`Prediction.steps` (e.g. to plot them).

@@ -15,7 +15,7 @@ import torch
 
 from mnist_cnn.errors import ConfigError, DataError
 from mnist_cnn.mnist import IMAGE_SIZE
-from mnist_cnn.paths import DATA_DIR_ENV, DEFAULT_DATA_DIR
+from mnist_cnn import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from mnist_cnn.text import display_name
 
 IMAGE_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions

@@ -3,7 +3,7 @@
 MNIST digits are light ink on a black background, cropped to the ink, scaled so the longer side is
 20 px (anti-aliased), and placed in a 28x28 frame with the centre of mass in the middle. A photo of a
 digit written on paper is none of that, so :func:`preprocess` repeats those steps on any image (files are
-opened by :mod:`mnist_cnn.decode`).
+opened by :mod:`mnist_cnn.digits.decode`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mnist_cnn.decode import WORK_SIDE, load_image, reduce_for_work
+from mnist_cnn.digits.decode import WORK_SIDE, load_image, reduce_for_work
 from mnist_cnn.errors import ImageError
 from mnist_cnn.mnist import IMAGE_SIZE
 
@@ -215,8 +215,8 @@ def preprocess(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> Prep
 
     Args:
         image: A file path, a Pillow image, or a ``[H, W]`` array of 0-255 values. Files and Pillow images are
-            first reduced so their longer side is under ``2 * WORK_SIDE`` (:func:`~mnist_cnn.decode.load_image`,
-            :func:`~mnist_cnn.decode.reduce_for_work`).
+            first reduced so their longer side is under ``2 * WORK_SIDE`` (:func:`~mnist_cnn.digits.decode.load_image`,
+            :func:`~mnist_cnn.digits.decode.reduce_for_work`).
 
     Returns:
         Every intermediate step; ``.digit`` is the result.

@@ -1,12 +1,12 @@
 """A notebook drawing pad whose drawings the network classifies as they are drawn.
 
 :func:`predict_drawing` turns the pixels of a drawing into a prediction with the same MNIST-style
-preprocessing ``python -m mnist_cnn.predict`` uses (:func:`mnist_cnn.preprocess.preprocess`), so it can be
+preprocessing ``python -m mnist_cnn.predict`` uses (:func:`mnist_cnn.digits.preprocess.preprocess`), so it can be
 tested without a browser. :class:`DrawingPad` is an `anywidget <https://anywidget.dev>`_ whose front end
 (``drawpad.js``) is a canvas for mouse, pen or finger; at the end of every stroke (and every
 ``throttle_ms`` while drawing) it sends the drawing to Python, which answers with the 28x28 image the
 network saw and its top digits, drawn by the widget itself: no other cell has to run. What the pad sends is
-checked by :mod:`mnist_cnn.padinput`; a message that cannot be read is shown in the pad (the ``error`` trait).
+checked by :mod:`mnist_cnn.digits.padinput`; a message that cannot be read is shown in the pad (the ``error`` trait).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference import classify_digits
+from mnist_cnn.digits.inference import classify_digits
 from mnist_cnn.mnist import NUM_CLASSES
-from mnist_cnn.not_a_digit import digit_scores, ink_features, not_a_digit_reason
-from mnist_cnn.padinput import MAX_SIDE_FACTOR, decode_data_url, read_message
-from mnist_cnn.preprocess import PreprocessedImage, preprocess
+from mnist_cnn.digits.not_a_digit import digit_scores, ink_features, not_a_digit_reason
+from mnist_cnn.digits.padinput import MAX_SIDE_FACTOR, decode_data_url, read_message
+from mnist_cnn.digits.preprocess import PreprocessedImage, preprocess
 
 #: Side of the drawing canvas in CSS pixels.
 PAD_SIZE = 280
@@ -49,7 +49,7 @@ class DrawingResult:
         steps: Every preprocessing step; ``steps.digit`` is the 28x28 uint8 image the network saw.
         error: Why there is no prediction (e.g. a blank pad), else ``None``.
         not_a_digit: Why the drawing looks unlike any MNIST digit (the rule ``predict`` applies,
-            :func:`mnist_cnn.not_a_digit.not_a_digit_reason`), else ``None``.
+            :func:`mnist_cnn.digits.not_a_digit.not_a_digit_reason`), else ``None``.
     """
 
     digit: int | None = None

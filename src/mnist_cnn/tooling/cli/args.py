@@ -55,7 +55,7 @@ def positive_int(text: str) -> int:
 
 def thread_count(text: str) -> int | str:
     """``argparse`` type: ``adaptive`` or a number of threads from 1 to this machine's cores."""
-    from mnist_cnn.threads import thread_setting
+    from mnist_cnn.tooling.runctl.threads import thread_setting
 
     try:
         return thread_setting(text)

@@ -1,0 +1,1 @@
+"""Run control: one live run per folder, stopping on signals, resuming, several processes and the thread policy."""
