@@ -27,7 +27,8 @@ import torch
 
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import RunOptions, fit
+from mnist_cnn.runs import RunOptions
+from mnist_cnn.tooling.runctl.controls import fit_controlled
 
 #: The fastest public MNIST recipe we know, as published: one epoch of a small CNN (conv 24@5x5, pool, ReLU,
 #: conv 32@3x3, pool, ReLU, fc 256, fc 10), Adam lr 1e-2 betas (0.7, 0.9), OneCycle without momentum cycling,
@@ -71,7 +72,7 @@ def worker(name: str, seed: int, device: str, one_epoch: bool = False) -> None:
     config = recipe(name, seed)
     if one_epoch:
         config.epochs = 1
-    result = fit(config, RunOptions(device=device, quiet=True))
+    result = fit_controlled(config, RunOptions(device=device, quiet=True))  # $MNIST_CNN_THREADS as the command line reads it
     validation = result.metrics["validation"]
     images = (MNIST_TRAIN_IMAGES - (validation["size"] if validation.get("held_out") else 0)) * config.epochs
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -34,13 +34,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from mnist_cnn.digits import not_a_digit
 from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.data import load_split, scale_images
-from mnist_cnn.errors import ImageError
+from mnist_cnn.digits import not_a_digit
 from mnist_cnn.digits.inference import classify_digits, predict_files
 from mnist_cnn.digits.not_a_digit import INK_FEATURES, digit_scores, ink_features, not_a_digit_reason
 from mnist_cnn.digits.preprocess import preprocess
+from mnist_cnn.errors import ImageError
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_WEIGHTS = ROOT.parent / "shared" / "seed" / "mnist_VGG.pth"
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=SEED_WEIGHTS)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    checkpoint = load_checkpoint(args.checkpoint, device="cpu")
+    checkpoint = load_checkpoint(args.checkpoint, device="cpu", reader=read_checkpoint_file)  # the seed's .pth is a torch pickle
     report: dict = {"checkpoint": str(args.checkpoint)}
     report["far_ranges_measured"] = ranges(feature_table(preprocessed(load_split("train").images.numpy())), 0.05, 99.95)
     report["constants_used"] = {

@@ -71,7 +71,8 @@ CANDIDATES: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
 def worker(family: str, name: str, seed: int, device: str, smoke: bool = False) -> None:
     """Train one candidate with one seed and print its validation result as JSON on the last line."""
     from mnist_cnn.presets import get_preset
-    from mnist_cnn.runs import RunOptions, fit
+    from mnist_cnn.runs import RunOptions
+    from mnist_cnn.tooling.runctl.controls import fit_controlled
 
     preset, changes = CANDIDATES[family][name]
     config = get_preset(preset, seed=seed)
@@ -80,7 +81,7 @@ def worker(family: str, name: str, seed: int, device: str, smoke: bool = False) 
     if smoke:
         config.epochs, config.train_size, config.val_size, config.test_size = 1, 2000, 1000, 1000
     config.validate()
-    result = fit(config, RunOptions(device=device, quiet=True))
+    result = fit_controlled(config, RunOptions(device=device, quiet=True))  # $MNIST_CNN_THREADS as the command line reads it
     metrics = result.metrics
     print(
         json.dumps(

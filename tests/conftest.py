@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.tooling.safety.mnist_files import RAW_FILES, raw_folder, resolve_data_dir
+from mnist_cnn.mnist import RAW_FILES, raw_folder, resolve_data_dir
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "seed" / "mnist_VGG.pth"
 

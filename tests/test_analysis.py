@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_cnn import analysis
-from mnist_cnn.engine import Predictions
+from mnist_cnn import analysis, data
+from mnist_cnn.analysis import Predictions
 
 
 def predictions(targets: list[int], predicted: list[int], confidence: list[float]) -> Predictions:
@@ -53,7 +53,7 @@ def test_mistakes_gathers_images_labels_predictions_and_confidence() -> None:
 
 def test_pixel_statistics() -> None:
     images = torch.tensor([[[0, 255], [0, 51]]], dtype=torch.uint8)
-    stats = analysis.pixel_statistics(images)
+    stats = data.pixel_statistics(images)
     assert stats["zero_fraction"] == 0.5 and stats["saturated_fraction"] == 0.25
     assert stats["max"] == 1.0 and stats["mean"] == pytest.approx((255 + 51) / 255 / 4)
 

@@ -14,11 +14,18 @@ import pytest
 
 matplotlib.use("Agg")
 
-from mnist_cnn import plots  # noqa: E402
-from mnist_cnn.catalog import COLUMNS, CURVE_COLUMNS, OLD_FORMAT_NOTE, find_runs, learning_curves, runs_table  # noqa: E402
+from mnist_cnn import MODELS_DIR  # noqa: E402
+from mnist_cnn.catalog import (  # noqa: E402
+    COLUMNS,
+    CURVE_COLUMNS,
+    OLD_FORMAT_NOTE,
+    find_runs,
+    learning_curves,
+    plot_learning_curves,
+    runs_table,
+)
 from mnist_cnn.checkpoint import build_payload, save_checkpoint  # noqa: E402
 from mnist_cnn.model import build_model  # noqa: E402
-from mnist_cnn import MODELS_DIR  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -194,7 +201,7 @@ def test_learning_curves_use_validation_accuracy_else_test(models: Path) -> None
 
 
 def test_plot_learning_curves_labels_runs_without_validation(models: Path) -> None:
-    fig = plots.plot_learning_curves(learning_curves(models), runs=["fast-1", "default"])
+    fig = plot_learning_curves(learning_curves(models), runs=["fast-1", "default"])
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["fast-1", "default (test acc: no val split)"]
     assert len(fig.axes[0].lines) >= 2 and len(fig.axes[1].lines) >= 2

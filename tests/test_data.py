@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from mnist_cnn import data
-from mnist_cnn.tooling.safety import mnist_files
+from mnist_cnn import DEFAULT_DATA_DIR, data
 from mnist_cnn.errors import DataError
+from mnist_cnn.tooling.cli import train
+from mnist_cnn.tooling.cli.args import run_cli
+from mnist_cnn.tooling.safety import mnist_files
 
 
 def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MNIST_DATA_DIR", str(tmp_path / "from-env"))
-    assert mnist_files.resolve_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
-    assert mnist_files.resolve_data_dir() == tmp_path / "from-env"
+    assert data.resolve_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    assert data.resolve_data_dir() == tmp_path / "from-env"
     monkeypatch.delenv("MNIST_DATA_DIR")
-    assert mnist_files.resolve_data_dir() == mnist_files.DEFAULT_DATA_DIR
+    assert data.resolve_data_dir() == DEFAULT_DATA_DIR
 
 
 def test_load_splits(data_dir: Path) -> None:
@@ -34,46 +38,64 @@ def test_missing_directory_names_the_variable_and_files(tmp_path: Path, offline:
         data.load_split("train", missing)
     message = str(caught.value)
     assert "MNIST_DATA_DIR" in message and str(missing) in message
-    assert all(name in message for name in mnist_files.RAW_FILES)
+    assert all(name in message for name in data.RAW_FILES)
     assert not missing.exists(), "a failed download must not leave directories behind"
 
 
 def test_truncated_file_is_named(data_copy: Path) -> None:
-    path = mnist_files.raw_folder(data_copy) / "t10k-images-idx3-ubyte"
+    path = data.raw_folder(data_copy) / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:100_000])
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte is truncated"):
         data.load_split("test", data_copy)
 
 
 def test_wrong_magic_is_named(data_copy: Path) -> None:
-    path = mnist_files.raw_folder(data_copy) / "train-labels-idx1-ubyte"
+    path = data.raw_folder(data_copy) / "train-labels-idx1-ubyte"
     raw = bytearray(path.read_bytes())
     raw[2:4] = b"\x08\x03"  # an image magic number in a label file
     path.write_bytes(bytes(raw))
-    with pytest.raises(DataError, match="train-labels-idx1-ubyte is corrupt or not an IDX label file"):
-        mnist_files.ensure_mnist(data_copy, download=False)
+    for check in (lambda: data.load_split("train", data_copy), lambda: mnist_files.ensure_mnist(data_copy, download=False)):
+        with pytest.raises(DataError, match="train-labels-idx1-ubyte is corrupt or not an IDX label file"):
+            check()
 
 
-def test_flipped_pixel_is_caught_by_checksum(data_copy: Path) -> None:
-    path = mnist_files.raw_folder(data_copy) / "train-images-idx3-ubyte"
+def test_flipped_pixel_is_caught_by_checksum(data_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = data.raw_folder(data_copy) / "train-images-idx3-ubyte"
     raw = bytearray(path.read_bytes())
     raw[5_000] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="train-images-idx3-ubyte is corrupt: its MD5"):
         mnist_files.ensure_mnist(data_copy, download=False)
+    # the train command checks the MD5s before it writes anything
+    status = run_cli(train.main, ["--smoke", "--quiet", "--data-dir", str(data_copy), "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(error) == 1 and "train-images-idx3-ubyte is corrupt: its MD5" in error[0], error
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_study_loads_without_torchvision_or_the_tooling() -> None:
+    """Importing MNIST's facts loads no torch, and the data module neither torchvision (seconds) nor the commands' tooling."""
+    probe = (
+        "import sys; import mnist_cnn.mnist; print('torch' in sys.modules); import mnist_cnn.data; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision' or m.startswith('mnist_cnn.tooling')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:2] == ["False", "[]"], result.stdout
 
 
 def test_count_mismatch_is_reported(data_copy: Path) -> None:
-    path = mnist_files.raw_folder(data_copy) / "t10k-labels-idx1-ubyte"
+    path = data.raw_folder(data_copy) / "t10k-labels-idx1-ubyte"
     raw = bytearray(path.read_bytes())
     raw[4:8] = (9_999).to_bytes(4, "big")
     path.write_bytes(bytes(raw[:-1]))
-    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte says it holds 9999 items, expected 10000"):
-        mnist_files.ensure_mnist(data_copy, download=False)
+    for check in (lambda: data.load_split("test", data_copy), lambda: mnist_files.ensure_mnist(data_copy, download=False)):
+        with pytest.raises(DataError, match="t10k-labels-idx1-ubyte says it holds 9999 items, expected 10000"):
+            check()
 
 
 def test_read_only_root_is_not_written(data_copy: Path) -> None:
-    before = sorted(p.name for p in mnist_files.raw_folder(data_copy).iterdir())
+    before = sorted(p.name for p in data.raw_folder(data_copy).iterdir())
     for path in [data_copy, *data_copy.rglob("*")]:
         path.chmod(0o555 if path.is_dir() else 0o444)
     try:
@@ -81,7 +103,7 @@ def test_read_only_root_is_not_written(data_copy: Path) -> None:
     finally:
         for path in [data_copy, *data_copy.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-    assert sorted(p.name for p in mnist_files.raw_folder(data_copy).iterdir()) == before
+    assert sorted(p.name for p in data.raw_folder(data_copy).iterdir()) == before
 
 
 def test_scaling() -> None:

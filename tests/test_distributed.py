@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from mnist_cnn import data
-from mnist_cnn.tooling.runctl import distributed
-from mnist_cnn.callbacks import StopOnRequest
 from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.engine import Run, TrainParts
 from mnist_cnn.errors import ConfigError, TrainingInterrupted
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import check_distributed
+from mnist_cnn.tooling.runctl import distributed
+from mnist_cnn.tooling.runctl.distributed import check_distributed
+from mnist_cnn.tooling.runctl.signals import StopOnRequest
 
 
 def environment() -> dict[str, str]:

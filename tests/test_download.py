@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 from torchvision import datasets
 
+from mnist_cnn import data
+from mnist_cnn.errors import DataError
+from mnist_cnn.mnist import RAW_FILES, raw_folder
 from mnist_cnn.tooling.cli import download
 from mnist_cnn.tooling.cli.args import run_cli
-from mnist_cnn.errors import DataError
-from mnist_cnn.tooling.safety.mnist_files import RAW_FILES, check_raw_files, ensure_mnist, raw_folder
+from mnist_cnn.tooling.safety.mnist_files import check_raw_files, ensure_mnist
 
 MAX_REQUESTS = 64  # torchvision asks twice per archive (a redirect probe, then the download): 8 when all goes well
 
@@ -147,6 +149,18 @@ def test_fresh_root_fills_from_the_mirror(mirror: Mirror, tmp_path: Path, capfd:
     assert sorted(set(mirror.requests)) == sorted(f"{name}.gz" for name in RAW_FILES)
     err = capfd.readouterr().err
     assert "100%" in err, "torchvision's progress bar"
+
+
+def test_study_loader_downloads_what_is_missing(mirror: Mirror, half_filled_root: Path) -> None:
+    """The notebooks' loader fetches the missing training files itself: only they are added, no archives, no scratch left."""
+    before = snapshot(half_filled_root)
+    train = data.load_split("train", half_filled_root)
+    assert len(train) == 60_000 and train.labels[:5].tolist() == [5, 0, 4, 1, 9]
+    assert sorted(p.name for p in raw_folder(half_filled_root).iterdir()) == sorted(RAW_FILES), "only the four files, no archives"
+    after = snapshot(half_filled_root)
+    kept = [name for name in before if name.endswith("ubyte")]  # the folders' times change as files arrive
+    assert len(kept) == 2 and all(after[name] == before[name] for name in kept), "files already there are not rewritten"
+    check_raw_files(half_filled_root)  # what arrived matches the published MD5s
 
 
 def test_download_command_fills_and_reports(mirror: Mirror, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_cnn.digits import drawpad
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
+from mnist_cnn.digits import drawpad
 from mnist_cnn.digits.drawpad import PAD_SIZE, STROKE_RATIO, DrawingPad, draw_strokes, predict_drawing
-from mnist_cnn.errors import ImageError
 from mnist_cnn.digits.padinput import decode_data_url
+from mnist_cnn.errors import ImageError
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
 SIZE = PAD_SIZE
 
@@ -22,7 +23,7 @@ SIZE = PAD_SIZE
 @pytest.fixture(scope="module")
 def seed_model(seed_weights: Path) -> LoadedCheckpoint:
     """The seed project's published weights (test accuracy 0.9782): a trained model without training."""
-    return load_checkpoint(seed_weights)
+    return load_checkpoint(seed_weights, reader=read_checkpoint_file)  # a torch pickle: read as the commands read it
 
 
 def one_stroke() -> list[list[tuple[float, float]]]:
@@ -132,7 +133,7 @@ def test_widget_classify_shows_an_array_drawn_elsewhere(seed_model: LoadedCheckp
 
 def test_the_pad_flags_a_drawing_unlike_any_digit_and_passes_a_digit(seed_weights: Path) -> None:
     """The pad applies the same "not a digit?" rule as ``predict``; the answer stays, with the reason beside it."""
-    checkpoint = load_checkpoint(seed_weights)
+    checkpoint = load_checkpoint(seed_weights, reader=read_checkpoint_file)
     blob = np.full((PAD_SIZE, PAD_SIZE), 255, dtype=np.uint8)
     blob[80:200, 90:190] = 0  # a filled block of ink
     flagged = predict_drawing(blob, checkpoint.model, checkpoint.input_scaling)

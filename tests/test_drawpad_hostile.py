@@ -14,14 +14,15 @@ from PIL import Image
 
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
 from mnist_cnn.digits.drawpad import PAD_SIZE, DrawingPad, draw_strokes
-from mnist_cnn.errors import ImageError
 from mnist_cnn.digits.padinput import MAX_DATA_URL, MAX_SIDE_FACTOR, decode_data_url, read_message
+from mnist_cnn.errors import ImageError
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
 
 @pytest.fixture(scope="module")
 def pad(seed_weights: Path) -> DrawingPad:
     """A pad with the seed project's weights."""
-    checkpoint: LoadedCheckpoint = load_checkpoint(seed_weights)
+    checkpoint: LoadedCheckpoint = load_checkpoint(seed_weights, reader=read_checkpoint_file)  # a torch pickle: as the commands read it
     return DrawingPad(checkpoint.model, checkpoint.input_scaling)
 
 
@@ -130,7 +131,7 @@ def test_the_front_end_shows_the_error_trait(pad: DrawingPad) -> None:
 
 
 def test_pad_size_sets_the_limit(seed_weights: Path) -> None:
-    checkpoint = load_checkpoint(seed_weights)
+    checkpoint = load_checkpoint(seed_weights, reader=read_checkpoint_file)
     small = DrawingPad(checkpoint.model, checkpoint.input_scaling, size=100)
     small.drawing = {"seq": 1, "png": drawing_url()}  # 280x280 from a 100 px pad: more than 4x would be refused
     assert small.result["digit"] is not None

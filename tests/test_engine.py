@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_cnn import data, engine
+from mnist_cnn import analysis, data, engine
 from mnist_cnn.augment import RandomAffine
-from mnist_cnn.callbacks import PrintEpochs, StopOnRequest
+from mnist_cnn.callbacks import PrintEpochs
 from mnist_cnn.errors import TrainingDiverged, TrainingInterrupted, TrainingStopped
 from mnist_cnn.model import VGG
+from mnist_cnn.tooling.runctl.signals import StopOnRequest
 
 CPU = torch.device("cpu")
 
@@ -178,7 +179,7 @@ def test_random_affine_keeps_shape_and_mass() -> None:
 def test_predict_is_batched_and_consistent() -> None:
     model = VGG(hidden_units=4)
     images, labels = synthetic(100)
-    predictions = engine.predict(model, batches(100, 30), CPU)
+    predictions = analysis.predict(model, batches(100, 30), CPU)
     assert predictions.probabilities.shape == (100, 10)
     assert torch.allclose(predictions.probabilities.sum(1), torch.ones(100), atol=1e-5)
     assert torch.equal(predictions.predicted, predictions.probabilities.argmax(1))

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from mnist_cnn.tooling.cli import evaluate
 from mnist_cnn.checkpoint import build_payload, save_checkpoint
-from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.data import load_split, memory_batches
 from mnist_cnn.model import VGG
+from mnist_cnn.tooling.cli import evaluate
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tta import tta_accuracy
 
 HISTORY = {"epoch": [0, 1], "train_loss": [2.3, 0.5], "train_acc": [0.1, 0.8], "val_loss": [2.3, 0.6], "val_acc": [0.1, 0.7]}
@@ -72,7 +72,7 @@ def test_a_figure_that_fails_leaves_the_previous_report_whole(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """Everything is rendered before anything is written: a failure while drawing writes nothing."""
-    from mnist_cnn import errors, plots
+    from mnist_cnn import errors, features
 
     out = tmp_path / "report"
     out.mkdir()
@@ -82,7 +82,7 @@ def test_a_figure_that_fails_leaves_the_previous_report_whole(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise errors.ImageError("the filters cannot be drawn")
 
-    monkeypatch.setattr(plots, "plot_filters", broken)
+    monkeypatch.setattr(features, "plot_filters", broken)
     message = one_line_error(capsys, run_evaluate(tiny_checkpoint(tmp_path / "model.pt"), out))
     assert "the filters cannot be drawn" in message
     assert snapshot(out) == before

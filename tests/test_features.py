@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_cnn import plots
-from mnist_cnn.analysis import most_confident_mistakes
-from mnist_cnn.engine import Predictions
+from mnist_cnn.analysis import Predictions, most_confident_mistakes
+from mnist_cnn.digits.figures import plot_preprocessing
+from mnist_cnn.digits.inference import Prediction
+from mnist_cnn.digits.preprocess import preprocess
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.features import collect_activations, default_layers, embed_2d, extract_features, nearest_centroid_accuracy
-from mnist_cnn.digits.inference import Prediction
 from mnist_cnn.model import VGG
-from mnist_cnn.digits.preprocess import preprocess
 
 
 @pytest.fixture()
@@ -66,7 +65,7 @@ def test_plot_preprocessing_draws_every_step():
     digit = np.zeros((40, 30), np.float32)
     digit[5:35, 12:18] = 255  # a "1"
     steps = preprocess(255 - digit)
-    fig = plots.plot_preprocessing(steps, Prediction(file="x", digit=1, probability=0.9, top_k=[(1, 0.9), (7, 0.1)]))
+    fig = plot_preprocessing(steps, Prediction(file="x", digit=1, probability=0.9, top_k=[(1, 0.9), (7, 0.1)]))
     assert len(fig.axes) == 6
     plt.close(fig)
 

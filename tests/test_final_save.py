@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mnist_cnn import runs
-from mnist_cnn.tooling.cli import train
 from mnist_cnn.checkpoint import load_checkpoint
+from mnist_cnn.tooling.cli import train
 from mnist_cnn.tooling.cli.args import run_cli
 
 SMOKE = ["--preset", "fast", "--smoke", "--quiet"]

@@ -17,8 +17,9 @@ from mnist_cnn.checkpoint import load_checkpoint, save_checkpoint
 from mnist_cnn.digits.drawpad import DrawingPad
 from mnist_cnn.errors import MnistCnnError
 from mnist_cnn.tooling.runctl.resume import resume_config
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
-#: Plain values a pickle could hold where a field belongs: numbers at their edges, text, nesting, tensors.
+#: Values a checkpoint's record can hold where a field belongs: numbers at their edges, text, nesting, tensors, int keys.
 VALUES = st.recursive(
     st.none()
     | st.booleans()
@@ -58,7 +59,7 @@ def test_any_value_in_any_field_is_resumed_or_refused_in_one_line(tmp_path: Path
     path = tmp_path / "last.pt"
     save_checkpoint(path, payload)
     try:
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, reader=read_checkpoint_file)  # as train --resume reads it
         before = torch.get_rng_state()
         try:
             resume_config(checkpoint)
@@ -77,7 +78,7 @@ MESSAGES = st.one_of(
 
 @pytest.fixture(scope="module")
 def pad(seed_weights: Path) -> DrawingPad:
-    checkpoint = load_checkpoint(seed_weights)
+    checkpoint = load_checkpoint(seed_weights, reader=read_checkpoint_file)  # a torch pickle: read as the commands read it
     return DrawingPad(checkpoint.model, checkpoint.input_scaling)
 
 

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn.tooling.cli import evaluate
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
-from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.files import strict_json_value, write_json
 from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import TrainResult, save_run
+from mnist_cnn.tooling.cli import evaluate
+from mnist_cnn.tooling.cli.args import run_cli
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
 
 def refuse_constants(name: str) -> float:
@@ -48,7 +49,7 @@ def test_non_finite_seed_format_weights_are_refused(tmp_path: Path) -> None:
     state_dict["conv_block_2.4.bias"][0] = math.nan
     torch.save(state_dict, tmp_path / "bare.pth")
     with pytest.raises(CheckpointError, match="NaN or infinite values in conv_block_2.4.bias"):
-        load_checkpoint(tmp_path / "bare.pth")
+        load_checkpoint(tmp_path / "bare.pth", reader=read_checkpoint_file)  # a torch pickle: read as the commands read it
 
 
 def test_write_json_is_strict(tmp_path: Path) -> None:

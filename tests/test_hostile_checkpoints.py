@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import os
+import random
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,23 +23,24 @@ from typing import Any
 import pytest
 import torch
 
-from mnist_cnn.tooling.cli import evaluate, train
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
-from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.engine import HISTORY_KEYS
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.model import VGG, build_model
 from mnist_cnn.presets import get_preset
 from mnist_cnn.recipe import build_optimizer, build_scheduler
 from mnist_cnn.reproducibility import rng_state
+from mnist_cnn.tooling.cli import evaluate, train
+from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tooling.runctl.resume import resume_config, training_state_of
-from mnist_cnn.tooling.safety.safe_load import MAX_CHECKPOINT_BYTES
+from mnist_cnn.tooling.safety import safe_load
+from mnist_cnn.tooling.safety.safe_load import MAX_CHECKPOINT_BYTES, MAX_HEADER_BYTES, read_checkpoint_file
 
 #: What a child process reports: the command's status, then its peak resident memory in kB.
 MEASURE = (
     "import resource, sys\n"
     "from mnist_cnn.tooling.cli.args import run_cli\n"
-    "from mnist_cnn import evaluate\n"
+    "from mnist_cnn.tooling.cli import evaluate\n"
     "status = run_cli(evaluate.main, sys.argv[1:])\n"
     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     "raise SystemExit(status)\n"
@@ -284,7 +288,8 @@ def test_shapes_are_compared_before_the_model_is_built(tmp_path: Path, capsys: p
 
 
 def test_a_compressed_bomb_is_refused_before_inflating(tmp_path: Path, baseline_peak_kb: int) -> None:
-    """A few MB of deflated zeros standing for a 2 GiB tensor: refused from the archive's directory."""
+    """A ``torch.save`` file (the seed's kind, still read) whose few MB of deflated zeros stand for a 2 GiB tensor:
+    refused from the archive's directory."""
     small = io.BytesIO()
     torch.save({"w": torch.zeros(4)}, small)
     bomb = tmp_path / "bomb.pt"
@@ -330,14 +335,14 @@ def test_half_precision_weights_still_load(tmp_path: Path) -> None:
 
 def test_unreadable_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tiny_vgg_claiming(1, tmp_path / "model.pt")
-    real_is_zipfile = zipfile.is_zipfile
+    real_open = os.open
 
-    def denied(name: Any) -> bool:
+    def denied(name: Any, *args: Any, **kwargs: Any) -> int:
         if Path(name) == path:
             raise PermissionError(13, "Permission denied", str(path))
-        return real_is_zipfile(name)
+        return real_open(name, *args, **kwargs)
 
-    monkeypatch.setattr(zipfile, "is_zipfile", denied)
+    monkeypatch.setattr(safe_load.os, "open", denied)
     message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(path), "--out", str(tmp_path / "r")]))
     assert message == f"error: cannot read checkpoint {path}: Permission denied"
 
@@ -354,24 +359,29 @@ def test_checkpoints_are_created_0644_respecting_the_umask(tmp_path: Path) -> No
         os.umask(previous)
 
 
-# --- Shared references: a small pickle can stand for an enormous tree ---
+# --- A record is JSON: it stands for no more values than its text spells out, and that text is bounded ---
 
 
-def shared_references(levels: int) -> list:
-    """A list of ten references to a list of ten references... ``levels`` deep: ``10**levels`` leaves, a few KB pickled."""
-    node: list = [0.5]
-    for _ in range(levels):
-        node = [node] * 10
-    return node
+def rewritten(path: Path, change: Callable[[dict[str, Any], dict[str, Any]], None]) -> Path:
+    """``path`` with its safetensors header and record changed by ``change(header, record)``, its tensor bytes kept."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    metadata = header["__metadata__"]
+    metadata["record"] = json.loads(metadata["record"])
+    change(header, metadata["record"])
+    if not isinstance(metadata.get("record", ""), str):  # left as a value: written back as JSON text
+        metadata["record"] = json.dumps(metadata["record"])
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+    return path
 
 
-def test_shared_references_are_refused_in_one_line_within_seconds(base_payload: dict[str, Any], tmp_path: Path) -> None:
-    """Fifteen levels in the metrics: before the count, every check walked 10**15 values and no command returned."""
-    path = tmp_path / "last.pt"
-    save_checkpoint(path, tampered(base_payload, _set("metrics.curve", shared_references(15))))
-    save_checkpoint(tmp_path / "plain.pt", base_payload)
-    assert path.stat().st_size - (tmp_path / "plain.pt").stat().st_size < 20_000  # the whole tree pickles in a few KB
-    (tmp_path / "plain.pt").unlink()
+def test_a_record_past_the_header_bound_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """Millions of values in the metrics (the pickle format's "shared references" ended here): one line, in either command."""
+    path = tiny_vgg_claiming(1, tmp_path / "last.pt")
+    rewritten(path, lambda header, record: record["metrics"].update(curve=[0.5] * (MAX_HEADER_BYTES // 4)))
+    assert path.stat().st_size > MAX_HEADER_BYTES
     before = snapshot(tmp_path)
     for command in (["mnist_cnn.evaluate", "--checkpoint"], ["mnist_cnn.train", "--resume"]):
         result = subprocess.run(
@@ -379,36 +389,143 @@ def test_shared_references_are_refused_in_one_line_within_seconds(base_payload: 
         )
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1, result.stderr
-        assert "stands for more than 1,000,000 values" in lines[0] and str(path) in lines[0]
+        assert f"more than the {MAX_HEADER_BYTES:,} allowed" in lines[0] and str(path) in lines[0]
     assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize(
     ("name", "change", "fragment"),
     [
-        ("seven levels in config", _set("config.extra", shared_references(7)), "stands for more than 1,000,000 values"),
-        ("a list holding itself", lambda payload: payload["metrics"].update(loop=(loop := [], loop.append(loop))[0]), "holds itself"),
         ("nested 40 deep", _set("history.deep", eval("[" * 40 + "]" * 40)), "nests deeper than 32 levels"),  # noqa: S307 - a literal
         ("a 600-digit integer", _set("metrics.steps", 2**2000), "invalid metrics: it holds values other than"),
+        ("a tuple keyed dict in the config", _set("config.extra", {(1, 2): 3}), "invalid config: it holds values other than"),
     ],
 )
-def test_oversized_structures_are_refused_before_any_walk(
+def test_oversized_structures_are_refused_in_one_line(
     base_payload: dict[str, Any], tmp_path: Path, name: str, change: Callable, fragment: str
 ) -> None:
     path = tmp_path / "model.pt"
     save_checkpoint(path, tampered(base_payload, change))
     with pytest.raises(CheckpointError) as caught:
-        load_checkpoint(path)
+        load_checkpoint(path, reader=read_checkpoint_file)
     message = str(caught.value)
     assert fragment in message and len(message.splitlines()) == 1, message
 
 
 def test_a_long_step_history_still_loads(base_payload: dict[str, Any], tmp_path: Path) -> None:
-    """The count leaves room for real runs: 100 epochs' step history (40,000 numbers) is far below it."""
+    """The bound leaves room for real runs: 100 epochs' step history (40,000 numbers) is far below it."""
     rows = 10_000
     payload = tampered(base_payload, _set("step_history", {key: [0.5] * rows for key in ("step", "epoch", "train_loss", "lr")}))
     save_checkpoint(tmp_path / "model.pt", payload)
-    assert len(load_checkpoint(tmp_path / "model.pt").step_history["step"]) == rows
+    assert len(load_checkpoint(tmp_path / "model.pt", reader=read_checkpoint_file).step_history["step"]) == rows
+
+
+# --- Files that are not what they claim: refused in one line naming the file, by what the commands read with ---
+
+
+def _header_length(length: int) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(length.to_bytes(8, "little") + path.read_bytes()[8:])
+
+
+def _bytes(data: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(data)
+
+
+def _entry(name: str, key: str, value: Any) -> Callable[[Path], None]:
+    return lambda path: rewritten(path, lambda header, record: header[name].update({key: value}))
+
+
+def _record(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    return lambda path: rewritten(path, lambda header, record: change(record))
+
+
+def _tensors_as_a_list(header: dict[str, Any], record: dict[str, Any]) -> None:
+    header["__metadata__"]["record"] = [{"$tensor": name} for name in header if name != "__metadata__"]
+
+
+WEIGHT = "state_dict.conv_block_1.0.weight"
+#: (name, damage done to a valid checkpoint, fragment of the one-line message).
+CRAFTED_FILES = [
+    ("random bytes", _bytes(random.Random(0).randbytes(4096)), "is not a readable PyTorch checkpoint"),
+    ("empty", _bytes(b""), "shorter than a safetensors header"),
+    ("a header length of 2**63", _header_length(2**63), "its header claims 9,223,372,036,854,775,808 bytes, more than the 16,777,216"),
+    ("a header length past the file", _header_length(1 << 20), "truncated: its header claims 1,048,576 bytes"),
+    ("a header that is not JSON", _bytes((9).to_bytes(8, "little") + b"{not json"), "is not a readable PyTorch checkpoint"),
+    ("a header that is a list", _bytes((2).to_bytes(8, "little") + b"[]"), "its header is not a JSON object"),
+    ("no record", lambda path: rewritten(path, lambda header, record: header["__metadata__"].clear()), "its metadata holds no 'record'"),
+    ("a record that is not JSON", _entry("__metadata__", "record", "{'arch'"), "is not a readable PyTorch checkpoint"),
+    (
+        "a record nested 100,000 deep",
+        _entry("__metadata__", "record", "[" * 100_000 + "]" * 100_000),
+        "its record nests too deeply to read",
+    ),
+    ("a float8 tensor", _entry(WEIGHT, "dtype", "F8_E4M3"), f"holds tensor {WEIGHT} of type F8_E4M3, which no checkpoint holds"),
+    ("nine dimensions", _entry(WEIGHT, "shape", [1] * 9), "not a list of at most 8 sizes"),
+    ("a negative size", _entry(WEIGHT, "shape", [-1, 1, 3, 3]), "not a list of at most 8 sizes"),
+    ("a shape its bytes do not fill", _entry(WEIGHT, "shape", [2, 1, 3, 3]), "is not a readable PyTorch checkpoint"),
+    ("offsets past the file", _entry(WEIGHT, "data_offsets", [0, 1 << 30]), "is not a readable PyTorch checkpoint"),
+    (
+        "a reference to no tensor",
+        _record(lambda r: r["state_dict"].update({"conv_block_1.0.weight": {"$tensor": "x"}})),
+        "names a tensor the file lacks",
+    ),
+    ("a tensor no reference names", _record(lambda r: r["state_dict"].pop("conv_block_1.0.weight")), "tensor(s) its record does not name"),
+    ("an unknown tag", _record(lambda r: r["metrics"].update(x={"$eval": "print(1)"})), "unknown tag"),
+    ("a malformed tag", _record(lambda r: r["metrics"].update(x={"$float": "1e999"})), "where 'nan', 'inf' or '-inf' belongs"),
+    ("a record without its arch", _record(lambda r: r.pop("arch")), "is an incomplete mnist-cnn checkpoint: it lacks 'arch'"),
+    ("a record that is a list", lambda path: rewritten(path, _tensors_as_a_list), "is not a checkpoint: its record is a list, not a dict"),
+]
+
+
+@pytest.mark.parametrize(("name", "damage", "fragment"), CRAFTED_FILES, ids=[case[0] for case in CRAFTED_FILES])
+def test_crafted_files_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, name: str, damage: Callable, fragment: str
+) -> None:
+    path = tiny_vgg_claiming(1, tmp_path / "model.pt")
+    damage(path)
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(path), "--out", str(tmp_path / "r")]))
+    assert fragment in message and str(path) in message, message
+    with pytest.raises(CheckpointError) as caught:  # the plain reader of notebooks refuses them in one line too
+        load_checkpoint(path)
+    assert len(str(caught.value).splitlines()) == 1 and str(path) in str(caught.value)
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """Opening a FIFO to read blocks until something writes to it: the kind is checked first, and the open never blocks."""
+    fifo = tmp_path / "last.pt"
+    os.mkfifo(fifo)
+    for command in (["mnist_cnn.evaluate", "--checkpoint"], ["mnist_cnn.train", "--resume"]):
+        result = subprocess.run(  # a hang fails the test at the timeout instead of blocking the suite
+            [sys.executable, "-m", *command, str(fifo), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and f"checkpoint {fifo} is not a file (a FIFO)" in lines[0], result.stderr
+
+
+def test_the_plain_reader_refuses_a_fifo_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(CheckpointError, load_checkpoint, fifo).value), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    if reader.is_alive():  # unblock the reader before failing, so the thread ends
+        with open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+            pass
+        pytest.fail("reading a FIFO blocked")
+    assert outcome and "is not a file" in str(outcome[0])
+
+
+def test_a_directory_and_a_file_past_the_size_bound_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "folder.pt").mkdir()
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(tmp_path / "folder.pt"), "--out", str(tmp_path / "r")]))
+    assert message == f"error: checkpoint {tmp_path / 'folder.pt'} is not a file (a directory); it was not read"
+    path = tiny_vgg_claiming(1, tmp_path / "model.pt")
+    monkeypatch.setattr(safe_load, "MAX_CHECKPOINT_BYTES", path.stat().st_size - 1)
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", str(path), "--out", str(tmp_path / "r")]))
+    assert f"{path} is too large for a checkpoint: {path.stat().st_size:,} bytes, more than the" in message
 
 
 # --- Names from a file or a path are printed escaped, on one line ---

@@ -125,7 +125,7 @@ def test_the_design_page_names_every_module() -> None:
 
     page = (PROJECT_ROOT / "docs" / "design.md").read_text()
     named = set(re.findall(r"`([a-z_]+)`", page))
-    modules = {p.stem for p in (PROJECT_ROOT / "src" / "mnist_cnn").glob("*.py") if p.stem != "__init__"}
+    modules = {p.stem for p in (PROJECT_ROOT / "src" / "mnist_cnn").rglob("*.py") if p.stem != "__init__"}
     assert modules - named == set(), f"docs/design.md does not name {sorted(modules - named)}"
 
 

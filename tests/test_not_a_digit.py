@@ -6,20 +6,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw, ImageFont
+from safetensors.torch import load_file, save_file
 
-from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
+from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint, read_state_dict
 from mnist_cnn.data import load_split
 from mnist_cnn.digits.inference import classify_digits, predict_files
 from mnist_cnn.digits.not_a_digit import DETECTOR_WEIGHTS, MIN_DIGIT_SCORE, DigitDetector, digit_scores, ink_features, not_a_digit_reason
 from mnist_cnn.digits.preprocess import preprocess
+from mnist_cnn.errors import CheckpointError
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
 
 @pytest.fixture(scope="module")
 def checkpoint(seed_weights: Path) -> LoadedCheckpoint:
     """The seed project's published weights, the model the rule's threshold was chosen with."""
-    return load_checkpoint(seed_weights, device="cpu")
+    return load_checkpoint(seed_weights, device="cpu", reader=read_checkpoint_file)  # a torch pickle: read as the commands read it
 
 
 def rule(checkpoint: LoadedCheckpoint, pages: list[np.ndarray], detector: bool = True) -> list[str | None]:
@@ -83,11 +85,24 @@ def test_predict_reports_what_the_detector_finds(checkpoint: LoadedCheckpoint, t
 
 
 def test_the_detector_weights_are_a_small_state_dict() -> None:
-    """Shipped as package data and loaded without unpickling code."""
-    state = torch.load(DETECTOR_WEIGHTS, map_location="cpu", weights_only=True)
+    """Shipped as package data: a plain safetensors file, loaded without unpickling anything."""
+    state = load_file(DETECTOR_WEIGHTS)
     DigitDetector().load_state_dict(state)
+    assert DETECTOR_WEIGHTS.suffix == ".safetensors" and DETECTOR_WEIGHTS.read_bytes()[8:9] == b"{"
     assert sum(value.numel() for value in state.values()) < 10_000
     assert DETECTOR_WEIGHTS.stat().st_size < 64 * 1024
+
+
+def test_broken_detector_weights_are_refused_in_one_line(tmp_path: Path) -> None:
+    state = load_file(DETECTOR_WEIGHTS)
+    state["head.weight"][0, 3] = float("nan")
+    save_file(state, tmp_path / "broken.safetensors")
+    with pytest.raises(CheckpointError, match=r"broken.safetensors holds NaN or infinite values in head.weight: the model is broken"):
+        read_state_dict(tmp_path / "broken.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(DETECTOR_WEIGHTS.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cut.safetensors is not a readable PyTorch checkpoint") as caught:
+        read_state_dict(tmp_path / "cut.safetensors")
+    assert "\n" not in str(caught.value)
 
 
 def test_the_detector_branch_of_the_reason() -> None:

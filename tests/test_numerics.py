@@ -7,7 +7,8 @@ import torch
 
 from mnist_cnn.numerics import CPU_CLASSES, choose_numerics, cpu_class, cpu_flags, cpu_model
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import RunOptions, fit
+from mnist_cnn.runs import RunOptions
+from mnist_cnn.tooling.runctl.controls import Controls, fit_controlled
 from mnist_cnn.tooling.runctl.threads import usable_cores
 
 CPUINFO = """processor\t: 0
@@ -70,7 +71,7 @@ def test_numerics_describe_this_machine() -> None:
 def test_fit_records_numerics_and_threads_and_restores_torch_threads(data_dir) -> None:
     before = torch.get_num_threads()
     config = get_preset("fast", train_size=512, val_size=256, test_size=256)
-    result = fit(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True, threads=1))
+    result = fit_controlled(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True), Controls(threads=1))
     assert torch.get_num_threads() == before
     metrics = result.metrics
     assert metrics["threads"] == {"policy": "fixed", "cores": usable_cores(), "changes": [[0, 1]]}

@@ -19,13 +19,14 @@ from PIL import Image
 
 import mnist_cnn
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
-from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.data import load_split
-from mnist_cnn.errors import ImageError
 from mnist_cnn.digits.inference import classify_digits, predict_files
-from mnist_cnn.tooling.cli.predict import main
 from mnist_cnn.digits.preprocess import CENTRE, DIGIT_BOX, preprocess
-from mnist_cnn.digits.sources import expand_paths
+from mnist_cnn.errors import ImageError
+from mnist_cnn.tooling.cli.args import run_cli
+from mnist_cnn.tooling.cli.predict import main
+from mnist_cnn.tooling.cli.sources import expand_paths, prediction_inputs
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"
 
@@ -50,7 +51,7 @@ DRAWN = 27  # three of each variant
 def checkpoint(tmp_path_factory) -> LoadedCheckpoint:
     """The seed project's weights (0.978 test accuracy), or a model trained here in seconds when they are absent."""
     if SEED_WEIGHTS.is_file():
-        return load_checkpoint(SEED_WEIGHTS)
+        return load_checkpoint(SEED_WEIGHTS, reader=read_checkpoint_file)  # a torch pickle: read as the commands read it
     from mnist_cnn.presets import get_preset
     from mnist_cnn.runs import RunOptions, fit, save_run
 
@@ -185,8 +186,10 @@ def test_directories_expand_to_sorted_image_files(checkpoint, drawn, tmp_path):
     expanded = expand_paths([folder, tmp_path / "empty"])
     assert expanded[:-1] == sorted(path for path, _ in files)
     assert expanded[-1] == tmp_path / "empty"
-    results = predict_files(checkpoint, [tmp_path / "empty"])
+    results = predict_files(checkpoint, prediction_inputs([tmp_path / "empty"]))
     assert not results[0].ok and "no image files" in results[0].error
+    # The study's own classifier takes files only: expanding directories is the predict command's job.
+    assert predict_files(checkpoint, [folder])[0].error == "a directory, not an image file"
 
 
 def test_cli_json_and_top_k(checkpoint, drawn, capsys):

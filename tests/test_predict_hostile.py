@@ -20,15 +20,17 @@ from PIL import Image, ImageDraw
 
 import mnist_cnn
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
-from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.data import load_split
 from mnist_cnn.digits.decode import MAX_PIXELS, WORK_SIDE, load_image
-from mnist_cnn.errors import ImageError
 from mnist_cnn.digits.inference import Prediction, classify_digits, format_prediction, iter_predictions, predict_files
 from mnist_cnn.digits.not_a_digit import FAR_RANGES, MIN_CONFIDENCE, digit_scores, ink_features, not_a_digit_reason
-from mnist_cnn.tooling.cli.predict import main
 from mnist_cnn.digits.preprocess import preprocess
+from mnist_cnn.errors import ImageError
 from mnist_cnn.text import display_name
+from mnist_cnn.tooling.cli.args import run_cli
+from mnist_cnn.tooling.cli.predict import main
+from mnist_cnn.tooling.cli.sources import prediction_inputs
+from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"
 SRC = str(Path(mnist_cnn.__file__).parents[1])
@@ -38,7 +40,7 @@ SRC = str(Path(mnist_cnn.__file__).parents[1])
 def checkpoint(tmp_path_factory) -> LoadedCheckpoint:
     """The seed project's weights, or a model trained here in seconds when they are absent."""
     if SEED_WEIGHTS.is_file():
-        return load_checkpoint(SEED_WEIGHTS, device="cpu")
+        return load_checkpoint(SEED_WEIGHTS, device="cpu", reader=read_checkpoint_file)  # a torch pickle: read as the commands read it
     from mnist_cnn.presets import get_preset
     from mnist_cnn.runs import RunOptions, fit, save_run
 
@@ -179,7 +181,7 @@ def test_predictions_stream_in_batches_and_keep_only_the_digit(checkpoint, good_
     assert len(read) == 3  # a batch of two images was read and classified; the last file not yet
     assert second.digit == 4 and second.steps is None and second.image.shape == (28, 28) and second.image.dtype == np.uint8
     assert [r.digit for r in stream] == [4, 4] and len(read) == 4
-    kept = predict_files(checkpoint, [good_folder], keep_steps=True)[0]
+    kept = predict_files(checkpoint, prediction_inputs([good_folder]), keep_steps=True)[0]
     assert kept.steps is not None and np.array_equal(kept.steps.digit, kept.image)
 
 
@@ -224,7 +226,7 @@ def test_an_unreadable_file_is_one_line(checkpoint, good_folder, monkeypatch):
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", guarded_open)
-    results = predict_files(checkpoint, [good_folder])
+    results = predict_files(checkpoint, prediction_inputs([good_folder]))
     assert [r.ok for r in results] == [True, False, True]
     assert results[1].error == "permission denied"
     with pytest.raises(ImageError, match="permission denied"):
@@ -334,7 +336,7 @@ def test_noise_and_a_one_pixel_line_are_flagged(checkpoint, tmp_path, capsys):
     page = np.full((300, 200), 255, np.uint8)
     page[20:280, 100] = 0
     Image.fromarray(page).save(tmp_path / "line_down.png")
-    results = predict_files(checkpoint, [tmp_path])
+    results = predict_files(checkpoint, prediction_inputs([tmp_path]))
     assert all(r.ok for r in results)
     assert all(r.not_a_digit for r in results), [(r.file, r.probability, r.not_a_digit) for r in results]
     assert "not a digit? " in format_prediction(results[0])
@@ -396,7 +398,7 @@ def test_real_permission_errors_are_one_line_each(checkpoint, good_folder, tmp_p
     locked.chmod(0)
     secret.chmod(0)
     try:
-        results = predict_files(checkpoint, [locked, good_folder])
+        results = predict_files(checkpoint, prediction_inputs([locked, good_folder]))
     finally:
         locked.chmod(0o755)
         secret.chmod(0o644)

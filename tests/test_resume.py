@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from mnist_cnn import files, reproducibility
-from mnist_cnn.callbacks import StopOnRequest
-from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_checkpoint_file, save_checkpoint
+from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_payload, save_checkpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.model import VGG
+from mnist_cnn.runs import RunOptions, TrainResult, save_run
+from mnist_cnn.tooling.runctl.controls import Controls, fit_controlled
 from mnist_cnn.tooling.runctl.resume import resume_config
-from mnist_cnn.runs import RunOptions, TrainResult, fit, save_run
+from mnist_cnn.tooling.runctl.signals import StopOnRequest
 
 TIMING_KEYS = ("train_seconds", "load_seconds", "total_seconds")
 
@@ -59,7 +60,8 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def quiet_fit(config: TrainConfig, should_stop: Callable[[], bool] | None = None, **options: Any) -> TrainResult:
     callbacks = [StopOnRequest(should_stop)] if should_stop is not None else []
-    return fit(config, RunOptions(device="cpu", quiet=True, **options), callbacks)
+    controls = Controls(resume=options.pop("resume", None))
+    return fit_controlled(config, RunOptions(device="cpu", quiet=True, **options), controls, callbacks)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,7 @@ def test_checkpoint_records_everything_needed_to_resume(tmp_path: Path) -> None:
     result = quiet_fit(small_config(epochs=1), checkpoint_path=tmp_path / "last.pt")
     save_run(result, tmp_path)
     for name in ("last.pt", "model.pt"):
-        payload = read_checkpoint_file(tmp_path / name)  # weights_only=True: plain containers and tensors only
+        payload = read_payload(tmp_path / name)  # safetensors and its JSON record: plain containers and tensors only
         assert payload["model_options"] == {"hidden_units": 4, "batch_norm": True}
         assert payload["input_scaling"] == "standard" and payload["config"]["seed"] == 7
         assert payload["history"]["epoch"] == [0, 1] and "val_accuracy" in payload["metrics"]
@@ -137,7 +139,7 @@ def test_resume_refuses_contradictions(tmp_path: Path, data_dir: Path) -> None:
         resume_config(checkpoint, seed=7)  # the same value as recorded is fine
     with pytest.raises(ConfigError, match="one-cycle learning-rate schedule was planned for 1 epoch"):
         resume_config(checkpoint, epochs=4)
-    old = read_checkpoint_file(tmp_path / "model.pt")
+    old = read_payload(tmp_path / "model.pt")
     old["history"] = {k.replace("val_", "test_"): v for k, v in old["history"].items()}
     save_checkpoint(tmp_path / "old.pt", old)
     with pytest.raises(CheckpointError, match="trained before the validation split"):

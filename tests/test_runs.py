@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from mnist_cnn import data, engine
+from mnist_cnn.checkpoint import read_payload
 from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
 from mnist_cnn.run_data import load_data
@@ -47,7 +48,7 @@ def test_a_model_trained_outside_fit_is_saved_without_a_test_measurement(tmp_pat
     state = engine.TrainingState(epoch=1, step=3)
     for key, value in zip(engine.HISTORY_KEYS, (1, 0.5, 0.8, 0.4, 0.85, 2.0), strict=True):
         state.history[key].append(value)
-    result = result_from(engine.Run(model, parts, epochs=1, state=state), get_preset("default"))
+    result = result_from(engine.Run(model, parts, epochs=1, state=state, config=get_preset("default")))
     assert result.metrics["val_accuracy"] == 0.85 and "test_accuracy" not in result.metrics
     model_path, _ = save_run(result, tmp_path)
-    assert torch.load(model_path, weights_only=True)["training_state"]["step"] == 3
+    assert read_payload(model_path)["training_state"]["step"] == 3

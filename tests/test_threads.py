@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn.tooling.cli import train
-from mnist_cnn.callbacks import AdaptiveThreads
-from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.engine import Run, TrainParts
 from mnist_cnn.presets import get_preset
 from mnist_cnn.runs import RunOptions, fit
-from mnist_cnn.tooling.runctl.threads import ThreadGovernor, _busy_ticks, _own_ticks, thread_setting, usable_cores
+from mnist_cnn.tooling.cli import train
+from mnist_cnn.tooling.cli.args import run_cli
+from mnist_cnn.tooling.runctl.controls import Controls, fit_controlled
+from mnist_cnn.tooling.runctl.threads import AdaptiveThreads, ThreadGovernor, _busy_ticks, _own_ticks, thread_setting, usable_cores
 
 
 def test_thread_setting_reads_numbers_adaptive_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,9 +97,10 @@ def test_fit_keeps_torchs_threads_by_default_and_records_the_adaptive_opt_in(dat
     monkeypatch.delenv("MNIST_CNN_THREADS", raising=False)
     before = torch.get_num_threads()
     config = get_preset("fast", train_size=256, val_size=128, test_size=128)
-    fixed = fit(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True)).metrics["threads"]
+    fixed = fit_controlled(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True)).metrics["threads"]
     assert fixed == {"policy": "fixed", "cores": usable_cores(), "changes": [[0, before]]}
-    adaptive = fit(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True, threads="adaptive")).metrics["threads"]
+    options = RunOptions(data_dir=str(data_dir), device="cpu", quiet=True)
+    adaptive = fit_controlled(config, options, Controls(threads="adaptive")).metrics["threads"]
     assert adaptive["policy"] == "adaptive" and adaptive["changes"] and adaptive["changes"][0][0] == 0
     assert all(1 <= threads <= usable_cores() for _, threads in adaptive["changes"])
     assert torch.get_num_threads() == before, "restored afterwards"

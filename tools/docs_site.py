@@ -6,7 +6,7 @@
 - every notebook in ``notebooks/`` under ``notebooks/`` (mkdocs-jupyter renders them with their committed
   outputs), so a link written for GitHub, ``notebooks/01_data_exploration.ipynb`` from the README, works on
   the site too;
-- one API reference page per module of ``src/mnist_cnn``, found with `pkgutil` at every build, so a
+- one API reference page per module of ``src/mnist_cnn``, subpackages included, found in the source folder at every build, so a
   module that is added, renamed or removed never leaves the reference stale.
 
 Links are written for GitHub (relative to the file in the repository); `on_page_markdown` rewrites them
@@ -17,7 +17,6 @@ to where the pages land on the site. The nav entries ``notebooks/*.ipynb`` and `
 from __future__ import annotations
 
 import json
-import pkgutil
 import posixpath
 import re
 from pathlib import Path
@@ -48,13 +47,21 @@ GITHUB_ONLY_BADGE = re.compile(r"^\[!\[[^\]]*\]\(\.\./\.\./[^)]*\)\]\(\.\./\.\./
 def package_modules() -> list[str]:
     """The public modules of the package, as dotted names, in alphabetical order.
 
-    Read from the source folder with `pkgutil.iter_modules`, which lists modules without importing them
-    (importing would pull in torch for every build).
+    Read from the source folder, subpackages included (``mnist_cnn.digits``, ``mnist_cnn.tooling.cli``...),
+    without importing anything (importing would pull in torch for every build).
 
     Returns:
-        Names such as ``"mnist_cnn.data"``; modules whose name starts with ``_`` are left out.
+        Names such as ``"mnist_cnn.data"`` or ``"mnist_cnn.tooling.cli.train"``, and each subpackage's own name;
+        modules whose name starts with ``_`` (other than a package's ``__init__``) are left out.
     """
-    return sorted(f"{PACKAGE}.{info.name}" for info in pkgutil.iter_modules([str(PACKAGE_DIR)]) if not info.name.startswith("_"))
+    names = []
+    for path in PACKAGE_DIR.rglob("*.py"):
+        parts = path.relative_to(PACKAGE_DIR).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts and not any(part.startswith("_") for part in parts):
+            names.append(".".join((PACKAGE, *parts)))
+    return sorted(names)
 
 
 def notebooks() -> list[Path]:

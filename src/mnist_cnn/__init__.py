@@ -21,6 +21,10 @@ ARTIFACTS_ROOT: Path = Path(os.environ.get("MNIST_CNN_ARTIFACTS", PROJECT_ROOT))
 
 DEFAULT_DATA_DIR: Path = PROJECT_ROOT / "data"
 MODELS_DIR: Path = ARTIFACTS_ROOT / "models"
+#: A run folder's checkpoints: the finished run's, and the one rewritten after every epoch (:mod:`mnist_cnn.checkpoint`
+#: writes them as safetensors files; the names keep ``.pt``). Here, not there, so modules that must not load torch can name them.
+MODEL_FILE = "model.pt"
+LAST_FILE = "last.pt"
 REPORTS_DIR: Path = ARTIFACTS_ROOT / "reports"
 NOTEBOOKS_DIR: Path = PROJECT_ROOT / "notebooks"
 

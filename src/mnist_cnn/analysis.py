@@ -1,23 +1,84 @@
-"""Measuring a trained model on the test set: loss, accuracy, confusion matrix, per-class metrics and its mistakes."""
+"""A model on the test set: predictions, accuracy, confusion, per-class metrics, mistakes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.metrics import classification_report, confusion_matrix
 from torch import nn
 
 from mnist_cnn import data as mnist_data
 from mnist_cnn.checkpoint import LoadedCheckpoint
-from mnist_cnn.engine import Predictions, predict
+from mnist_cnn.engine import Batches, autocast
 from mnist_cnn.mnist import CLASS_NAMES, NUM_CLASSES
+
+if TYPE_CHECKING:  # pandas and scikit-learn load only where a table or a matrix is made: predict needs neither
+    import pandas as pd
+
+
+@dataclass
+class Predictions:
+    """Model outputs over a dataset: true labels, predicted labels and softmax probabilities ``[N, 10]``."""
+
+    targets: torch.Tensor
+    predicted: torch.Tensor
+    probabilities: torch.Tensor
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        """Probability of the predicted class."""
+        return self.probabilities.max(dim=1).values
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """Boolean mask of correct predictions."""
+        return self.predicted == self.targets
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction classified correctly."""
+        return self.correct.float().mean().item()
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    batches: Batches,
+    device: torch.device,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> Predictions:
+    """Run the model over every batch (batched, not one image at a time) and collect its predictions.
+
+    Args:
+        model: The network; put in eval mode.
+        batches: Iterable of ``(images, labels)``.
+        device: Where to compute (the model must be there already).
+        autocast_dtype: ``torch.bfloat16`` for mixed precision, else ``None``.
+        channels_last: Feed images in channels-last memory format.
+
+    Returns:
+        The labels, the predicted digits and the probabilities (float32, on the CPU), in the batches' order.
+    """
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    targets, probabilities = [], []
+    for images, labels in batches:
+        with autocast(device, autocast_dtype):
+            logits = model(images.to(device, non_blocking=True, memory_format=memory_format))
+        probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
+        targets.append(labels.cpu())
+    probs = torch.cat(probabilities)
+    return Predictions(targets=torch.cat(targets), predicted=probs.argmax(dim=1), probabilities=probs)
 
 
 def confusion(predictions: Predictions) -> np.ndarray:
     """``[10, 10]`` counts: row = true digit, column = predicted digit (scikit-learn's convention)."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(predictions.targets.numpy(), predictions.predicted.numpy(), labels=list(range(NUM_CLASSES)))
 
 
@@ -27,6 +88,9 @@ def per_class_report(predictions: Predictions) -> pd.DataFrame:
     Returns:
         One row per digit, indexed ``"0"`` to ``"9"``.
     """
+    import pandas as pd
+    from sklearn.metrics import classification_report
+
     report = classification_report(
         predictions.targets.numpy(),
         predictions.predicted.numpy(),
@@ -39,19 +103,6 @@ def per_class_report(predictions: Predictions) -> pd.DataFrame:
     table["support"] = table["support"].astype(int)
     table.index.name = "digit"
     return table
-
-
-def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
-    """Summary statistics of uint8 images on the [0, 1] scale (mean, std, share of zero and of saturated pixels)."""
-    scaled = images.float() / 255.0
-    return {
-        "mean": scaled.mean().item(),
-        "std": scaled.std().item(),
-        "min": scaled.min().item(),
-        "max": scaled.max().item(),
-        "zero_fraction": (images == 0).float().mean().item(),
-        "saturated_fraction": (images == 255).float().mean().item(),
-    }
 
 
 @dataclass

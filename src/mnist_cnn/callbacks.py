@@ -1,15 +1,16 @@
 """The optional parts of a training run, each a :class:`~mnist_cnn.engine.Callback` a run can add or leave out.
 
-=====================  =====================================================================================
-callback               what it does, and at which events
-=====================  =====================================================================================
-:class:`ProgressBar`   a tqdm bar over each epoch's batches (``before_epoch``, ``after_step``, ``after_fit``)
-:class:`PrintEpochs`   one line of losses and accuracies per epoch (``after_epoch``)
-:class:`StopOnRequest` stops after the current batch when asked, e.g. by Ctrl-C (``before_epoch``, ``after_step``)
-:class:`SaveCheckpoint` writes a resumable checkpoint at every epoch boundary (``after_epoch``)
-:class:`AdaptiveThreads` gives CPU cores to other busy programs, opt-in (``before_fit``, ``after_step``)
-:class:`LivePlot`      redraws the learning curves in a notebook (``after_step``, ``after_epoch``)
-=====================  =====================================================================================
+======================  ==========  ====================================================================
+callback                ``order``   what it does, and at which events
+======================  ==========  ====================================================================
+:class:`ProgressBar`    0           a tqdm bar over each epoch's batches (``before_epoch``, ``after_step``, ``after_fit``)
+:class:`PrintEpochs`    0           one line of losses and accuracies per epoch (``after_epoch``)
+:class:`LivePlot`       0           redraws the learning curves in a notebook (``after_step``, ``after_epoch``)
+:class:`SaveCheckpoint` 50          writes a resumable checkpoint at every epoch boundary (``after_epoch``)
+======================  ==========  ====================================================================
+
+The command line adds two of its own (:mod:`mnist_cnn.tooling.runctl`): stopping on Ctrl-C and other signals
+(order 90, asked last) and the opt-in adaptive thread policy (order -10, first).
 """
 
 from __future__ import annotations
@@ -21,16 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from mnist_cnn.checkpoint import save_checkpoint
-from mnist_cnn.config import TrainConfig
-from mnist_cnn.tooling.runctl.distributed import any_process
 from mnist_cnn.engine import Callback, Run
-from mnist_cnn.errors import TrainingInterrupted
 from mnist_cnn.run_record import run_metrics, run_payload, snapshot
-from mnist_cnn.tooling.runctl.threads import ThreadGovernor
 
 
 def progress_wanted() -> bool:
@@ -78,74 +74,28 @@ class PrintEpochs(Callback):
         )
 
 
-class StopOnRequest(Callback):
-    """Stops training after the current batch once ``should_stop()`` is true in any process.
-
-    The model then holds a partial epoch, which is discarded: the last checkpoint is the state to resume from.
-    Every process asks after the same batch, so in a multi-process run all stop together.
-
-    Args:
-        should_stop: Asked after every batch, e.g. a :class:`mnist_cnn.tooling.runctl.signals.StopRequest`.
-    """
-
-    def __init__(self, should_stop: Callable[[], bool]) -> None:
-        self.should_stop = should_stop
-
-    def _check(self, run: Run, where: str) -> None:
-        if any_process(bool(self.should_stop()), run.context):
-            raise TrainingInterrupted(f"training interrupted {where}", epoch=run.state.epoch + 1)
-
-    def before_epoch(self, run: Run) -> None:
-        self._check(run, "between epochs")
-
-    def after_step(self, run: Run) -> None:
-        self._check(run, "during an epoch")
-
-
 class SaveCheckpoint(Callback):
-    """Writes a resumable checkpoint (model, recipe, curves, optimizer, schedule, random states) after every epoch.
+    """Writes a resumable checkpoint (model, recipe, curves, optimizer, schedule, random states) after every epoch,
+    and records it as ``run.checkpoint``, the state to resume from if training stops.
+
+    It runs after the callbacks that change the run (``order`` 50), so what they recorded in ``run.facts`` is saved.
 
     Args:
         path: Where to write; replaced atomically each time.
-        config: The recipe, recorded in the file.
-        generator: The data generator, whose state is recorded.
-        facts: The run's unchanging facts, recorded in the metrics.
-
-    Attributes:
-        saved_path: The last checkpoint written (``None`` until there is one).
-        saved_epoch: The epoch it ends with.
     """
 
-    def __init__(self, path: Path, config: TrainConfig, generator: torch.Generator, facts: dict[str, Any]) -> None:
-        self.path, self.config, self.generator, self.facts = path, config, generator, facts
-        self.saved_path: Path | None = None
-        self.saved_epoch: int | None = None
+    order = 50
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def after_epoch(self, run: Run) -> None:
-        model = getattr(run.model, "module", run.model)  # the network, not its multi-process wrapper
-        state = snapshot(run.state, run.parts, self.generator, self.facts)
-        save_checkpoint(self.path, run_payload(model, self.config, state, run_metrics(self.config, run.state, self.facts)))
-        self.saved_path, self.saved_epoch = self.path, run.state.epoch
-
-
-class AdaptiveThreads(Callback):
-    """Opt-in: keeps torch's CPU threads to the cores other programs leave free (:class:`mnist_cnn.tooling.runctl.threads.ThreadGovernor`).
-
-    Results then depend on the machine's load (reductions split differently with the thread count), so runs
-    are not bit-identical; ``governor.changes`` records what was used.
-
-    Args:
-        governor: The policy (default: one for this process's cores).
-    """
-
-    def __init__(self, governor: ThreadGovernor | None = None) -> None:
-        self.governor = governor if governor is not None else ThreadGovernor()
-
-    def before_fit(self, run: Run) -> None:
-        self.governor.start(run.state.step)
-
-    def after_step(self, run: Run) -> None:
-        self.governor.update(run.state.step)
+        if run.config is None:
+            raise ValueError("SaveCheckpoint needs a run that knows its recipe: build the Run with config=...")
+        state = snapshot(run.state, run.parts, run.generator, run.facts)
+        metrics = run_metrics(run.config, run.state, run.facts)
+        save_checkpoint(self.path, run_payload(run.network, run.config, state, metrics))
+        run.checkpoint = (self.path, run.state.epoch)
 
 
 class LivePlot(Callback):

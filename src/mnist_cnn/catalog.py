@@ -1,4 +1,4 @@
-"""Every training run under ``models/`` as tables: one row per run (settings, results), or per run and epoch (curves).
+"""Every training run under ``models/`` as tables (one row per run, or per run and epoch) and its learning curves drawn together.
 
 A run is a folder ``models/<run>/`` written by ``python -m mnist_cnn.train`` (or :func:`mnist_cnn.runs.save_run`):
 ``metrics.json`` holds the final numbers, the configuration and the per-epoch history. Runs made by older
@@ -10,15 +10,19 @@ what is known, and a note that says what is missing; reading them never raises.
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mnist_cnn import MODELS_DIR
+from mnist_cnn import LAST_FILE, MODEL_FILE, MODELS_DIR
+from mnist_cnn.checks import read_number, whole_float_as_int
 from mnist_cnn.text import display_name, escape_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: The table's columns, in order.
 COLUMNS = (
@@ -38,7 +42,7 @@ COLUMNS = (
 #: Columns of :func:`learning_curves`.
 CURVE_COLUMNS = ("run", "epoch", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc")
 #: Files that make a folder a run (the first one found with metrics is used, in this order).
-RUN_FILES = ("metrics.json", "model.pt", "last.pt")
+RUN_FILES = ("metrics.json", MODEL_FILE, LAST_FILE)
 OLD_FORMAT_NOTE = "older run: no validation split"
 #: The largest metrics.json read: a real one is a few hundred KB (the step history of a long run).
 MAX_METRICS_BYTES = 64 << 20
@@ -48,23 +52,9 @@ MAX_INTEGER = 2**53
 MAX_CELL_CHARS = 60
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or ``None`` for anything else (missing, text, NaN, a list...)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:  # a whole number of 309 digits or more
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _integer(value: Any) -> int | None:
-    """A whole number of at most :data:`MAX_INTEGER`, or ``None`` (``1e300`` is not an epoch count)."""
-    number = _number(value)
-    if number is None or abs(number) > MAX_INTEGER or number != int(number):
-        return None
-    return int(number)
+    """A whole number (``5.0`` counts) of at most :data:`MAX_INTEGER`, or ``None`` (``1e300`` is not an epoch count)."""
+    return read_number(whole_float_as_int(value), whole=True, low=-MAX_INTEGER, high=MAX_INTEGER)
 
 
 def _text(value: Any) -> str | None:
@@ -75,7 +65,7 @@ def _text(value: Any) -> str | None:
 
 def _last(history: dict[str, Any], key: str) -> float | None:
     values = history.get(key)
-    return _number(values[-1]) if isinstance(values, list) and values else None
+    return read_number(values[-1]) if isinstance(values, list) and values else None
 
 
 def _read_metrics_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -100,11 +90,11 @@ def _read_metrics_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """Metrics, config and history recorded in a checkpoint, shaped like ``metrics.json``; or why not."""
     # torch only when a run lacks metrics.json: the table of finished runs needs nothing but json and pandas
+    from mnist_cnn.checkpoint import read_record
     from mnist_cnn.errors import CheckpointError
-    from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
     try:
-        payload = read_checkpoint_file(path)
+        payload = read_record(path)  # the header alone: no weights are read
     except CheckpointError:
         return None, f"{path.name} unreadable"
     metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
@@ -159,7 +149,7 @@ def read_run(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]
     else:
         notes.append("no metrics.json")
     if recorded is None:
-        for name in ("model.pt", "last.pt"):
+        for name in (MODEL_FILE, LAST_FILE):
             if (folder / name).is_file():
                 recorded, problem = _read_checkpoint(folder / name)
                 if problem:
@@ -167,8 +157,8 @@ def read_run(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]
                     continue
                 planned = _integer((recorded.get("config") or {}).get("epochs"))
                 done = recorded.get("epochs_done")
-                if name == "last.pt" and done is not None:
-                    notes.append(f"unfinished: last.pt after epoch {done}" + (f" of {planned}" if planned else ""))
+                if name == LAST_FILE and done is not None:
+                    notes.append(f"unfinished: {name} after epoch {done}" + (f" of {planned}" if planned else ""))
                 else:
                     notes.append(f"read from {name}")
                 break
@@ -181,10 +171,10 @@ def _row(folder: Path, models_root: Path) -> dict[str, Any]:
     history = recorded.get("history") if isinstance(recorded.get("history"), dict) else {}
     if recorded and not config:
         notes.append("no configuration recorded")
-    val_accuracy = _number(recorded.get("val_accuracy"))
+    val_accuracy = read_number(recorded.get("val_accuracy"))
     if val_accuracy is None:
         val_accuracy = _last(history, "val_acc")
-    if recorded and val_accuracy is None and ("test_acc" in history or _number(recorded.get("test_accuracy")) is not None):
+    if recorded and val_accuracy is None and ("test_acc" in history or read_number(recorded.get("test_accuracy")) is not None):
         notes.append(OLD_FORMAT_NOTE)
     train_size = _integer(config.get("train_size"))
     if train_size is not None:  # a --smoke run or a quick check: its accuracy is not comparable with full runs
@@ -202,10 +192,10 @@ def _row(folder: Path, models_root: Path) -> dict[str, Any]:
         "seed": _integer(recorded.get("seed")) if _integer(recorded.get("seed")) is not None else _integer(config.get("seed")),
         "epochs": epochs,
         "batch_size": _integer(config.get("batch_size")),
-        "lr": _number(config.get("lr")),
+        "lr": read_number(config.get("lr")),
         "val_accuracy": val_accuracy,
-        "test_accuracy": _number(recorded.get("test_accuracy")),
-        "train_seconds": _number(recorded.get("train_seconds")),
+        "test_accuracy": read_number(recorded.get("test_accuracy")),
+        "train_seconds": read_number(recorded.get("train_seconds")),
         "device": _text(recorded.get("device")),
         "precision": _text(recorded.get("precision")),
         "note": "; ".join(notes),
@@ -263,7 +253,7 @@ def learning_curves(models_dir: str | os.PathLike[str] = MODELS_DIR, runs: list[
         def column(key: str, length: int, history: dict[str, Any] = history) -> list[float | None]:
             values = history.get(key)
             values = values if isinstance(values, list) else []
-            return [_number(v) for v in values[:length]] + [None] * (length - min(len(values), length))
+            return [read_number(v) for v in values[:length]] + [None] * (length - min(len(values), length))
 
         n = len(epochs)
         for epoch, train_loss, train_acc, eval_loss, eval_acc in zip(
@@ -324,3 +314,57 @@ def format_table(table: pd.DataFrame) -> str:
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(columns), *(line(r) for r in cells)])
+
+
+def plot_learning_curves(curves: pd.DataFrame, runs: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """Overlay the learning curves of several runs: held-out error and training loss per epoch, on log scales.
+
+    The error is ``1 - accuracy`` on held-out data, so runs at 99.0% and 99.4% stay apart on the log scale while
+    a smoke run at 15% still fits. Held-out means the validation split where a run has one; runs from older
+    versions have only test accuracy per epoch, and their legend entry says so ("test acc"). Epoch 0 (the
+    untrained network) is left out.
+
+    Args:
+        curves: From :func:`learning_curves`.
+        runs: Runs to show, in this order (default: all in ``curves``).
+        title: Figure title.
+    """
+    # matplotlib only when drawing: the compare command prints the table from this module without it
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import PercentFormatter
+
+    if runs is not None:
+        curves = curves[curves["run"].isin(list(runs))]
+    curves = curves[curves["epoch"] >= 1]
+    present = set(curves["run"])
+    order = [r for r in (list(runs) if runs is not None else list(dict.fromkeys(curves["run"]))) if r in present]
+    splits = curves.groupby("run")["eval_split"].first().to_dict()
+    labels = {run: run if splits.get(run) == "val" else f"{run} (test acc: no val split)" for run in order}
+    data = curves.assign(label=curves["run"].map(labels), eval_err=1.0 - curves["eval_acc"])
+    fig, (err_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    common = dict(
+        data=data,
+        x="epoch",
+        hue="label",
+        hue_order=[labels[r] for r in order],
+        palette=sns.color_palette("tab10", n_colors=max(1, len(order))),
+        marker="o",
+    )
+    sns.lineplot(y="eval_err", ax=err_ax, **common)
+    sns.lineplot(y="train_loss", ax=loss_ax, legend=False, **common)
+    err_ax.set(xlabel="epoch", ylabel="error (1 - accuracy), log scale", title="Held-out error (validation; test where marked)")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss, log scale", title="Training loss")
+    for ax in (err_ax, loss_ax):
+        if len(data):
+            ax.set_yscale("log")
+            ax.set_xticks(sorted(set(data["epoch"].astype(int))))
+        ax.grid(alpha=0.3, which="both")
+    if len(data):  # after set_yscale, which installs its own tick labels
+        err_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=1))
+    if err_ax.get_legend() is not None:
+        err_ax.legend(title="run", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

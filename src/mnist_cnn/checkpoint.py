@@ -1,41 +1,46 @@
-"""The checkpoint file format: a model with its record, written atomically and loaded back into a model."""
+"""The checkpoint file format: a model with its record in one safetensors file, written atomically and loaded back into a model.
+
+A checkpoint is a :mod:`mnist_cnn.tensor_record` file: every tensor of the payload :func:`build_payload` makes
+(weights, optimizer moments, random states) is a safetensors tensor, the rest is JSON in its metadata; reading it
+runs no pickle. This module reads what the study itself wrote; files a user names go through the commands' bounded
+reader, :func:`mnist_cnn.tooling.safety.safe_load.read_checkpoint_file`, which also reads the seed's ``mnist_VGG.pth``.
+"""
 
 from __future__ import annotations
 
 import io
 import os
 import platform
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
 from torch import nn
 
 import mnist_cnn
-from mnist_cnn.tooling.safety.checkpoint_fields import (  # the private helpers are shared with the resume checks below
-    CHECKPOINT_VERSION,
-    _key_name,
-    check_model_options,
-    check_weights,
-    describe_mismatch,
-    validate_payload,
-)
+from mnist_cnn import tensor_record
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.files import atomic_write_bytes
 from mnist_cnn.model import build_model
-from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 from mnist_cnn.text import display_name, escape_text
 
-#: What ``payload["format"]`` says in every checkpoint this project writes (its version: ``CHECKPOINT_VERSION``).
+#: What ``payload["format"]`` says in every checkpoint this project writes, and the version it writes (1 was a torch pickle).
 CHECKPOINT_FORMAT = "mnist-cnn-checkpoint"
-
+CHECKPOINT_VERSION = 2
 #: What the seed project's bare ``state_dict`` (``mnist_VGG.pth``) stands for.
 SEED_ARCH = "vgg"
 SEED_INPUT_SCALING = "unit"
+#: The longest safetensors header (tensor table and record) read: a real one is a few hundred KB.
+MAX_HEADER_BYTES = 64 << 20
+#: What a checkpoint records about its run besides the model, each empty unless given.
+RECORD_FIELDS = ("config", "history", "step_history", "metrics", "training_state")
 
-#: Largest epoch count a training state may claim.
-MAX_EPOCHS = 100_000
+Reader = Callable[[Path], dict[str, Any]]
 
 
 def versions() -> dict[str, str]:
@@ -48,10 +53,6 @@ def versions() -> dict[str, str]:
         "torchvision": str(torchvision.__version__),
         "python": platform.python_version(),
     }
-
-
-#: What a checkpoint records about its run besides the model, each empty unless given.
-RECORD_FIELDS = ("config", "history", "step_history", "metrics", "training_state")
 
 
 def build_payload(model: nn.Module, *, arch: str, model_options: dict[str, Any], input_scaling: str, **record: Any) -> dict[str, Any]:
@@ -85,16 +86,14 @@ def build_payload(model: nn.Module, *, arch: str, model_options: dict[str, Any],
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temporary file, flush, rename): a crash leaves the old file intact.
+    """Write ``payload`` to ``path`` as a safetensors file, atomically (temporary file, flush, rename): a crash leaves the old file intact.
 
     Returns:
         The path written.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(target, buffer.getvalue())
+    atomic_write_bytes(target, tensor_record.to_bytes(payload))
     return target
 
 
@@ -119,69 +118,159 @@ class LoadedCheckpoint:
         return self.payload.get("format") != CHECKPOINT_FORMAT
 
 
-def _infer_bare_state_dict(state_dict: dict[str, Any], source: Path) -> tuple[str, dict[str, Any]]:
-    """Recognise a bare VGG ``state_dict`` (the seed's format) and infer its options."""
-    shown = display_name(source)
-    first = state_dict.get("conv_block_1.0.weight")
+def unreadable(source: Path, why: object = "") -> CheckpointError:
+    """The one line for a file that cannot be read as a checkpoint; ``why`` is cut to a readable length and escaped."""
+    detail = escape_text(" ".join(str(why).split())[:200])
+    kind = f"corrupt, truncated or another kind of file{': ' if detail else ''}{detail}"
+    return CheckpointError(f"{display_name(source)} is not a readable PyTorch checkpoint ({kind})")
+
+
+def is_torch_pickle(data: bytes) -> bool:
+    """Whether ``data`` opens like a ``torch.save`` file (a zip archive, or the older bare pickle) rather than safetensors."""
+    json_starts = data[tensor_record.LENGTH_BYTES : tensor_record.LENGTH_BYTES + 1] == b"{"  # a safetensors header
+    return not json_starts and (data.startswith(b"PK\x03\x04") or data.startswith(b"\x80\x02"))
+
+
+@contextmanager
+def _reading(source: Path) -> Iterator[BinaryIO]:
+    """``source`` open to read (a FIFO refused first: it would block); what reading it raises becomes one line naming it."""
+    try:
+        if not source.is_file():
+            raise CheckpointError(
+                f"checkpoint {display_name(source)} is not a file" if source.exists() else f"checkpoint not found: {display_name(source)}"
+            )
+        with source.open("rb") as handle:
+            yield handle
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {display_name(source)}: {error.strerror or error}") from None
+    except (ValueError, SafetensorError, RuntimeError, TypeError, OverflowError) as error:  # tensor_record raises ValueError
+        raise unreadable(source, error) from None
+
+
+def _a_record(record: Any, source: Path) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{display_name(source)} is not a checkpoint: its record is a {type(record).__name__}, not a dict")
+    return record
+
+
+def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The plain reader of :func:`load_checkpoint`: a file this project wrote, read whole onto the CPU.
+
+    Raises:
+        CheckpointError: Missing, not a file, unreadable, corrupt or a torch pickle, in one line naming the file.
+    """
+    source = Path(path)
+    with _reading(source) as handle:
+        data = handle.read()
+        if is_torch_pickle(data):
+            raise CheckpointError(
+                f"{display_name(source)} is a torch pickle, not this project's checkpoint format: load it through the command "
+                "line (python -m mnist_cnn.evaluate --checkpoint ...) or read it with torch.load(weights_only=True)"
+            )
+        header = tensor_record.read_header(io.BytesIO(data), len(data), MAX_HEADER_BYTES)
+        return _a_record(tensor_record.decode(tensor_record.skeleton_of(header), load_tensors(data)), source)
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's record alone (config, history, metrics, training counters), reading only its header: tensors read ``None``.
+
+    Raises:
+        CheckpointError: Missing, not a file, unreadable, or not in this format (a torch pickle included).
+    """
+    source = Path(path)
+    with _reading(source) as handle:
+        header = tensor_record.read_header(handle, os.fstat(handle.fileno()).st_size, MAX_HEADER_BYTES)
+        return _a_record(tensor_record.decode(tensor_record.skeleton_of(header), None), source)
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Bare weights saved as a plain safetensors file (the shipped digit detector), every float value checked finite.
+
+    Raises:
+        CheckpointError: Missing, unreadable, corrupt, or holding NaN or infinite values, in one line naming the file.
+    """
+    source = Path(path)
+    with _reading(source) as handle:
+        state_dict = load_tensors(handle.read())
+    check_finite(state_dict, source)
+    return state_dict
+
+
+def check_finite(state_dict: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse weights with a NaN or infinite value, naming the first such weight and the file.
+
+    Raises:
+        CheckpointError: A floating-point weight holds NaN or an infinity.
+    """
+    for name, tensor in state_dict.items():
+        if (tensor.dtype.is_floating_point or tensor.dtype.is_complex) and not bool(torch.isfinite(tensor).all()):
+            shown = escape_text(name if len(name) <= 60 else name[:57] + "...")
+            raise CheckpointError(f"{display_name(source)} holds NaN or infinite values in {shown}: the model is broken and was not loaded")
+
+
+def model_fields(payload: dict[str, Any], source: Path) -> tuple[Any, Any, Any, Any]:
+    """``(arch, model_options, input_scaling, state_dict)`` of this project's checkpoint, or inferred for a bare VGG ``state_dict``.
+
+    Raises:
+        CheckpointError: A missing field, a newer format version, or neither kind of file.
+    """
+    if payload.get("format") == CHECKPOINT_FORMAT:
+        version = payload.get("format_version")
+        if isinstance(version, int) and version > CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"{display_name(source)} has checkpoint format version {version}, newer than this version reads ({CHECKPOINT_VERSION})"
+            )
+        missing = [key for key in ("arch", "model_options", "input_scaling", "state_dict") if key not in payload]
+        if missing:
+            raise CheckpointError(f"{display_name(source)} is an incomplete mnist-cnn checkpoint: it lacks {missing[0]!r}")
+        return payload["arch"], payload["model_options"], payload["input_scaling"], payload["state_dict"]
+    first = payload.get("conv_block_1.0.weight")  # the seed's bare state_dict: its width is that of the first convolution
     if not isinstance(first, torch.Tensor) or first.dim() != 4:
-        sample = ", ".join(_key_name(key) for key in list(state_dict)[:4])
-        raise CheckpointError(f"{shown} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})")
-    options: dict[str, Any] = {"hidden_units": int(first.shape[0])}
-    if "conv_block_1.1.running_mean" in state_dict:
-        options["batch_norm"] = True
-    return SEED_ARCH, options
+        sample = ", ".join(escape_text(str(key)[:60]) for key in list(payload)[:4])
+        raise CheckpointError(
+            f"{display_name(source)} is neither an mnist-cnn checkpoint nor a VGG state_dict (its first keys are: {sample or 'none'})"
+        )
+    options = {"hidden_units": int(first.shape[0]), **({"batch_norm": True} if "conv_block_1.1.running_mean" in payload else {})}
+    return SEED_ARCH, options, SEED_INPUT_SCALING, payload
 
 
-def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> LoadedCheckpoint:
-    """Load a model from an mnist-cnn checkpoint or from a bare seed-format ``state_dict``.
+def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu", reader: Reader = read_payload) -> LoadedCheckpoint:
+    """Load a model from an mnist-cnn checkpoint or from a bare seed-format ``state_dict``, strictly: every weight must fit.
 
     Args:
-        path: The ``.pt``/``.pth`` file.
+        path: The checkpoint (``model.pt``, ``last.pt``).
         device: Where to put the model.
+        reader: Reads the file into its payload: :func:`read_payload` by default; commands pass the bounded
+            :func:`mnist_cnn.tooling.safety.safe_load.read_checkpoint_file`, which checks every field and reads ``.pth`` files.
 
     Returns:
         The model in eval mode with its recorded options, input scaling, metrics and history.
 
     Raises:
-        CheckpointError: The file is missing, corrupt, unsafe, or does not fit the architecture it names.
+        CheckpointError: The file is missing, corrupt, a torch pickle (for :func:`read_payload`), names a model that cannot
+            be built, does not fit it, or holds NaN or infinite weights; in one line naming the file.
     """
     source = Path(path)
-    shown = display_name(source)
-    payload = read_checkpoint_file(source)
-    if payload.get("format") == CHECKPOINT_FORMAT:
-        arch, options, scaling, state_dict = validate_payload(payload, source)
-    elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        if not all(isinstance(key, str) for key in payload):
-            raise CheckpointError(f"{shown} is not a model state_dict: some of its weights are named by something other than text")
-        arch, options = _infer_bare_state_dict(payload, source)
-        scaling, state_dict = SEED_INPUT_SCALING, payload
-    else:
-        raise CheckpointError(f"{shown} is not an mnist-cnn checkpoint nor a model state_dict")
-    check_model_options(arch, options, source)
+    payload = reader(source)
+    arch, options, scaling, state_dict = model_fields(payload, source)
     try:
-        # on the meta device: shapes and dtypes only, no memory, whatever the options say
-        with torch.device("meta"):
-            expected = build_model(arch, **options)
-    except ConfigError as error:
-        raise CheckpointError(f"{shown} names a model this version cannot build: {escape_text(str(error))}") from None
-    mismatch = describe_mismatch(expected, state_dict)
-    if mismatch:
+        model = build_model(arch, **options)
+    except (ConfigError, TypeError) as error:  # TypeError: options that are not a dict
+        raise CheckpointError(f"{display_name(source)} names a model this version cannot build: {escape_text(str(error))}") from None
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, AttributeError) as error:  # torch puts each difference on a line of its own, after a title
+        differences = [line.strip() for line in str(error).split("\n\t")[1:] if line.strip()] or [str(error)]
+        first = differences[0] if len(differences[0]) <= 200 else differences[0][:197] + "..."
+        more = f" (and {len(differences) - 1} more differences)" if len(differences) > 1 else ""
         described = ", ".join(f"{k}={v}" for k, v in options.items())
-        raise CheckpointError(f"{shown} does not fit architecture {arch}({described}): {mismatch}")
-    check_weights(expected, state_dict, source)
-    model = build_model(arch, **options)
-    model.load_state_dict(state_dict)
+        raise CheckpointError(
+            f"{display_name(source)} does not fit architecture {arch}({escape_text(described)}): {escape_text(first)}{more}"
+        ) from None
+    check_finite(model.state_dict(), source)
     model.to(device).eval()
     ours = payload.get("format") == CHECKPOINT_FORMAT
+    records = {name: payload.get(name) or {} if ours else {} for name in ("config", "history", "metrics", "step_history")}
     return LoadedCheckpoint(
-        model=model,
-        arch=arch,
-        model_options=options,
-        input_scaling=scaling,
-        path=source,
-        config=payload.get("config", {}) if ours else {},
-        history=payload.get("history", {}) if ours else {},
-        metrics=payload.get("metrics", {}) if ours else {},
-        step_history=payload.get("step_history", {}) if ours else {},
-        payload=payload,
+        model=model, arch=arch, model_options=dict(options), input_scaling=scaling, path=source, payload=payload, **records
     )

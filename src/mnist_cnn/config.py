@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from mnist_cnn.checks import check_number, shown
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model_options import check_options
 
@@ -16,8 +16,24 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle")
 PIPELINES = ("memory", "torchvision")
 
-#: Settings that must be finite numbers, with their ranges (label smoothing below 1: at 1 the target says nothing).
-NUMBER_RANGES = (("lr", 0.0, math.inf), ("label_smoothing", 0.0, 1.0), ("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0))
+#: Each numeric setting's allowed values, as :func:`~mnist_cnn.checks.check_number`'s keywords. Label smoothing stays
+#: below 1 (at 1 the target says nothing); the batch-norm rate multiple is kept to where it still means something.
+NUMBER_FIELDS: dict[str, dict[str, Any]] = {
+    "epochs": {"whole": True, "low": 1},
+    "batch_size": {"whole": True, "low": 1},
+    "eval_batch_size": {"whole": True, "low": 1},
+    "seed": {"whole": True},
+    "lr": {"low": 0, "low_open": True},
+    "momentum": {"low": 0, "high": 1},
+    "weight_decay": {"low": 0},
+    "label_smoothing": {"low": 0, "high": 1, "high_open": True},
+    "onecycle_pct_start": {"low": 0, "high": 1},
+    "norm_lr_scale": {"low": 0, "low_open": True, "high": 1000},
+}
+#: How many images to use (quick checks): ``None`` for all, else a whole number of at least 1.
+SIZE_FIELDS = ("train_size", "val_size", "test_size")
+#: Settings that are true or false, and nothing else (``1`` or ``"yes"`` is a mistake, not a switch).
+SWITCHES = ("whiten", "identity_init", "bf16", "channels_last")
 
 
 @dataclass
@@ -61,37 +77,24 @@ class TrainConfig:
     val_size: int | None = None
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for values that cannot work."""
-        if not _whole(self.epochs) or self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        for name, size in (("train_size", self.train_size), ("val_size", self.val_size), ("test_size", self.test_size)):
-            if size is not None and size < 1:
-                raise ConfigError(f"{name} must be at least 1, got {size}")
+        """Raise :class:`ConfigError` for values that cannot work.
+
+        Raises:
+            ConfigError: A number out of :data:`NUMBER_FIELDS`' bounds, a switch that is not true or false, an
+                unknown choice, model options out of bounds, or settings that do not go together; in one line.
+        """
+        for name, allowed in NUMBER_FIELDS.items():
+            check_number(name, getattr(self, name), **allowed)
+        for name in SIZE_FIELDS:
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), whole=True, low=1)
+        for name in SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {shown(getattr(self, name))}")
         if self.pipeline == "torchvision" and (self.train_size or self.test_size or self.val_size):
             raise ConfigError("train_size/val_size/test_size need the in-memory pipeline, not 'torchvision'")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {min(self.batch_size, self.eval_batch_size)}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "seed"):
-            if not _whole(getattr(self, name)):
-                raise ConfigError(f"{name} must be a whole number, got {getattr(self, name)!r}")
-        for name, low, high in (
-            ("lr", 0.0, math.inf),
-            ("label_smoothing", 0.0, 1.0),
-            ("weight_decay", 0.0, math.inf),
-            ("momentum", 0.0, 1.0),
-        ):
-            value = getattr(self, name)
-            if not _real(value) or not (low <= value < high if name == "label_smoothing" else low <= value <= high):
-                raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
-        for name in ("whiten", "identity_init", "bf16", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not _real(self.norm_lr_scale) or not 0 < self.norm_lr_scale <= 1000:
-            raise ConfigError(f"norm_lr_scale must be a number above 0 and at most 1000, got {self.norm_lr_scale!r}")
         if self.whiten and self.pipeline == "torchvision":
             raise ConfigError("whiten needs the in-memory pipeline, not 'torchvision'")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be above 0, got {self.lr}")
         check_options(self.arch, self.model_options)  # bounded before any model is built
         for name, value, choices in (
             ("optimizer", self.optimizer, OPTIMIZERS),
@@ -100,7 +103,7 @@ class TrainConfig:
             ("input scaling", self.input_scaling, INPUT_SCALINGS),
         ):
             if value not in choices:
-                raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+                raise ConfigError(f"unknown {name} {shown(value)}: choose one of {', '.join(choices)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-container form, stored in checkpoints and metrics."""
@@ -113,17 +116,3 @@ class TrainConfig:
         config = cls(**{k: v for k, v in values.items() if k in known})
         config.betas = tuple(config.betas)  # type: ignore[assignment]
         return config
-
-
-# The notebooks' recipe: the seed's VGG with one batch norm per block, in-memory data, bf16 autocast and
-# channels-last where the CPU runs bf16 natively, Nesterov SGD under a one-cycle schedule, label smoothing and
-# small random shifts/rotations. One batch norm per block (after the pool) instead of one per convolution: the
-# same validation accuracy (benchmarks/recipe_sweep.py) in about 0.75 of the step time.
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,4 +1,4 @@
-"""MNIST served to a model: the fixed validation hold-out, and batches from memory or from torchvision's pipeline."""
+"""MNIST for the study: its facts and four files (from :mod:`mnist_cnn.mnist`), the validation hold-out, batches."""
 
 from __future__ import annotations
 
@@ -13,16 +13,38 @@ from torch.utils.data import DataLoader
 
 from mnist_cnn.config import INPUT_SCALINGS
 from mnist_cnn.errors import ConfigError, DataError
-from mnist_cnn.mnist import MNIST_MEAN, MNIST_STD
-from mnist_cnn.tooling.safety.mnist_files import MNISTArrays, ensure_mnist, load_split, resolve_data_dir
+from mnist_cnn.mnist import (
+    CLASS_NAMES,
+    IMAGE_SIZE,
+    MNIST_MEAN,
+    MNIST_STD,
+    NUM_CLASSES,
+    RAW_FILES,
+    SPLITS,
+    MNISTArrays,
+    find_mnist,
+    load_split,
+    raw_folder,
+    resolve_data_dir,
+)
 
-#: The names notebooks and callers import from here; the files themselves are :mod:`mnist_cnn.tooling.safety.mnist_files`'.
+#: What notebooks import from here: MNIST's facts and files (kept in :mod:`mnist_cnn.mnist`, which loads
+#: without torch) and this module's split and batches.
 __all__ = [
+    "CLASS_NAMES",
+    "IMAGE_SIZE",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "NUM_CLASSES",
+    "RAW_FILES",
+    "SPLITS",
     "InMemoryBatches",
     "MNISTArrays",
     "describe_validation",
+    "find_mnist",
     "load_split",
     "memory_batches",
+    "raw_folder",
     "resolve_data_dir",
     "scale_images",
     "torchvision_loader",
@@ -114,6 +136,19 @@ def scale_images(images: torch.Tensor, scaling: str = "unit") -> torch.Tensor:
     if scaling == "standard":
         scaled.sub_(MNIST_MEAN).div_(MNIST_STD)
     return scaled
+
+
+def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
+    """Summary statistics of uint8 images on the [0, 1] scale (mean, std, share of zero and of saturated pixels)."""
+    scaled = images.float() / 255.0
+    return {
+        "mean": scaled.mean().item(),
+        "std": scaled.std().item(),
+        "min": scaled.min().item(),
+        "max": scaled.max().item(),
+        "zero_fraction": (images == 0).float().mean().item(),
+        "saturated_fraction": (images == 255).float().mean().item(),
+    }
 
 
 @dataclass(eq=False, repr=False)
@@ -210,6 +245,6 @@ def torchvision_loader(
     """
     from torchvision import datasets, transforms
 
-    root = ensure_mnist(data_dir, splits=[split])
+    root = find_mnist(data_dir, splits=[split])
     dataset = datasets.MNIST(root, train=split == "train", download=False, transform=transforms.ToTensor())
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)

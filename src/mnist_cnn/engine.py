@@ -1,10 +1,11 @@
 """The training loop, read top to bottom: one batch (:func:`train_batch`), one epoch (:func:`train_epoch`), the epochs
 (:func:`train`) and a pass of evaluation (:func:`evaluate`); everything optional around it is a :class:`Callback`.
 
-A :class:`Run` holds what the loop works on (model, training parts, live counters) and its callbacks, which it
-calls at five named events: ``before_fit``, ``before_epoch``, ``after_step``, ``after_epoch`` and ``after_fit``.
-Progress bars, per-epoch lines, stopping on Ctrl-C, checkpoints, live plots and the adaptive thread policy are
-callbacks (:mod:`mnist_cnn.callbacks`); the loop itself knows none of them.
+A :class:`Run` holds what the loop works on (model, training parts, recipe, generator, live counters) and its
+callbacks, which it calls at five named events: ``before_fit``, ``before_epoch``, ``after_step``, ``after_epoch``
+and ``after_fit``. Progress bars, per-epoch lines, checkpoints and live plots are callbacks
+(:mod:`mnist_cnn.callbacks`), and so are the command line's stopping on Ctrl-C and thread policy; the loop itself
+knows none of them. Several processes plug in through ``Run.reduce``, which averages their metrics.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from torch import nn
 if TYPE_CHECKING:  # torchmetrics takes seconds to import; only training and evaluation need it
     from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_cnn.tooling.runctl.distributed import SINGLE_PROCESS, DistributedContext, weighted_mean
 from mnist_cnn.errors import TrainingDiverged
 from mnist_cnn.mnist import NUM_CLASSES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from mnist_cnn.config import TrainConfig
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 History = dict[str, list[float]]
@@ -34,6 +39,8 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seco
 #: One row every ``log_every`` optimizer steps (and at the end of each epoch): the mean training loss since the last row.
 STEP_HISTORY_KEYS = ("step", "epoch", "train_loss", "lr")
 Metrics = tuple[float, float]
+#: How a run averages one process's metrics with the others': ``reduce(metrics, examples) -> metrics``.
+Reduce = Callable[[Metrics, int], Metrics]
 CPU = torch.device("cpu")
 #: The events a :class:`Callback` may handle, in the order a run meets them.
 EVENTS = ("before_fit", "before_epoch", "after_step", "after_epoch", "after_fit")
@@ -152,52 +159,6 @@ def evaluate(
     return (loss_sum / max(seen, 1)).item(), accuracy.compute().item()
 
 
-@dataclass
-class Predictions:
-    """Model outputs over a dataset: true labels, predicted labels and softmax probabilities ``[N, 10]``."""
-
-    targets: torch.Tensor
-    predicted: torch.Tensor
-    probabilities: torch.Tensor
-
-    @property
-    def confidence(self) -> torch.Tensor:
-        """Probability of the predicted class."""
-        return self.probabilities.max(dim=1).values
-
-    @property
-    def correct(self) -> torch.Tensor:
-        """Boolean mask of correct predictions."""
-        return self.predicted == self.targets
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction classified correctly."""
-        return self.correct.float().mean().item()
-
-
-@torch.inference_mode()
-def predict(
-    model: nn.Module,
-    batches: Batches,
-    device: torch.device,
-    *,
-    autocast_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> Predictions:
-    """Run the model over every batch (batched, not one image at a time) and collect its predictions."""
-    model.eval()
-    targets, probabilities = [], []
-    for images, labels in batches:
-        images, _ = _to_device(images, labels, device, channels_last)
-        with autocast(device, autocast_dtype):
-            logits = model(images)
-        probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
-        targets.append(labels.cpu())
-    probs = torch.cat(probabilities)
-    return Predictions(targets=torch.cat(targets), predicted=probs.argmax(dim=1), probabilities=probs)
-
-
 def new_history() -> History:
     """An empty per-epoch history with the keys :func:`train` fills."""
     return {key: [] for key in HISTORY_KEYS}
@@ -251,8 +212,16 @@ class Callback:
     ``before_fit`` and ``after_fit`` bracket :func:`train` (``after_fit`` also when training stops early, so a
     callback can tidy up); ``before_epoch`` and ``after_epoch`` bracket each epoch (``after_epoch`` also after the
     untrained model's epoch-0 row); ``after_step`` follows every optimizer step. A callback stops training by
-    raising :class:`mnist_cnn.errors.TrainingStopped`.
+    raising :class:`mnist_cnn.errors.TrainingStopped`, and reports what it did through the run (``run.facts``,
+    ``run.checkpoint``) or its own attributes.
+
+    Callbacks run in ascending :attr:`order`, those of equal order in the order they were added: the ones that
+    change the run (0 and below) before the ones that record it (:class:`~mnist_cnn.callbacks.SaveCheckpoint`, 50),
+    and a request to stop last (90).
     """
+
+    #: Where this callback runs among the others at each event (lower first).
+    order: int = 0
 
     def before_fit(self, run: Run) -> None:
         """Training is about to start (or resume)."""
@@ -270,19 +239,28 @@ class Callback:
         """Training ended, finished or not."""
 
 
+def single_process(metrics: Metrics, examples: int) -> Metrics:
+    """The :data:`Reduce` of a run in one process: its metrics are already everyone's."""
+    return metrics
+
+
 @dataclass
 class Run:
     """What the loop trains and what every callback sees.
 
     Attributes:
-        model: The network (or its ``DistributedDataParallel`` wrapper), on ``parts.device``.
+        model: The network (or a multi-process wrapper of it), on ``parts.device``.
         parts: Loss, optimizer, schedule, augmentation and precision.
         epochs: Total number of epochs (counting any already done).
         state: The live counters: a fresh :class:`TrainingState`, or one restored to resume.
-        callbacks: Called at each event, in this order.
+        callbacks: Called at each event, by their ``order``.
+        config: The recipe being trained (``None`` for a loop assembled by hand).
+        generator: The data generator (shuffling and augmentation draw from it), recorded in checkpoints.
+        steps_per_epoch: Batches in one training epoch (``None`` when unknown), for progress bars.
         log_every: Record a ``step_history`` row every this many steps.
-        context: This process's place among several; metrics are averaged over them.
-        steps_per_epoch: Batches in one training epoch (set by :func:`train`).
+        reduce: Averages a process's metrics with the other processes' (:func:`single_process` by default).
+        facts: What the run records about itself (device, precision, threads...): callbacks may add to it.
+        checkpoint: The last resumable checkpoint as ``(path, epoch)``, once one is written or resumed from.
     """
 
     model: nn.Module
@@ -290,21 +268,27 @@ class Run:
     epochs: int
     state: TrainingState = field(default_factory=TrainingState)
     callbacks: list[Callback] = field(default_factory=list)
+    config: TrainConfig | None = None
+    generator: torch.Generator | None = None
+    steps_per_epoch: int | None = None
     log_every: int = 10
-    context: DistributedContext = SINGLE_PROCESS
-    steps_per_epoch: int = 0
+    reduce: Reduce = single_process
+    facts: dict[str, Any] = field(default_factory=dict)
+    checkpoint: tuple[Path, int] | None = None
+
+    @property
+    def network(self) -> nn.Module:
+        """The network itself, without a multi-process wrapper (what is evaluated and saved)."""
+        return getattr(self.model, "module", self.model)
 
     def emit(self, event: str) -> None:
-        """Call every callback's ``event`` method."""
-        for callback in self.callbacks:
+        """Call every callback's ``event`` method, in ascending ``order``."""
+        for callback in sorted(self.callbacks, key=lambda c: getattr(c, "order", 0)):
             getattr(callback, event)(self)
 
     def average(self, metrics: Metrics, batches: Any) -> Metrics:
-        """``metrics`` of this process's shard of ``batches`` averaged over every process's examples."""
-        if not self.context.enabled:
-            return metrics
-        loss, accuracy = weighted_mean(metrics, batches.num_examples, self.context)
-        return loss, accuracy
+        """``metrics`` of this process's share of ``batches`` averaged over every process's examples."""
+        return self.reduce(metrics, getattr(batches, "num_examples", 0))
 
 
 def train_epoch(run: Run, batches: Batches) -> Metrics:
@@ -375,7 +359,7 @@ def train(run: Run, train_batches: Batches, val_batches: Batches) -> TrainingSta
     Raises:
         TrainingStopped: The loss diverged, or a callback stopped training.
     """
-    state, run.steps_per_epoch = run.state, len(train_batches)  # type: ignore[arg-type]
+    state = run.state
     run.emit("before_fit")
     try:
         if state.epoch == 0 and not state.history["epoch"]:
@@ -395,10 +379,9 @@ def train(run: Run, train_batches: Batches, val_batches: Batches) -> TrainingSta
 
 def measure(run: Run, batches: Batches, loss_fn: nn.Module | None = None) -> Metrics:
     """:func:`evaluate` the run's model on ``batches`` in its precision, averaged over every process."""
-    model = getattr(run.model, "module", run.model)  # DistributedDataParallel trains; the module itself evaluates
-    parts = run.parts
+    parts = run.parts  # a multi-process wrapper trains; the network itself evaluates
     metrics = evaluate(
-        model, batches, parts.device, loss_fn=loss_fn, autocast_dtype=parts.autocast_dtype, channels_last=parts.channels_last
+        run.network, batches, parts.device, loss_fn=loss_fn, autocast_dtype=parts.autocast_dtype, channels_last=parts.channels_last
     )
     return run.average(metrics, batches)
 

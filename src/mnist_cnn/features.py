@@ -1,8 +1,9 @@
-"""Looking inside a trained network: layer activations (via forward hooks), penultimate features, 2-D embeddings."""
+"""Looking inside a trained network: layer activations (via forward hooks), penultimate features, 2-D embeddings, and their figures."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -12,6 +13,10 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.mnist import CLASS_NAMES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 EMBEDDINGS = ("pca", "tsne")
 
@@ -135,3 +140,74 @@ def nearest_centroid_accuracy(points: np.ndarray, labels: torch.Tensor | np.ndar
     centroids = np.stack([points[labels == c].mean(axis=0) for c in classes])
     nearest = classes[np.linalg.norm(points[:, None, :] - centroids[None], axis=2).argmin(axis=1)]
     return float((nearest == labels).mean())
+
+
+# The figures import matplotlib when drawn: the evaluate command imports this module, and computing activations needs none.
+
+
+def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+def _tiles(pictures: np.ndarray, ncols: int, title: str, style: Callable[[np.ndarray], dict[str, Any]]) -> Figure:
+    """One small square per picture, ``ncols`` to a row, without axes; ``style(picture)`` gives its ``imshow`` options."""
+    import matplotlib.pyplot as plt
+
+    nrows = -(-len(pictures) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.0, nrows * 1.0), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(pictures):
+            ax.imshow(pictures[i], **style(pictures[i]))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_filters(weights: torch.Tensor, ncols: int = 8, title: str = "First-layer filters") -> Figure:
+    """Show convolution kernels (their first input channel), each on its own colour scale centred on 0.
+
+    Args:
+        weights: A convolution's weights ``[out, in, k, k]``, on any device.
+        ncols: Kernels per row.
+        title: Figure title.
+    """
+
+    def centred(kernel: np.ndarray) -> dict[str, Any]:
+        limit = np.abs(kernel).max() or 1.0  # white is 0, so a weight's sign reads as its colour
+        return {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
+
+    return _tiles(_as_numpy(weights)[:, 0], ncols, title, centred)
+
+
+def plot_feature_maps(maps: torch.Tensor, ncols: int = 8, title: str = "Feature maps") -> Figure:
+    """Show the channels of one image's activations.
+
+    Args:
+        maps: ``[C, H, W]``, e.g. one image's entry of :func:`collect_activations`.
+        ncols: Channels per row.
+        title: Figure title.
+    """
+    return _tiles(_as_numpy(maps), ncols, title, lambda _: {"cmap": "viridis"})
+
+
+def plot_embedding(points: np.ndarray, labels: torch.Tensor | np.ndarray, title: str) -> Figure:
+    """Scatter a 2-D embedding coloured by digit.
+
+    Args:
+        points: ``[N, 2]`` coordinates from :func:`embed_2d`.
+        labels: ``[N]`` digit of each point.
+        title: Axes title.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    labels = _as_numpy(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    sns.scatterplot(
+        x=points[:, 0], y=points[:, 1], hue=labels.astype(str), hue_order=list(CLASS_NAMES), palette="tab10", s=6, linewidth=0, ax=ax
+    )
+    ax.set(title=title, xticks=[], yticks=[])
+    ax.legend(title="digit", markerscale=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig

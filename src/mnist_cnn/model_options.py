@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mnist_cnn.checks import OUT_OF_RANGE, NumberError, check_number
 from mnist_cnn.errors import ConfigError
 
 #: Where batch norm goes: after every convolution, or once per block (after its pool).
@@ -73,9 +74,11 @@ def _problem(bound: tuple[int, int] | tuple[str, ...] | type, value: Any) -> str
     if all(isinstance(choice, str) for choice in bound):  # type: ignore[union-attr]
         return None if value in bound else f"expected one of {', '.join(bound)}, got {_quoted(value)}"  # type: ignore[operator, arg-type]
     low, high = bound  # type: ignore[misc]
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"expected a whole number, got {_quoted(value)}"
-    if not low <= value <= high:
+    try:
+        check_number("option", value, whole=True, low=low, high=high)
+    except NumberError as error:
+        if error.reason != OUT_OF_RANGE:
+            return f"expected a whole number, got {_quoted(value)}"
         return f"{value} is out of bounds ({f'must be {low}' if low == high else f'must be from {low} to {high}'}); it was not built"
     return None
 

@@ -1,4 +1,4 @@
-"""Every figure the notebooks and reports show. Each function returns a matplotlib ``Figure``."""
+"""The figures of the data, of training and of a model's evaluation. Each function returns a matplotlib ``Figure``."""
 
 from __future__ import annotations
 
@@ -14,13 +14,8 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from mnist_cnn.mnist import CLASS_NAMES, NUM_CLASSES
 
-if TYPE_CHECKING:  # only for annotations: predict imports the model code, plots should not need it
-    import pandas as pd
-
+if TYPE_CHECKING:  # only for annotations: analysis imports the model code, plots should not need it
     from mnist_cnn.analysis import Mistakes
-    from mnist_cnn.digits.drawpad import DrawingResult
-    from mnist_cnn.digits.inference import Prediction
-    from mnist_cnn.digits.preprocess import PreprocessedImage
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -32,49 +27,62 @@ def _images_2d(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return array.reshape(len(array), array.shape[-2], array.shape[-1])
 
 
+def prediction_captions(
+    labels: Sequence[int] | torch.Tensor, predicted: Sequence[int] | torch.Tensor, confidence: Sequence[float] | torch.Tensor | None = None
+) -> list[str]:
+    """Each digit's title in a grid of predictions: ``true 3 / pred 5`` and, with ``confidence``, ``97% sure`` below.
+
+    Args:
+        labels: True labels.
+        predicted: Predicted labels.
+        confidence: Probability of each prediction, or ``None``.
+
+    Returns:
+        One caption per digit, for :func:`plot_digit_grid`'s ``captions``.
+    """
+    labels, predicted = _as_numpy(labels), _as_numpy(predicted)
+    captions = [f"true {int(label)} / pred {int(guess)}" for label, guess in zip(labels, predicted, strict=True)]
+    if confidence is None:
+        return captions
+    return [f"{caption}\n{float(sure):.0%} sure" for caption, sure in zip(captions, _as_numpy(confidence), strict=True)]
+
+
 def plot_digit_grid(
     images: torch.Tensor | np.ndarray,
     labels: Sequence[int] | torch.Tensor,
     predicted: Sequence[int] | torch.Tensor | None = None,
-    confidence: Sequence[float] | torch.Tensor | None = None,
+    *,
+    captions: Sequence[str] | None = None,
     ncols: int = 5,
     title: str | None = None,
     cell_size: float = 1.6,
-    captions: Sequence[str] | None = None,
 ) -> Figure:
-    """Show digits in a grid, titled with their label (and prediction and confidence, if given).
+    """Show digits in a grid, each titled with its label, or with its label and prediction when ``predicted`` is given.
 
     Args:
         images: ``[N, 28, 28]`` or ``[N, 1, 28, 28]``, any numeric scale.
         labels: True labels.
         predicted: Predicted labels; wrong ones are titled in red.
-        confidence: Probability of each prediction.
+        captions: Each digit's title instead of the one made from its label and prediction (still red where
+            ``predicted`` is given and wrong); :func:`prediction_captions` adds the confidence.
         ncols: Digits per row.
         title: Figure title.
         cell_size: Inches per digit.
-        captions: Each digit's title instead of the one made from its label, prediction and confidence (still
-            red where ``predicted`` is given and wrong).
     """
     pictures = _images_2d(images)
     labels = _as_numpy(labels)
+    guesses = None if predicted is None else _as_numpy(predicted)
+    fontsize = 9 if captions is None and guesses is None else 8  # a bare label has room; two lines or a verdict do not
+    if captions is None:
+        captions = [f"label {label}" for label in labels] if guesses is None else prediction_captions(labels, guesses)
     nrows = max(1, -(-len(pictures) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell_size, nrows * cell_size * 1.15), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
-        if i >= len(pictures):
-            continue
-        ax.imshow(pictures[i], cmap="gray")
-        if captions is not None:
-            wrong = predicted is not None and int(_as_numpy(predicted)[i]) != labels[i]
-            ax.set_title(captions[i], fontsize=8, color="crimson" if wrong else "black")
-        elif predicted is None:
-            ax.set_title(f"label {labels[i]}", fontsize=9)
-        else:
-            guess = int(_as_numpy(predicted)[i])
-            text = f"true {labels[i]} / pred {guess}"
-            if confidence is not None:
-                text += f"\n{float(_as_numpy(confidence)[i]):.0%} sure"
-            ax.set_title(text, fontsize=8, color="black" if guess == labels[i] else "crimson")
+        if i < len(pictures):
+            ax.imshow(pictures[i], cmap="gray")
+            wrong = guesses is not None and int(guesses[i]) != labels[i]
+            ax.set_title(captions[i], fontsize=fontsize, color="crimson" if wrong else "black")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -89,7 +97,8 @@ def plot_mistakes(mistakes: Mistakes, title: str = "Most confident mistakes", nc
         title: Figure title.
         ncols: Digits per row.
     """
-    return plot_digit_grid(mistakes.images, mistakes.labels, mistakes.predicted, mistakes.confidence, ncols=ncols, title=title)
+    captions = prediction_captions(mistakes.labels, mistakes.predicted, mistakes.confidence)
+    return plot_digit_grid(mistakes.images, mistakes.labels, mistakes.predicted, captions=captions, ncols=ncols, title=title)
 
 
 def plot_class_balance(train_labels: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray) -> Figure:
@@ -213,175 +222,5 @@ def plot_per_class(values: Sequence[float], ylabel: str = "accuracy", title: str
     ax.set(xlabel="digit", ylabel=ylabel, title=title)
     for i, value in enumerate(values):
         ax.text(i, value, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_filters(weights: torch.Tensor, ncols: int = 8, title: str = "First-layer filters") -> Figure:
-    """Show convolution kernels ``[out, in, k, k]`` (first input channel), each on its own colour scale."""
-    kernels = _as_numpy(weights)[:, 0]
-    nrows = -(-len(kernels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.0, nrows * 1.0), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(kernels):
-            limit = np.abs(kernels[i]).max() or 1.0
-            ax.imshow(kernels[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_feature_maps(maps: torch.Tensor, ncols: int = 8, title: str = "Feature maps") -> Figure:
-    """Show the channels of one image's activations ``[C, H, W]``."""
-    channels = _as_numpy(maps)
-    nrows = -(-len(channels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.0, nrows * 1.0), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(channels):
-            ax.imshow(channels[i], cmap="viridis")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_embedding(points: np.ndarray, labels: torch.Tensor | np.ndarray, title: str) -> Figure:
-    """Scatter a 2-D embedding coloured by digit."""
-    labels = _as_numpy(labels)
-    fig, ax = plt.subplots(figsize=(6.5, 6))
-    sns.scatterplot(
-        x=points[:, 0], y=points[:, 1], hue=labels.astype(str), hue_order=list(CLASS_NAMES), palette="tab10", s=6, linewidth=0, ax=ax
-    )
-    ax.set(title=title, xticks=[], yticks=[])
-    ax.legend(title="digit", markerscale=2, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
-def plot_preprocessing(steps: PreprocessedImage, prediction: Prediction | None = None) -> Figure:
-    """Show how an image became the model's 28x28 input, step by step, and (optionally) what the model said.
-
-    Args:
-        steps: From :func:`mnist_cnn.digits.preprocess.preprocess` (or ``Prediction.steps``).
-        prediction: Adds a bar chart of its top-k probabilities.
-    """
-    from matplotlib.patches import Rectangle
-
-    top, left, bottom, right = steps.box
-    panels = [
-        (steps.grayscale, f"grayscale {steps.grayscale.shape[1]}x{steps.grayscale.shape[0]}", dict(vmin=0, vmax=255)),
-        (steps.ink, "inverted, stretched" if steps.inverted else "background removed", dict(vmin=0, vmax=1)),
-        (steps.cropped, f"cropped {right - left}x{bottom - top}", dict(vmin=0, vmax=1)),
-        (steps.resized, f"scaled {steps.resized.shape[1]}x{steps.resized.shape[0]}", dict(vmin=0, vmax=1)),
-        (steps.digit, "centred 28x28", dict(vmin=0, vmax=255)),
-    ]
-    columns = len(panels) + (prediction is not None)
-    fig, axes = plt.subplots(1, columns, figsize=(2.3 * columns, 2.6))
-    # With a prediction there is one more axes than panels: the bar chart, drawn below.
-    for ax, (picture, title, scale) in zip(axes, panels, strict=False):
-        ax.imshow(picture, cmap="gray", **scale)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    # The ink's bounding box, on the full-size image.
-    axes[1].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="crimson", linewidth=1))
-    if prediction is not None:
-        ax = axes[-1]
-        digits = [str(d) for d, _ in prediction.top_k][::-1]
-        ax.barh(digits, [p for _, p in prediction.top_k][::-1], color="steelblue")
-        ax.set(xlim=(0, 1), xlabel="probability", title=f"predicted {prediction.digit}")
-    fig.tight_layout()
-    return fig
-
-
-def plot_drawing(result: DrawingResult, title: str | None = None) -> Figure:
-    """What the drawing pad shows, as a still figure: the drawing, the 28x28 image the network saw, the top digits.
-
-    Args:
-        result: From :func:`mnist_cnn.digits.drawpad.predict_drawing` (or ``DrawingPad.last``).
-        title: Figure title.
-    """
-    fig, (drawn_ax, seen_ax, bar_ax) = plt.subplots(1, 3, figsize=(8.4, 2.8), gridspec_kw={"width_ratios": [1, 1, 1.3]})
-    if result.steps is not None:
-        drawn_ax.imshow(result.steps.grayscale, cmap="gray", vmin=0, vmax=255)
-        seen_ax.imshow(result.steps.digit, cmap="gray", vmin=0, vmax=255)
-    drawn_ax.set_title("drawing", fontsize=10)
-    seen_ax.set_title("what the network sees (28x28)", fontsize=10)
-    for ax in (drawn_ax, seen_ax):
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if result.top_k:
-        digits = [str(d) for d, _ in result.top_k][::-1]
-        probabilities = [p for _, p in result.top_k][::-1]
-        bar_ax.barh(digits, probabilities, color="steelblue")
-        for y, p in enumerate(probabilities):
-            inside = p > 0.75  # a long bar holds its own label, in white
-            bar_ax.text(
-                p - 0.02 if inside else p + 0.02,
-                y,
-                f"{p:.1%}",
-                va="center",
-                ha="right" if inside else "left",
-                color="white" if inside else "black",
-                fontsize=9,
-            )
-        bar_ax.set(xlim=(0, 1), xlabel="probability", title=f"answer: {result.digit}")
-    else:
-        bar_ax.axis("off")
-        bar_ax.set_title(result.error or "no answer", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_learning_curves(curves: pd.DataFrame, runs: Sequence[str] | None = None, title: str | None = None) -> Figure:
-    """Overlay the learning curves of several runs: held-out error and training loss per epoch, on log scales.
-
-    The error is ``1 - accuracy`` on held-out data, so runs at 99.0% and 99.4% stay apart on the log scale while
-    a smoke run at 15% still fits. Held-out means the validation split where a run has one; runs from older
-    versions have only test accuracy per epoch, and their legend entry says so ("test acc"). Epoch 0 (the
-    untrained network) is left out.
-
-    Args:
-        curves: From :func:`mnist_cnn.catalog.learning_curves`.
-        runs: Runs to show, in this order (default: all in ``curves``).
-        title: Figure title.
-    """
-    from matplotlib.ticker import PercentFormatter
-
-    if runs is not None:
-        curves = curves[curves["run"].isin(list(runs))]
-    curves = curves[curves["epoch"] >= 1]
-    present = set(curves["run"])
-    order = [r for r in (list(runs) if runs is not None else list(dict.fromkeys(curves["run"]))) if r in present]
-    splits = curves.groupby("run")["eval_split"].first().to_dict()
-    labels = {run: run if splits.get(run) == "val" else f"{run} (test acc: no val split)" for run in order}
-    data = curves.assign(label=curves["run"].map(labels), eval_err=1.0 - curves["eval_acc"])
-    fig, (err_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    common = dict(
-        data=data,
-        x="epoch",
-        hue="label",
-        hue_order=[labels[r] for r in order],
-        palette=sns.color_palette("tab10", n_colors=max(1, len(order))),
-        marker="o",
-    )
-    sns.lineplot(y="eval_err", ax=err_ax, **common)
-    sns.lineplot(y="train_loss", ax=loss_ax, legend=False, **common)
-    err_ax.set(xlabel="epoch", ylabel="error (1 - accuracy), log scale", title="Held-out error (validation; test where marked)")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss, log scale", title="Training loss")
-    for ax in (err_ax, loss_ax):
-        if len(data):
-            ax.set_yscale("log")
-            ax.set_xticks(sorted(set(data["epoch"].astype(int))))
-        ax.grid(alpha=0.3, which="both")
-    if len(data):  # after set_yscale, which installs its own tick labels
-        err_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=1))
-    if err_ax.get_legend() is not None:
-        err_ax.legend(title="run", fontsize=8)
-    if title:
-        fig.suptitle(title)
     fig.tight_layout()
     return fig

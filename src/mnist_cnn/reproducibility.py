@@ -29,13 +29,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Capture every random state training draws from, as tensors and plain lists (safe for ``weights_only`` loading).
+    """Capture every random state training draws from, as tensors and plain lists (a checkpoint keeps them as tensors and JSON).
 
     Args:
         generator: The data-shuffling/augmentation generator, if any.
 
     Returns:
-        ``{"torch": ..., "cuda": [...] or None, "python": [version, [ints], gauss], "generator": ... or None}``.
+        ``{"torch": ..., "cuda": [...] or None, "python": [version, [ints], gauss], "generator": ... or None}``: Python's
+        state as lists, not the tuples ``random.getstate`` gives, which :func:`set_rng_state` turns back. (NumPy's
+        generator is not captured: training never draws from it.)
     """
     version, internal, gauss = random.getstate()
     return {

@@ -9,7 +9,6 @@ import torch
 
 from mnist_cnn import data as mnist_data
 from mnist_cnn.config import TrainConfig
-from mnist_cnn.tooling.runctl.distributed import SINGLE_PROCESS, DistributedContext
 from mnist_cnn.engine import Batches
 
 
@@ -31,20 +30,19 @@ class RunData:
     validation: dict[str, Any]
 
 
-def load_data(
-    config: TrainConfig, data_dir: str | None, generator: torch.Generator, context: DistributedContext = SINGLE_PROCESS
-) -> RunData:
+def load_data(config: TrainConfig, data_dir: str | None, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> RunData:
     """Read MNIST and serve it as ``config`` says, holding the validation split out of the training images.
 
     Args:
         config: Pipeline, batch sizes, input scaling and the optional ``train_size``/``val_size``/``test_size`` slices.
         data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
         generator: Shuffles the training batches.
-        context: This process's shard (``batch_size`` is the total over all processes).
+        rank: This process's index among ``world_size`` processes; each serves its shard of every split.
+        world_size: Number of processes (``batch_size`` is the total over all of them).
     """
     full_train = mnist_data.load_split("train", data_dir)
     train_rest, validation = mnist_data.validation_split(full_train)
-    shard = {"rank": context.rank, "world_size": context.world_size}
+    shard = {"rank": rank, "world_size": world_size}
     evaluation = {"scaling": config.input_scaling, **shard}
     if config.pipeline == "torchvision":
         # the seed project's pipeline, unchanged: ToTensor over all 60,000 training images
@@ -52,7 +50,7 @@ def load_data(
     else:
         train = mnist_data.memory_batches(
             train_rest.head(config.train_size),
-            config.batch_size // context.world_size,
+            config.batch_size // world_size,
             config.input_scaling,
             shuffle=True,
             generator=generator,

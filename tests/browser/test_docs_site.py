@@ -87,8 +87,17 @@ def image_outputs(notebook: Path) -> int:
 
 
 def package_modules() -> list[str]:
-    """The package's public modules, listed here independently of the site's own hook."""
-    return sorted(info.name for info in pkgutil.iter_modules([str(PACKAGE_DIR)]) if not info.name.startswith("_"))
+    """The package's public modules and subpackages below ``mnist_cnn`` (``data``, ``tooling.cli.train``...),
+    listed here independently of the site's own hook: every package found with ``pkgutil``, and its modules."""
+    names, packages = [], [("", PACKAGE_DIR)]
+    while packages:
+        prefix, folder = packages.pop()
+        for info in pkgutil.iter_modules([str(folder)]):
+            if not info.name.startswith("_"):
+                names.append(prefix + info.name)
+                if info.ispkg:
+                    packages.append((f"{prefix}{info.name}.", folder / info.name))
+    return sorted(names)
 
 
 @dataclass

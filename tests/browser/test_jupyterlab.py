@@ -110,9 +110,13 @@ def jupyterlab(tmp_path_factory) -> Iterator[Server]:
     # its own artifacts root in which that model is the seed's published weights, so the test neither depends on
     # notebook 3 having run first nor waits for training, and always draws for the same network.
     artifacts = work / "artifacts"
-    if SEED_WEIGHTS.is_file():
-        (artifacts / "models" / "default").mkdir(parents=True)
-        shutil.copyfile(SEED_WEIGHTS, artifacts / "models" / "default" / "model.pt")
+    if SEED_WEIGHTS.is_file():  # the seed's torch pickle, read as the commands read it, saved in this project's format
+        from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
+        from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
+
+        seed = load_checkpoint(SEED_WEIGHTS, reader=read_checkpoint_file)
+        payload = build_payload(seed.model, arch=seed.arch, model_options=seed.model_options, input_scaling=seed.input_scaling)
+        save_checkpoint(artifacts / "models" / "default" / "model.pt", payload)
     settings = work / "settings"
     # Render every cell (no windowing) so all outputs are in the page, and do not ask about news.
     for plugin, values in (

@@ -14,7 +14,6 @@ from typing import BinaryIO
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from mnist_cnn.errors import ImageError
-from mnist_cnn.digits.sources import IMAGE_SUFFIXES
 
 #: The most pixels ``predict`` decodes from one file (64 megapixels, e.g. 8000x8000). Larger images are refused with
 #: one line before decoding. JPEGs (MPO phone photos included) count after Pillow's ``draft`` (decoding at 1/2, 1/4
@@ -41,7 +40,7 @@ _EXIF_TRANSPOSE = {
 
 def _refuse_unless_regular(source: Path, mode: int) -> None:
     if stat.S_ISDIR(mode):
-        raise ImageError(f"{source}: a directory with no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise ImageError(f"{source}: a directory, not an image file")
     if not stat.S_ISREG(mode):
         # Reading a FIFO or a terminal would wait forever for data; a device could be endless.
         raise ImageError(f"{source}: not a regular file (a pipe, socket or device), refused")
@@ -58,7 +57,7 @@ def _open_file(source: Path) -> BinaryIO:
     except PermissionError:
         raise ImageError(f"{source}: permission denied") from None
     except IsADirectoryError:  # Windows cannot open directories
-        raise ImageError(f"{source}: a directory with no image files ({', '.join(IMAGE_SUFFIXES)})") from None
+        raise ImageError(f"{source}: a directory, not an image file") from None
     except OSError as error:
         raise ImageError(f"{source}: cannot open ({error.strerror or error})") from None
     try:

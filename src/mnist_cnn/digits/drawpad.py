@@ -22,12 +22,12 @@ import traitlets
 from PIL import Image, ImageDraw
 from torch import nn
 
-from mnist_cnn.errors import ImageError
 from mnist_cnn.digits.inference import classify_digits
-from mnist_cnn.mnist import NUM_CLASSES
 from mnist_cnn.digits.not_a_digit import digit_scores, ink_features, not_a_digit_reason
 from mnist_cnn.digits.padinput import MAX_SIDE_FACTOR, decode_data_url, read_message
 from mnist_cnn.digits.preprocess import PreprocessedImage, preprocess
+from mnist_cnn.errors import ImageError
+from mnist_cnn.mnist import NUM_CLASSES
 
 #: Side of the drawing canvas in CSS pixels.
 PAD_SIZE = 280

@@ -5,20 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from mnist_cnn.analysis import predict as run_model
 from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.data import InMemoryBatches, scale_images
-from mnist_cnn.engine import predict as run_model
-from mnist_cnn.errors import ImageError
-from mnist_cnn.mnist import NUM_CLASSES
 from mnist_cnn.digits.not_a_digit import digit_scores, ink_features, not_a_digit_reason
 from mnist_cnn.digits.preprocess import PreprocessedImage, preprocess
-from mnist_cnn.digits.sources import iter_sources
+from mnist_cnn.errors import ImageError
+from mnist_cnn.mnist import NUM_CLASSES
 from mnist_cnn.text import display_name, escape_text
 
 
@@ -27,7 +27,8 @@ class Prediction:
     """The model's answer for one file, or why there is none.
 
     Attributes:
-        file: The path as given (or as found in a directory), unescaped; print :func:`display_name` of it.
+        file: The path as given (or as the predict command found it in a directory), unescaped; print
+            :func:`display_name` of it.
         digit: The predicted digit, ``None`` when the file failed.
         probability: Softmax probability of ``digit`` (the confidence).
         top_k: ``(digit, probability)`` pairs, most likely first.
@@ -85,8 +86,27 @@ def classify_digits(model: nn.Module, input_scaling: str, digits: np.ndarray | t
     return run_model(model, batches, device).probabilities
 
 
+def _read(path: Path, keep_steps: bool) -> Prediction:
+    """A file's result before the model: its 28x28 digit (and every step, when kept), or why it cannot be read."""
+    result = Prediction(file=str(path))
+    try:
+        steps = preprocess(path)
+    except ImageError as failure:
+        result.error = str(failure).removeprefix(f"{path}: ")
+    else:
+        # Only the digit is kept unless asked: the full-size arrays go when this returns, not after the next file.
+        result.image = steps.digit
+        result.steps = steps if keep_steps else None
+    return result
+
+
+def _unclassified(result: Prediction) -> bool:
+    """Whether ``result`` holds a digit still waiting for the model."""
+    return result.image is not None and result.digit is None
+
+
 def _classify(checkpoint: LoadedCheckpoint, pending: list[Prediction], top_k: int, batch_size: int) -> None:
-    good = [result for result in pending if result.ok]
+    good = [result for result in pending if _unclassified(result)]
     if not good:
         return
     probabilities = classify_digits(checkpoint.model, checkpoint.input_scaling, np.stack([r.image for r in good]), batch_size)
@@ -100,12 +120,12 @@ def _classify(checkpoint: LoadedCheckpoint, pending: list[Prediction], top_k: in
 
 def iter_predictions(
     checkpoint: LoadedCheckpoint,
-    paths: Iterable[str | os.PathLike[str]],
+    files: Iterable[str | os.PathLike[str] | Prediction],
     top_k: int = 3,
     batch_size: int = 256,
     keep_steps: bool = False,
 ) -> Iterator[Prediction]:
-    """Classify image files and directories of them as a stream; a file that fails does not stop the others.
+    """Classify image files as a stream; a file that fails does not stop the others.
 
     Each image is reduced to its 28x28 digit as soon as it is read (:func:`~mnist_cnn.digits.preprocess.preprocess`), and
     only that digit is kept until its batch is full and classified, so memory does not grow with the number of
@@ -113,7 +133,10 @@ def iter_predictions(
 
     Args:
         checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
-        paths: Image files and directories (expanded lazily with :func:`~mnist_cnn.digits.sources.iter_sources`).
+        files: Image files, read one by one as the stream is consumed. A directory is not looked into: it fails like
+            any other file that is no image (the predict command expands directories before). A
+            :class:`Prediction` among them, e.g. one carrying why a directory could not be listed, is passed
+            through in its place.
         top_k: How many of the most likely digits to list (1-10).
         batch_size: Images per forward pass (and most results held back at once).
         keep_steps: Also keep every preprocessing step in :attr:`Prediction.steps` (for plots; full-size arrays).
@@ -125,18 +148,10 @@ def iter_predictions(
     batch_size = max(1, int(batch_size))
     pending: list[Prediction] = []
     waiting = 0
-    for path, error in iter_sources(paths):
-        result = Prediction(file=str(path), error=error)
-        if error is None:
-            try:
-                steps = preprocess(path)
-            except ImageError as failure:
-                result.error = str(failure).removeprefix(f"{path}: ")
-            else:
-                result.image = steps.digit
-                result.steps = steps if keep_steps else None
-                waiting += 1
-                steps = None  # drop the full-size arrays now, not when the next file replaces them
+    for item in files:
+        result = item if isinstance(item, Prediction) else _read(Path(item), keep_steps)
+        if _unclassified(result):
+            waiting += 1
         if not waiting:
             yield result  # nothing ahead of it waits for the model: report it at once
             continue
@@ -151,18 +166,18 @@ def iter_predictions(
 
 def predict_files(
     checkpoint: LoadedCheckpoint,
-    paths: Iterable[str | os.PathLike[str]],
+    files: Iterable[str | os.PathLike[str] | Prediction],
     top_k: int = 3,
     batch_size: int = 256,
     keep_steps: bool = False,
 ) -> list[Prediction]:
-    """Classify image files and directories of them; a file that fails does not stop the others.
+    """Classify image files; a file that fails does not stop the others.
 
     A list of :func:`iter_predictions`; use that to handle results as they come.
 
     Args:
         checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
-        paths: Image files and directories (expanded with :func:`~mnist_cnn.digits.sources.expand_paths`).
+        files: Image files (a :class:`Prediction` among them is passed through, as in :func:`iter_predictions`).
         top_k: How many of the most likely digits to list (1-10).
         batch_size: Images per forward pass.
         keep_steps: Keep every preprocessing step in :attr:`Prediction.steps` (e.g. to plot them).
@@ -170,7 +185,7 @@ def predict_files(
     Returns:
         One :class:`Prediction` per file, in order; failed ones have ``error`` set.
     """
-    return list(iter_predictions(checkpoint, paths, top_k=top_k, batch_size=batch_size, keep_steps=keep_steps))
+    return list(iter_predictions(checkpoint, files, top_k=top_k, batch_size=batch_size, keep_steps=keep_steps))
 
 
 def format_prediction(result: Prediction) -> str:

@@ -10,6 +10,10 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from mnist_cnn.checkpoint import read_state_dict
+from mnist_cnn.errors import CheckpointError
+from mnist_cnn.text import display_name, escape_text
+
 #: Names of :func:`ink_features`, in order.
 INK_FEATURES = ("ink", "solid", "fill", "pieces", "width")
 
@@ -18,7 +22,8 @@ def ink_features(digit: np.ndarray) -> dict[str, float]:
     """Measures of the amount and shape of ink in a 28x28 digit, to tell digits from things that are not.
 
     Args:
-        digit: ``[28, 28]`` uint8 0-255, light ink on black (:attr:`~mnist_cnn.digits.preprocess.PreprocessedImage.digit`, or an MNIST image).
+        digit: ``[28, 28]`` uint8 0-255, light ink on black (:attr:`~mnist_cnn.digits.preprocess.PreprocessedImage.digit`,
+            or an MNIST image).
 
     Returns:
         ``ink``: total ink in pixels (sum of values / 255); ``solid``: pixels at least half inked; ``fill``: ink /
@@ -60,8 +65,8 @@ FAR_RANGES: dict[str, tuple[float | None, float | None]] = {
 #: (``benchmarks/not_a_digit.py``; the project's validation digits were in the seed's training data and would
 #: overstate its confidence).
 MIN_CONFIDENCE = 0.30
-#: The detector's shipped weights, written by ``benchmarks/train_not_a_digit.py``.
-DETECTOR_WEIGHTS = Path(__file__).with_name("digit_detector.pt")
+#: The detector's shipped weights (a safetensors file of its ``state_dict``), written by ``benchmarks/train_not_a_digit.py``.
+DETECTOR_WEIGHTS = Path(__file__).with_name("digit_detector.safetensors")
 #: Detector score (a logit; higher is more digit-like) below which an input is flagged. Chosen as the largest value
 #: (rounded down) at which the whole rule flags at most 0.5 % of the first 5,000 MNIST test digits
 #: (``benchmarks/not_a_digit.py``), none of which the detector was trained on; judged on the other 5,000 and on
@@ -140,7 +145,13 @@ class DigitDetector(nn.Module):
 @lru_cache(maxsize=1)
 def _detector() -> DigitDetector:
     model = DigitDetector()
-    model.load_state_dict(torch.load(DETECTOR_WEIGHTS, map_location="cpu", weights_only=True))
+    state_dict = read_state_dict(DETECTOR_WEIGHTS)  # no pickle; NaN or infinite weights refused in one line naming the file
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{display_name(DETECTOR_WEIGHTS)} does not fit the digit detector: {escape_text(str(error).splitlines()[0])}"
+        ) from None
     return model.eval()
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mnist_cnn.checks import OUT_OF_RANGE, NumberError, check_number, shown, whole_float_as_int
 from mnist_cnn.digits.decode import decoding_errors
-from mnist_cnn.errors import ImageError
 from mnist_cnn.digits.preprocess import to_grayscale
-from mnist_cnn.text import escape_text
+from mnist_cnn.errors import ImageError
 
 #: Largest drawing accepted from the front end, in characters of its data URL (a 280x280 PNG is ~10 KB).
 MAX_DATA_URL = 5_000_000
@@ -73,7 +73,7 @@ def read_message(message: object) -> tuple[int, str]:
         return 0, ""
     if not isinstance(message, dict):
         raise ImageError(f"the pad sent {type(message).__name__}, not a drawing message")
-    seq = _whole_number(message.get("seq", 0))
+    seq = _sequence_number(message.get("seq", 0))
     png = message.get("png")
     png = "" if png is None else png  # a missing drawing is a cleared pad; 0, False or [] are not drawings
     if not isinstance(png, str):
@@ -81,17 +81,10 @@ def read_message(message: object) -> tuple[int, str]:
     return seq, png
 
 
-def _whole_number(value: Any) -> int:
+def _sequence_number(value: Any) -> int:
     # bool is an int in Python but never a sequence number; a float from JSON is accepted when it is whole.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ImageError(f"the pad sent a sequence number that is not a number ({_short(value)})")
-    if isinstance(value, float) and not value.is_integer():  # also NaN and infinities
-        raise ImageError(f"the pad sent a sequence number that is not a whole number ({_short(value)})")
-    if not 0 <= value <= MAX_SEQ:
-        raise ImageError(f"the pad sent a sequence number out of range ({_short(value)})")
-    return int(value)
-
-
-def _short(value: Any) -> str:
-    text = escape_text(repr(value))
-    return text if len(text) <= 40 else text[:37] + "..."
+    try:
+        return check_number("seq", whole_float_as_int(value), whole=True, low=0, high=MAX_SEQ)
+    except NumberError as error:
+        that = "" if error.reason == OUT_OF_RANGE else "that is "
+        raise ImageError(f"the pad sent a sequence number {that}{error.reason} ({shown(value)})") from None

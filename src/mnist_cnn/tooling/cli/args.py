@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from mnist_cnn.checks import NumberError, check_number
 from mnist_cnn.errors import MnistCnnError
 from mnist_cnn.text import display_name, escape_output, escape_text
 
@@ -38,19 +40,37 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {escape_text(message)} (see --help)\n")
 
 
-def _whole_number(text: str, least: int) -> int:
+def _parsed(text: str, whole: bool) -> int | float:
+    """The number ``text`` spells (``int()`` or ``float()``), or the argparse error saying what was expected."""
     try:
-        value = int(text)
+        return int(text) if whole else float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected {'a whole number' if whole else 'a number'}, got {text!r}") from None
+
+
+def number_argument(text: str, *, whole: bool, **allowed: Any) -> Any:
+    """``argparse`` type helper: parse ``text``, then check it with :func:`~mnist_cnn.checks.check_number`.
+
+    Args:
+        text: The argument as typed.
+        whole: A whole number rather than any finite number.
+        allowed: ``check_number``'s bounds (``low``, ``high``, ``low_open``, ``high_open``).
+
+    Returns:
+        The number.
+
+    Raises:
+        argparse.ArgumentTypeError: Not a number, or not allowed; argparse prints it after the option's name.
+    """
+    try:
+        return check_number("argument", _parsed(text, whole), whole=whole, **allowed)
+    except NumberError as error:
+        raise argparse.ArgumentTypeError(f"{error.requirement}, got {text}") from None
 
 
 def positive_int(text: str) -> int:
     """``argparse`` type: an integer of at least 1."""
-    return _whole_number(text, 1)
+    return number_argument(text, whole=True, low=1)
 
 
 def thread_count(text: str) -> int | str:
@@ -65,34 +85,22 @@ def thread_count(text: str) -> int | str:
 
 def non_negative_int(text: str) -> int:
     """``argparse`` type: an integer of at least 0."""
-    return _whole_number(text, 0)
+    return number_argument(text, whole=True, low=0)
 
 
 def positive_float(text: str) -> float:
     """``argparse`` type: a finite number greater than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
+    return number_argument(text, whole=False, low=0, low_open=True)
 
 
 def seed_int(text: str) -> int:
     """``argparse`` type: a random seed, a whole number from 0 to 2**63-1."""
-    value = non_negative_int(text)
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be at most 2**63-1 = {MAX_SEED}, got {text}")
-    return value
+    return number_argument(text, whole=True, low=0, high=MAX_SEED)
 
 
 def learning_rate(text: str) -> float:
     """``argparse`` type: a learning rate, finite, above 0 and at most :data:`MAX_LR`."""
-    value = positive_float(text)
-    if value > MAX_LR:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_LR:g}, got {text}")
-    return value
+    return number_argument(text, whole=False, low=0, low_open=True, high=MAX_LR)
 
 
 def describe_os_error(error: OSError) -> str:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnist_cnn.tooling.cli.args import ArgumentParser, run_cli
-from mnist_cnn.errors import ConfigError
 from mnist_cnn import MODELS_DIR
+from mnist_cnn.errors import ConfigError
 from mnist_cnn.text import display_name
+from mnist_cnn.tooling.cli.args import ArgumentParser, run_cli
 
 SORT_COLUMNS = ("run", "preset", "seed", "val_accuracy", "test_accuracy", "train_seconds")
 #: Best first for these; the others sort ascending.

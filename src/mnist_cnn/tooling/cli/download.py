@@ -25,8 +25,10 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, download what is missing, check everything. Returns the exit status."""
     args = build_parser().parse_args(argv)
-    from mnist_cnn.tooling.safety.mnist_files import RAW_FILES, ensure_mnist, raw_folder  # torch & co only once the arguments are sound
+    # imported once the arguments are sound; torchvision itself loads only if a file must be downloaded
+    from mnist_cnn.mnist import RAW_FILES, raw_folder
     from mnist_cnn.text import display_name
+    from mnist_cnn.tooling.safety.mnist_files import ensure_mnist
 
     root = ensure_mnist(args.data_dir, download=not args.no_download)
     print(f"MNIST files in {display_name(raw_folder(root))} are complete and match the published MD5s: {', '.join(RAW_FILES)}")

@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from mnist_cnn import REPORTS_DIR
+from mnist_cnn.devices import DEVICE_CHOICES
+
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.tooling.cli.args import ArgumentParser, positive_int, run_cli
-from mnist_cnn.devices import DEVICE_CHOICES
-from mnist_cnn import REPORTS_DIR
 
 
 def build_parser() -> ArgumentParser:
@@ -52,13 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
     from mnist_cnn.files import ensure_writable_dir
-    from mnist_cnn.tooling.cli.report import check_not_a_run_folder, write_report
     from mnist_cnn.text import display_name
+    from mnist_cnn.tooling.cli.report import check_not_a_run_folder, write_report
+    from mnist_cnn.tooling.safety.mnist_files import ensure_mnist
+    from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
     check_not_a_run_folder(args.out)
     device = select_device(args.device)
     out = ensure_writable_dir(args.out)
-    checkpoint = load_checkpoint(args.checkpoint, device=device)
+    checkpoint = load_checkpoint(args.checkpoint, device=device, reader=read_checkpoint_file)
+    ensure_mnist(args.data_dir, splits=["test"])  # the test files there and matching the published MD5s; nothing else is read
     result = measure_checkpoint(checkpoint, args.data_dir, device, args.batch_size)
     kind = "seed-format state_dict" if checkpoint.is_seed_format else "checkpoint"
     print(f"{kind} {display_name(checkpoint.path)}: {checkpoint.arch} {checkpoint.model_options}, inputs '{checkpoint.input_scaling}'")

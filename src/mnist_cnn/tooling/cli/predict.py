@@ -2,37 +2,31 @@
 
 Example: ``python -m mnist_cnn.predict --checkpoint models/default/model.pt my_digit.jpg scans/ --top-k 3``
 
-The images are prepared as MNIST was made (:mod:`mnist_cnn.digits.preprocess`) and classified by
-:mod:`mnist_cnn.digits.inference` as a stream (each image is reduced to 28x28 as soon as it is read, so memory stays flat
-in the number of files); this module only parses arguments and prints. File names are printed escaped, and
-output never fails on a name that is not valid UTF-8.
+Directories are expanded to their image files by :mod:`mnist_cnn.tooling.cli.sources`. The images are prepared
+as MNIST was made (:mod:`mnist_cnn.digits.preprocess`) and classified by :mod:`mnist_cnn.digits.inference` as a
+stream (each image is reduced to 28x28 as soon as it is read, so memory stays flat in the number of files); this
+module only parses arguments and prints. File names are printed escaped, and output never fails on a name that is
+not valid UTF-8.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-# Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
-from mnist_cnn.tooling.cli.args import ArgumentParser, positive_int, run_cli
 from mnist_cnn.devices import DEVICE_CHOICES
 from mnist_cnn.mnist import NUM_CLASSES
 from mnist_cnn.text import escape_output
 
-if TYPE_CHECKING:
-    pass
+# Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
+from mnist_cnn.tooling.cli.args import ArgumentParser, number_argument, positive_int, run_cli
 
 
 def top_k_count(text: str) -> int:
     """``argparse`` type: how many digits to list, 1 to 10."""
-    value = positive_int(text)
-    if value > NUM_CLASSES:
-        raise argparse.ArgumentTypeError(f"must be at most {NUM_CLASSES} (there are {NUM_CLASSES} digits), got {value}")
-    return value
+    return number_argument(text, whole=True, low=1, high=NUM_CLASSES)
 
 
 def build_parser() -> ArgumentParser:
@@ -64,14 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
     from mnist_cnn.digits.inference import format_prediction, iter_predictions
+    from mnist_cnn.tooling.cli.sources import prediction_inputs
+    from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
     # run_cli prints any error in one escaped line, so a path with a newline or an escape sequence is safe to quote
-    checkpoint = load_checkpoint(args.checkpoint, device=select_device(args.device))
+    checkpoint = load_checkpoint(args.checkpoint, device=select_device(args.device), reader=read_checkpoint_file)
     failed = total = 0
     if args.json:
         # A JSON list, one object per line, written as results come (never all held in memory).
         print("[", end="")
-    for result in iter_predictions(checkpoint, args.images, top_k=args.top_k, batch_size=args.batch_size):
+    inputs = prediction_inputs(args.images)  # directories expanded lazily, as the files are classified
+    for result in iter_predictions(checkpoint, inputs, top_k=args.top_k, batch_size=args.batch_size):
         total += 1
         if args.json:
             print(("\n" if total == 1 else ",\n") + json.dumps(result.to_dict()), end="")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from mnist_cnn import plots
+from mnist_cnn import LAST_FILE, MODEL_FILE, features, plots
 from mnist_cnn.analysis import EvaluationResult, mistakes
 from mnist_cnn.checkpoint import LoadedCheckpoint
+from mnist_cnn.checks import read_number
 from mnist_cnn.data import load_split
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.files import atomic_write_bytes, strict_json_value
@@ -45,7 +45,7 @@ def check_not_a_run_folder(out: str | os.PathLike[str]) -> None:
             configuration or history.
     """
     folder = Path(out)
-    found = [name for name in ("model.pt", "last.pt") if (folder / name).is_file()]
+    found = [name for name in (MODEL_FILE, LAST_FILE) if (folder / name).is_file()]
     if not found and _is_run_record(folder / "metrics.json"):
         found = ["metrics.json with the run's history"]
     if found:
@@ -144,27 +144,16 @@ def _figures(checkpoint: LoadedCheckpoint, result: EvaluationResult, data_dir: s
     }
     first_conv = next((m for m in checkpoint.model.modules() if m.__class__.__name__ == "Conv2d"), None)
     if first_conv is not None:
-        made["filters.png"] = plots.plot_filters(first_conv.weight.detach())
+        made["filters.png"] = features.plot_filters(first_conv.weight.detach())
     if _drawable_history(checkpoint.history):
         made["training_curves.png"] = plots.plot_history(
-            checkpoint.history, _drawable_steps(checkpoint.step_history), _real(checkpoint.config.get("label_smoothing"))
+            checkpoint.history, _drawable_steps(checkpoint.step_history), read_number(checkpoint.config.get("label_smoothing"))
         )
     return made
 
 
-def _real(value: Any) -> float | None:
-    """A finite number, or ``None``: a recorded setting that is not one is left out of a title, not drawn."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _numbers(values: Any) -> bool:
-    return isinstance(values, list) and all(_real(v) is not None for v in values)
+    return isinstance(values, list) and all(read_number(v) is not None for v in values)
 
 
 def _drawable_history(history: dict[str, Any]) -> bool:

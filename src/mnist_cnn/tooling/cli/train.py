@@ -20,17 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
-from mnist_cnn.tooling.cli.args import ArgumentParser, learning_rate, positive_int, run_cli, seed_int, thread_count
+from mnist_cnn import LAST_FILE, MODELS_DIR
 from mnist_cnn.devices import DEVICE_CHOICES
 from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from mnist_cnn import MODELS_DIR
 from mnist_cnn.presets import PRESETS, get_preset
+
+# Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
+from mnist_cnn.tooling.cli.args import ArgumentParser, learning_rate, positive_int, run_cli, seed_int, thread_count
 
 if TYPE_CHECKING:  # for annotations only: importing them here would load torch before --help can answer
     from mnist_cnn.config import TrainConfig
-    from mnist_cnn.tooling.runctl.distributed import DistributedContext
     from mnist_cnn.runs import RunOptions, TrainResult
+    from mnist_cnn.tooling.runctl.controls import Controls
+    from mnist_cnn.tooling.runctl.distributed import DistributedContext
 
 SMOKE_TRAIN_SIZE = 2_000
 SMOKE_VAL_SIZE = 1_000
@@ -38,7 +40,7 @@ SMOKE_TEST_SIZE = 1_000
 DEFAULT_PRESET = "default"
 DEFAULT_SEED = 42
 #: The per-epoch resumable checkpoint, beside model.pt.
-LAST_CHECKPOINT = "last.pt"
+LAST_CHECKPOINT = LAST_FILE
 EXIT_INTERRUPTED = 130
 
 
@@ -113,15 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     started = time.perf_counter()
-    from mnist_cnn.callbacks import StopOnRequest
-    from mnist_cnn.tooling.runctl.distributed import context_from_env, destroy_process_group
     from mnist_cnn.files import ensure_writable_dir
+    from mnist_cnn.tooling.runctl.controls import fit_controlled
+    from mnist_cnn.tooling.runctl.distributed import context_from_env, destroy_process_group
     from mnist_cnn.tooling.runctl.rundir import claim_run_folder
-    from mnist_cnn.runs import fit
-    from mnist_cnn.tooling.runctl.signals import StopRequest
+    from mnist_cnn.tooling.runctl.signals import StopOnRequest, StopRequest
+    from mnist_cnn.tooling.safety.mnist_files import ensure_mnist
 
     context = context_from_env()
-    options, config = run_options(args, context)
+    options, controls, config = run_options(args, context)
+    ensure_mnist(args.data_dir)  # the four files there and matching the published MD5s, before anything is written
     out = ensure_writable_dir(options.checkpoint_path.parent)  # fail before training, not after
     if context.is_main:  # one live run per folder, and never over another run's files without --overwrite
         held.enter_context(claim_run_folder(out, resume=args.resume, overwrite=args.overwrite))
@@ -131,7 +134,7 @@ def _main(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         # under torchrun the launcher forwards Ctrl-C, so a second signal must not abort the save; the final save
         # is inside the block too, so a signal while model.pt is written waits until it is complete
         with StopRequest(repeat_interrupts=not context.enabled, linger=True) as stop:
-            result = fit(config, options, [StopOnRequest(stop)])
+            result = fit_controlled(config, options, controls, [StopOnRequest(stop, context)])
             if context.is_main:
                 save_finished_run(result, out, started)
     except TrainingInterrupted as error:
@@ -147,20 +150,22 @@ def _main(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     return 0
 
 
-def run_options(args: argparse.Namespace, context: DistributedContext) -> tuple[RunOptions, TrainConfig]:
-    """The :class:`~mnist_cnn.runs.RunOptions` and configuration the arguments ask for: a resumed run or a new one."""
+def run_options(args: argparse.Namespace, context: DistributedContext) -> tuple[RunOptions, Controls, TrainConfig]:
+    """The options, controls and configuration the arguments ask for: a resumed run or a new one."""
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
+    from mnist_cnn.runs import RunOptions
+    from mnist_cnn.tooling.runctl.controls import Controls
     from mnist_cnn.tooling.runctl.distributed import device_for
     from mnist_cnn.tooling.runctl.resume import resume_config, training_state_of
-    from mnist_cnn.runs import RunOptions
+    from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
     preset, seed = getattr(args, "preset", None), getattr(args, "seed", None)
     checkpoint, deterministic = None, args.deterministic
     if args.resume is not None:
         if args.smoke:
             raise ConfigError("--smoke cannot be combined with --resume: a resumed run keeps its recorded settings")
-        checkpoint = load_checkpoint(args.resume)  # says what is wrong with a corrupt or mismatched file
+        checkpoint = load_checkpoint(args.resume, reader=read_checkpoint_file)  # says what is wrong with a corrupt or mismatched file
         config = resume_config(
             checkpoint,
             epochs=args.epochs,
@@ -183,12 +188,9 @@ def run_options(args: argparse.Namespace, context: DistributedContext) -> tuple[
         device=device_for(context, select_device(args.device)),
         quiet=args.quiet or not context.is_main,
         checkpoint_path=Path(out_dir) / LAST_CHECKPOINT,
-        resume=checkpoint,
         deterministic=deterministic,
-        threads=args.threads,
-        distributed=context,
     )
-    return options, config
+    return options, Controls(threads=args.threads, resume=checkpoint, context=context), config
 
 
 def new_config(preset: str, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, smoke: bool) -> TrainConfig:

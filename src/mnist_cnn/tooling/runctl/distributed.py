@@ -10,11 +10,16 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.runs import Processes
+
+if TYPE_CHECKING:
+    from mnist_cnn.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -137,3 +142,35 @@ def barrier(context: DistributedContext) -> None:
     """Wait for every process (nothing when single-process)."""
     if context.enabled and dist.is_initialized():
         dist.barrier()
+
+
+def processes_for(context: DistributedContext, device: torch.device) -> Processes:
+    """The study's :class:`~mnist_cnn.runs.Processes` seam filled in for ``context``: metrics averaged with
+    :func:`weighted_mean`, the model wrapped in ``DistributedDataParallel`` (nothing when single-process)."""
+    if not context.enabled:
+        return Processes()
+
+    def reduce(metrics: tuple[float, float], examples: int) -> tuple[float, float]:
+        loss, accuracy = weighted_mean(metrics, examples, context)
+        return loss, accuracy
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    return Processes(rank=context.rank, world_size=context.world_size, reduce=reduce, wrap=wrap)
+
+
+def check_distributed(config: TrainConfig, context: DistributedContext) -> None:
+    """Refuse a multi-process run that cannot work.
+
+    Raises:
+        ConfigError: The pipeline is not in-memory, or the batch does not divide among the processes.
+    """
+    if config.pipeline != "memory":
+        raise ConfigError(f"multi-process training needs the in-memory pipeline, not {config.pipeline!r}")
+    if config.batch_size % context.world_size:
+        raise ConfigError(
+            f"batch size {config.batch_size} must divide evenly among {context.world_size} processes (it is the total over all processes)"
+        )

@@ -12,19 +12,20 @@ import contextlib
 import math
 import operator
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from mnist_cnn.checkpoint import MAX_EPOCHS, LoadedCheckpoint
+from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.config import TrainConfig
-from mnist_cnn.engine import HISTORY_KEYS, TrainingState, TrainParts
+from mnist_cnn.engine import HISTORY_KEYS, Run, TrainingState, TrainParts
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.recipe import build_parts, model_for
 from mnist_cnn.reproducibility import rng_state, set_rng_state
 from mnist_cnn.text import display_name, escape_text
+from mnist_cnn.tooling.safety.checkpoint_fields import MAX_EPOCHS
 
 #: Training images per epoch of the in-memory pipeline (60,000 less the validation split) and of torchvision's.
 TRAIN_IMAGES = {"memory": 55_000, "torchvision": 60_000}
@@ -250,3 +251,24 @@ def dry_run_restore(checkpoint: LoadedCheckpoint, config: TrainConfig) -> None:
                 parts.scheduler.step()
     finally:
         set_rng_state(saved)
+
+
+def resume_step(checkpoint: LoadedCheckpoint, announce: bool = True) -> Callable[[Run], None]:
+    """The step :func:`~mnist_cnn.runs.fit` takes between preparing and training to continue ``checkpoint``'s run.
+
+    It restores the counters, curves, weights, optimizer, schedule and random generators into the freshly
+    prepared run (:func:`restore`), and names the checkpoint as the one to resume from if training stops again
+    before a new one is written.
+
+    Args:
+        checkpoint: The checkpoint, with a config from :func:`resume_config`.
+        announce: Print one line saying which run continues from which epoch.
+    """
+
+    def step(run: Run) -> None:
+        run.state = restore(checkpoint, run.network, run.parts, run.generator)
+        run.checkpoint = (checkpoint.path, run.state.epoch)
+        if announce:
+            print(f"resuming {display_name(checkpoint.path)} after epoch {run.state.epoch} of {run.epochs}")
+
+    return step

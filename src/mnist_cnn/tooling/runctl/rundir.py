@@ -26,6 +26,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from mnist_cnn import LAST_FILE, MODEL_FILE
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.text import display_name
 
@@ -37,9 +38,9 @@ except ImportError:  # pragma: no cover - Windows
 #: The lock file's name inside the output folder.
 LOCK_NAME = ".train.lock"
 #: Files that mean "a run lives here", in the order they are reported.
-RUN_FILES = ("last.pt", "model.pt")
+RUN_FILES = (LAST_FILE, MODEL_FILE)
 #: A finished run's results, moved aside when ``--overwrite`` starts a new run over them.
-RESULT_FILES = ("model.pt", "metrics.json")
+RESULT_FILES = (MODEL_FILE, "metrics.json")
 #: What a result file moved aside is renamed to: ``.replaced.model.pt``, hidden from listings and from compare.
 ASIDE_PREFIX = ".replaced."
 
@@ -68,7 +69,7 @@ def check_not_another_run(out: str | os.PathLike[str], *, resume: str | os.PathL
         key = _same_file_key(path)
         if key is None or key == resumed:
             continue
-        if name == "last.pt":
+        if name == LAST_FILE:
             hint = f"it is an interrupted run: continue it with --resume {display_name(path)}"
         else:
             hint = f"it is a finished run: train it further with --resume {display_name(path)} --epochs N"
@@ -183,7 +184,7 @@ class RunLock:
         the new run has written a checkpoint, or puts them back if it wrote nothing.
         """
         folder = self.path.parent
-        self._last_key = _same_file_key(folder / "last.pt")
+        self._last_key = _same_file_key(folder / LAST_FILE)
         for name in RESULT_FILES:
             source = folder / name
             if source.is_file() and not source.is_symlink():
@@ -194,7 +195,7 @@ class RunLock:
         if not self._aside:
             return
         folder = self.path.parent
-        last = _same_file_key(folder / "last.pt")
+        last = _same_file_key(folder / LAST_FILE)
         wrote = (last is not None and last != self._last_key) or any((folder / name).exists() for name in RESULT_FILES)
         for name in self._aside:
             aside = folder / f"{ASIDE_PREFIX}{name}"
@@ -260,7 +261,7 @@ def claim_run_folder(out: str | os.PathLike[str], *, resume: str | os.PathLike[s
 
 def _restore_leftovers(folder: Path) -> None:
     """Put back results a killed ``--overwrite`` run had moved aside, when nothing shows that it wrote anything."""
-    if any((folder / name).exists() for name in ("last.pt", *RESULT_FILES)):
+    if any((folder / name).exists() for name in (LAST_FILE, *RESULT_FILES)):
         return
     for name in RESULT_FILES:
         with contextlib.suppress(FileNotFoundError):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
+
+from mnist_cnn.engine import Callback, Run
+from mnist_cnn.errors import TrainingInterrupted
+from mnist_cnn.tooling.runctl.distributed import SINGLE_PROCESS, DistributedContext, any_process
 
 #: The signals that ask training to stop at a safe point: Ctrl-C, ``kill``/cluster schedulers, a closing terminal.
 STOP_SIGNALS: tuple[int, ...] = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -77,3 +82,32 @@ class StopRequest:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
+
+
+class StopOnRequest(Callback):
+    """Stops training after the current batch once ``should_stop()`` is true in any process.
+
+    The model then holds a partial epoch, which is discarded: the last checkpoint is the state to resume from.
+    Every process asks after the same batch, so in a multi-process run all stop together. It is asked last
+    (``order`` 90), after the other callbacks have seen the step.
+
+    Args:
+        should_stop: Asked after every batch, e.g. a :class:`StopRequest`.
+        context: The processes that must agree on stopping (default: this one alone).
+    """
+
+    order = 90
+
+    def __init__(self, should_stop: Callable[[], bool], context: DistributedContext = SINGLE_PROCESS) -> None:
+        self.should_stop = should_stop
+        self.context = context
+
+    def _check(self, run: Run, where: str) -> None:
+        if any_process(bool(self.should_stop()), self.context):
+            raise TrainingInterrupted(f"training interrupted {where}", epoch=run.state.epoch + 1)
+
+    def before_epoch(self, run: Run) -> None:
+        self._check(run, "between epochs")
+
+    def after_step(self, run: Run) -> None:
+        self._check(run, "during an epoch")

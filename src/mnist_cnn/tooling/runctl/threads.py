@@ -7,6 +7,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnist_cnn.engine import Callback, Run
+
+if TYPE_CHECKING:
+    import torch
 
 #: ``MNIST_CNN_THREADS``: a fixed number of threads, or ``adaptive``; unset: torch's own count.
 THREADS_VARIABLE = "MNIST_CNN_THREADS"
@@ -156,3 +162,73 @@ class ThreadGovernor:
 
             torch.set_num_threads(threads)
             self.changes.append([step, threads])
+
+
+class FixedThreads(Callback):
+    """Trains with a fixed number of CPU threads (the reproducible policy) and records it in ``run.facts["threads"]``.
+
+    Args:
+        count: Threads to use from the start of training.
+    """
+
+    order = -10
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def before_fit(self, run: Run) -> None:
+        import torch
+
+        torch.set_num_threads(self.count)
+        run.facts["threads"] = {"policy": "fixed", "cores": usable_cores(), "changes": [[0, self.count]]}
+
+
+class AdaptiveThreads(Callback):
+    """Opt-in: keeps torch's CPU threads to the cores other programs leave free (:class:`ThreadGovernor`).
+
+    Results then depend on the machine's load (reductions split differently with the thread count), so runs
+    are not bit-identical; ``run.facts["threads"]`` records every count used, as ``[step, threads]``.
+
+    Args:
+        governor: The policy (default: one for this process's cores).
+    """
+
+    order = -10
+
+    def __init__(self, governor: ThreadGovernor | None = None) -> None:
+        self.governor = governor if governor is not None else ThreadGovernor()
+
+    def before_fit(self, run: Run) -> None:
+        self.governor.start(run.state.step)
+        self._record(run)
+
+    def after_step(self, run: Run) -> None:
+        seen = len(self.governor.changes)
+        self.governor.update(run.state.step)
+        if len(self.governor.changes) != seen:
+            self._record(run)
+
+    def _record(self, run: Run) -> None:
+        changes = [list(change) for change in self.governor.changes]
+        run.facts["threads"] = {"policy": ADAPTIVE, "cores": self.governor.cores, "changes": changes}
+
+
+def thread_policy(requested: int | str | None, device: torch.device) -> Callback | None:
+    """The callback that applies the thread policy asked for, or ``None`` off the CPU.
+
+    Args:
+        requested: A number of threads, ``"adaptive"``, or ``None`` for ``$MNIST_CNN_THREADS`` (else torch's count).
+        device: Where training runs; threads matter on the CPU only.
+
+    Raises:
+        ConfigError: ``requested`` (or ``$MNIST_CNN_THREADS``) is neither ``adaptive`` nor a whole number within the cores.
+    """
+    from mnist_cnn.errors import ConfigError
+
+    if device.type != "cpu":
+        return None
+    try:
+        setting = thread_setting(requested)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return AdaptiveThreads() if setting == ADAPTIVE else FixedThreads(int(setting))

@@ -1,178 +1,204 @@
-"""Reading a checkpoint file without risk: weights-only unpickling, within bounds on what the file may cost to read."""
+"""Reading a checkpoint a user names without risk: a regular file within size bounds, every field checked before use.
+
+:func:`read_checkpoint_file` is the ``reader`` the commands pass to :func:`mnist_cnn.checkpoint.load_checkpoint`: it
+returns the payload only once its header, tensor table, record, model fields, weights' names, shapes (on the meta
+device), dtypes and values have all been checked, each refusal one line naming the file. A checkpoint is a
+safetensors file (:mod:`mnist_cnn.tensor_record`): nothing in it is run. The only pickle read is a bare
+``state_dict`` such as the seed's ``mnist_VGG.pth``, with ``weights_only=True``, within the same size bound and,
+for a zip archive, a bound on what its entries inflate to.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
 
+from mnist_cnn import tensor_record
+from mnist_cnn.checkpoint import CHECKPOINT_FORMAT, is_torch_pickle, unreadable
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.text import display_name, escape_text
+from mnist_cnn.tooling.safety.checkpoint_fields import validate_record
+from mnist_cnn.tooling.safety.weights import check_model
 
-#: The most a checkpoint may hold once unpacked (all tensors and the pickle together), checked on the archive's
-#: directory before anything is inflated: the largest model ``checkpoint_fields.OPTION_BOUNDS`` allows, with Adam's
-#: two moments, fits well within it.
+#: The largest checkpoint read, and the most a seed-format zip archive may inflate to: the largest model
+#: ``mnist_cnn.model_options.OPTION_BOUNDS`` allows, with Adam's two moments, fits well within it.
 MAX_CHECKPOINT_BYTES = 1 << 30
-#: The most the pickled structure (everything but the tensors' bytes) may take unpacked.
-MAX_PICKLE_BYTES = 64 << 20
-#: The most values (containers, numbers, texts, tensors) a checkpoint's structure may stand for, counted as the tree
-#: that reading it hands on: a list the pickle refers to ten times counts ten times. A real checkpoint holds a few
-#: tens of thousands (the step history of a long run); ten references to ten references, fifteen levels deep, fit
-#: in 190 KB of pickle yet stand for 10**15, which every walk over the value (checks, JSON, plots) would visit.
-MAX_PAYLOAD_VALUES = 1_000_000
-#: The deepest a checkpoint's structure may nest (a real one nests 6 levels: training_state.optimizer.state[0]...).
-MAX_PAYLOAD_DEPTH = 32
+#: The longest safetensors header (the tensor table and the record: config, curves, metrics, counters). A real one
+#: is a few hundred KB; the step history of a run of 100 long epochs stays far below this.
+MAX_HEADER_BYTES = 16 << 20
+#: The tensor types a checkpoint may hold (safetensors names); float8 and wide unsigned types are never written
+#: here, and torch cannot check some of them for NaN.
+TENSOR_TYPES = frozenset({"F64", "F32", "F16", "BF16", "C64", "I64", "I32", "I16", "I8", "U8", "BOOL"})
+#: The most dimensions a tensor may have (a convolution's weight has 4).
+MAX_DIMENSIONS = 8
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint file safely (``weights_only=True``) onto the CPU.
+    """Read a checkpoint into its payload, within bounds, refusing a hostile file in one line naming it.
 
     Raises:
-        CheckpointError: Missing, unreadable, corrupt, unsafe, or not a dict.
+        CheckpointError: Missing, not a regular file, unreadable, over :data:`MAX_CHECKPOINT_BYTES`, a header over
+            :data:`MAX_HEADER_BYTES` or that is not JSON, a tensor table or record that is malformed, a record field
+            of the wrong kind, a model that cannot be built or weights that do not fit it (see
+            :func:`mnist_cnn.tooling.safety.weights.check_model`); for a pickle: Python objects, a zip archive that
+            inflates past the bound, this project's old pickle format, or anything but a flat dict of tensors.
     """
     source = Path(path)
-    shown = display_name(source)
+    data = read_regular_file(source, MAX_CHECKPOINT_BYTES)
+    if is_torch_pickle(data):
+        check_archive_size(data, source)
+        payload: dict[str, Any] = load_pickled_state_dict(data, source)
+    else:
+        payload = _decoded(data, source)
+        validate_record(payload, source)
+    check_model(payload, source)
+    return payload
+
+
+def _decoded(data: bytes, source: Path) -> dict[str, Any]:
+    """The payload of a safetensors checkpoint's bytes, its header bounded and its tensor table checked before any tensor is read."""
     try:
-        if not source.exists():
-            raise CheckpointError(f"checkpoint not found: {shown}")
-        if not source.is_file():
-            raise CheckpointError(f"checkpoint {shown} is not a file")
-        mappable = check_archive_size(source)
-        if _utf8_name(source):
-            # mmap: tensors stay in the file until read, so shapes can be checked before any weight is in memory
-            loaded = torch.load(source, map_location="cpu", weights_only=True, mmap=mappable)
-        else:  # torch cannot open a name that is not UTF-8 itself (mmap needs the name): hand it an open file
-            with source.open("rb") as handle:
-                loaded = torch.load(handle, map_location="cpu", weights_only=True)
-    except PermissionError as error:
-        raise CheckpointError(f"cannot read checkpoint {shown}: {error.strerror or error}") from None
-    except pickle.UnpicklingError as error:
-        text = str(error)
-        if "Unsupported global" in text or "GLOBAL" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            culprit = f" ({found.group(1)})" if found else ""
-            raise CheckpointError(
-                f"{shown} is not a safe checkpoint: it holds Python objects{culprit} that weights-only loading refuses to run"
-            ) from None
-        raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as error:
-        raise CheckpointError(
-            f"{shown} is not a readable PyTorch checkpoint (corrupt, truncated or another kind of file: {type(error).__name__})"
-        ) from None
-    if not isinstance(loaded, dict):
-        raise CheckpointError(f"{shown} is not a checkpoint: it holds a {type(loaded).__name__}, not a dict")
-    check_structure_size(loaded, source)
-    return loaded
+        header = tensor_record.read_header(io.BytesIO(data), len(data), MAX_HEADER_BYTES)
+        check_tensor_table(header, source)
+        payload = tensor_record.decode(tensor_record.skeleton_of(header), load_tensors(data))
+    except (ValueError, SafetensorError, RuntimeError, TypeError, OverflowError) as error:
+        raise unreadable(source, error) from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{display_name(source)} is not a checkpoint: its record is a {type(payload).__name__}, not a dict")
+    return payload
 
 
-def _children(value: Any) -> Any:
-    """The values a container holds (a dict's keys and values), or ``()`` for anything else."""
-    if isinstance(value, dict):
-        return (item for pair in value.items() for item in pair)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return value
-    return ()
+def read_regular_file(source: Path, max_bytes: int) -> bytes:
+    """The bytes of ``source``, a regular file of at most ``max_bytes``; never blocks on a FIFO or a device.
 
-
-def check_structure_size(value: Any, source: Path) -> None:
-    """Refuse a structure that stands for more than :data:`MAX_PAYLOAD_VALUES` values or nests deeper than
-    :data:`MAX_PAYLOAD_DEPTH`, counting shared references as often as they occur, in bounded time.
-
-    Each container is walked once (by ``id``) and its unfolded size remembered, so a value referred to many
-    times costs one visit; every step adds at least one to the running count, so the walk stops after at most
-    :data:`MAX_PAYLOAD_VALUES` steps whatever the file holds. Nothing is ``repr``-ed.
-
-    Args:
-        value: What the pickle held.
-        source: The file, for messages.
+    Its kind and size are checked before it is opened, and again on the file opened (which may have been swapped
+    in between): it is opened without blocking (``O_NONBLOCK``), so a FIFO can never hold the read.
 
     Raises:
-        CheckpointError: Too many values, too deep, or a container that holds itself.
+        CheckpointError: Missing, not a regular file, unreadable, or larger than ``max_bytes``.
     """
     shown = display_name(source)
-    sizes: dict[int, int] = {}  # id -> unfolded size of a finished container; the containers live as long as `value`
-    open_ids = {id(value)}
-    stack: list[list[Any]] = [[value, iter(_children(value)), 1]]  # [container, its children, its size so far]
-    total = 1  # the values counted so far, in finished and open containers alike
-    while stack:
-        frame = stack[-1]
-        child = next(frame[1], _DONE)
-        if child is _DONE:
-            stack.pop()
-            open_ids.discard(id(frame[0]))
-            sizes[id(frame[0])] = frame[2]
-            if stack:
-                stack[-1][2] += frame[2]
-            continue
-        if not isinstance(child, _CONTAINERS):
-            added = 1
-        elif id(child) in sizes:
-            added = sizes[id(child)]
-        elif id(child) in open_ids:
-            raise CheckpointError(f"{shown} is not a usable checkpoint: a container in it holds itself")
-        elif len(stack) >= MAX_PAYLOAD_DEPTH:
-            raise CheckpointError(f"{shown} is not a usable checkpoint: it nests deeper than {MAX_PAYLOAD_DEPTH} levels")
-        else:
-            open_ids.add(id(child))
-            stack.append([child, iter(_children(child)), 1])
-            added = 0  # counted in its own frame, below
-            total += 1
-        frame[2] += added
-        total += added
-        if total > MAX_PAYLOAD_VALUES:
-            raise CheckpointError(
-                f"{shown} is not a usable checkpoint: its structure stands for more than {MAX_PAYLOAD_VALUES:,} values "
-                "(counting each shared reference where it occurs); it was not read further"
-            )
-
-
-_DONE = object()
-_CONTAINERS = (dict, list, tuple, set, frozenset)
-
-
-def _utf8_name(path: Path) -> bool:
     try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        _check_kind_and_size(os.stat(source), source, max_bytes)
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            _check_kind_and_size(os.fstat(fd), source, max_bytes)
+            chunks, total = [], 0
+            while chunk := os.read(fd, min(1 << 24, max_bytes + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > max_bytes:  # it grew while being read
+                    raise CheckpointError(f"{shown} is too large for a checkpoint: more than the {max_bytes:,} bytes allowed")
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {shown}") from None
+    except (OSError, ValueError) as error:  # ValueError: a name with a NUL byte
+        raise CheckpointError(f"cannot read checkpoint {shown}: {escape_text(getattr(error, 'strerror', None) or str(error))}") from None
+    return b"".join(chunks)
 
 
-def check_archive_size(source: Path) -> bool:
-    """Refuse a checkpoint that would unpack to more than :data:`MAX_CHECKPOINT_BYTES`, from the zip directory alone.
+def _check_kind_and_size(status: os.stat_result, source: Path, max_bytes: int) -> None:
+    if not stat.S_ISREG(status.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(status.st_mode), "not a regular file")
+        raise CheckpointError(f"checkpoint {display_name(source)} is not a file ({kind}); it was not read")
+    if status.st_size > max_bytes:
+        raise CheckpointError(
+            f"{display_name(source)} is too large for a checkpoint: {status.st_size:,} bytes, more than the {max_bytes:,} allowed"
+        )
+
+
+def check_tensor_table(header: dict[str, Any], source: Path) -> None:
+    """Refuse a tensor of a type a checkpoint never holds, or a shape that is not a short list of sizes.
+
+    (Offsets are checked by safetensors itself: every tensor's bytes within the file, none overlapping.)
+
+    Raises:
+        CheckpointError: The first such tensor, named.
+    """
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{display_name(source)} holds tensor {escape_text(name[:60])}"
+        if not isinstance(entry, dict) or entry.get("dtype") not in TENSOR_TYPES:
+            dtype = entry.get("dtype") if isinstance(entry, dict) else entry
+            raise CheckpointError(f"{where} of type {escape_text(str(dtype)[:20])}, which no checkpoint holds")
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or len(shape) > MAX_DIMENSIONS or not all(_is_size(size) for size in shape):
+            raise CheckpointError(f"{where} with shape {escape_text(str(shape)[:40])}, not a list of at most {MAX_DIMENSIONS} sizes")
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CHECKPOINT_BYTES
+
+
+def check_archive_size(data: bytes, source: Path) -> None:
+    """Refuse a ``torch.save`` zip archive that would inflate past :data:`MAX_CHECKPOINT_BYTES`, from its directory alone.
 
     A few megabytes of compressed zeros can stand for gigabytes of tensor; the sizes the archive declares are
-    what the loader allocates, so they are summed before anything is inflated.
-
-    Returns:
-        Whether the file can be memory-mapped (a zip archive whose entries are stored, as ``torch.save`` writes them).
+    what the loader allocates, so they are summed before anything is inflated. (The older bare pickle stores
+    tensors uncompressed: the file's size bounds it.)
 
     Raises:
-        CheckpointError: The declared sizes exceed the bounds.
+        CheckpointError: A corrupt directory, or declared sizes beyond the bound.
     """
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return
     shown = display_name(source)
-    if not zipfile.is_zipfile(source):
-        # the legacy (pre-1.6) format stores tensors uncompressed, so the file size bounds what loading allocates
-        size = source.stat().st_size
-        if size > MAX_CHECKPOINT_BYTES:
-            raise CheckpointError(f"{shown} is too large for a checkpoint: {size:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} allowed")
-        return False
     try:
-        with zipfile.ZipFile(source) as archive:
-            entries = archive.infolist()
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            total = sum(entry.file_size for entry in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint (corrupt zip archive: {escape_text(str(error))})") from None
-    total = sum(entry.file_size for entry in entries)
     if total > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(
             f"{shown} would unpack to {total:,} bytes, more than the {MAX_CHECKPOINT_BYTES:,} a checkpoint may hold; it was not loaded"
         )
-    pickled = sum(entry.file_size for entry in entries if entry.filename.endswith("data.pkl"))
-    if pickled > MAX_PICKLE_BYTES:
-        raise CheckpointError(f"{shown} holds a {pickled:,}-byte pickle, more than the {MAX_PICKLE_BYTES:,} a checkpoint may hold")
-    return all(entry.compress_type == zipfile.ZIP_STORED for entry in entries)
+
+
+def load_pickled_state_dict(data: bytes, source: Path) -> dict[str, torch.Tensor]:
+    """A bare ``state_dict`` written by ``torch.save`` (the seed's ``mnist_VGG.pth``), unpickled with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: Python objects weights-only loading refuses, a checkpoint of this project's old pickle
+            format, or anything but a dict.
+    """
+    shown = display_name(source)
+    try:
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error) or "GLOBAL" in str(error):
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            culprit = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(
+                f"{shown} is not a safe checkpoint: it holds Python objects{culprit} that weights-only loading refuses to run"
+            ) from None
+        raise unreadable(source) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as error:
+        raise unreadable(source, type(error).__name__) from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("format"), str) and loaded["format"] == CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{shown} was written by an older version of mnist-cnn (a torch pickle, checkpoint format 1), "
+            "which this version no longer reads: train the model again"
+        )
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{shown} is not an mnist-cnn checkpoint nor a model state_dict")
+    return loaded  # a dict of tensors named by text: checked with the fields of any checkpoint

@@ -1,4 +1,4 @@
-"""Which image files a list of command-line paths names: directories expanded to the image files in them."""
+"""Which image files the predict command's paths name: directories expanded to the image files in them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from mnist_cnn.digits.inference import Prediction
+
 #: Suffixes a directory argument expands to (files named explicitly are tried whatever their suffix).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: Why a directory without image files yields nothing to classify.
+NO_IMAGE_FILES = f"a directory with no image files ({', '.join(IMAGE_SUFFIXES)})"
 
 
 def _listed_image_file(path: Path) -> bool:
@@ -26,10 +30,10 @@ def iter_sources(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path
         paths: Files and directories, in the order given.
 
     Yields:
-        ``(path, error)``: ``error`` is ``None``, or why a directory could not be listed (e.g. permission denied),
-        in which case ``path`` is that directory. A directory without image files is yielded itself (``error``
-        ``None``), so it is reported as a failure rather than vanishing. Entries of a directory that are not
-        regular files (subdirectories, FIFOs, sockets) are skipped.
+        ``(path, error)``: ``error`` is ``None``, or why a directory yields no file (it cannot be listed, e.g.
+        permission denied, or holds no image files), in which case ``path`` is that directory, so it is reported
+        as a failure rather than vanishing. Entries of a directory that are not regular files (subdirectories,
+        FIFOs, sockets) are skipped.
     """
     for raw in paths:
         path = Path(raw)
@@ -47,7 +51,7 @@ def iter_sources(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path
             yield path, f"cannot list this folder ({reason})"
             continue
         if not found:
-            yield path, None
+            yield path, NO_IMAGE_FILES
         for entry in found:
             yield entry, None
 
@@ -65,3 +69,17 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         The files, directories expanded in place.
     """
     return [path for path, _ in iter_sources(paths)]
+
+
+def prediction_inputs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path | Prediction]:
+    """What :func:`~mnist_cnn.digits.inference.iter_predictions` is given for the command line's paths, lazily.
+
+    Args:
+        paths: Files and directories, in the order given.
+
+    Yields:
+        Each file to classify (directories expanded by :func:`iter_sources`), or, in place of a directory that
+        yields none, a :class:`~mnist_cnn.digits.inference.Prediction` that carries why.
+    """
+    for path, error in iter_sources(paths):
+        yield path if error is None else Prediction(file=str(path), error=error)

@@ -1,0 +1,78 @@
+"""The command line's controls plugged into the study's :func:`~mnist_cnn.runs.fit`: threads, resuming, several processes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mnist_cnn.checkpoint import LoadedCheckpoint
+from mnist_cnn.config import TrainConfig
+from mnist_cnn.devices import select_device
+from mnist_cnn.engine import Callback
+from mnist_cnn.runs import RunOptions, TrainResult, fit
+from mnist_cnn.tooling.runctl.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    check_distributed,
+    device_for,
+    init_process_group,
+    processes_for,
+)
+from mnist_cnn.tooling.runctl.resume import resume_step
+from mnist_cnn.tooling.runctl.threads import thread_policy
+
+
+@dataclass
+class Controls:
+    """What the command line controls around a run, beyond what the study's :class:`~mnist_cnn.runs.RunOptions` say.
+
+    Attributes:
+        threads: CPU threads: a whole number, ``"adaptive"`` (gives cores to other busy programs), or ``None`` for
+            ``$MNIST_CNN_THREADS``, else torch's own count.
+        resume: Continue this checkpoint's run (its config should come from
+            :func:`~mnist_cnn.tooling.runctl.resume.resume_config`).
+        context: This process's place among several under ``torchrun`` (default: the only one).
+    """
+
+    threads: int | str | None = None
+    resume: LoadedCheckpoint | None = None
+    context: DistributedContext = field(default_factory=lambda: SINGLE_PROCESS)
+
+
+def fit_controlled(
+    config: TrainConfig, options: RunOptions, controls: Controls | None = None, callbacks: Sequence[Callback] = ()
+) -> TrainResult:
+    """:func:`~mnist_cnn.runs.fit`, with the controls plugged into the seams it offers.
+
+    Several processes join their group first and fill in ``options.processes``; resuming is a step between
+    preparing and training; the thread policy is a callback that runs before the others.
+
+    Args:
+        config: The recipe.
+        options: Where and how to run.
+        controls: Threads, resuming and processes (default: none of them).
+        callbacks: More callbacks, e.g. :class:`~mnist_cnn.tooling.runctl.signals.StopOnRequest`.
+
+    Returns:
+        What :func:`~mnist_cnn.runs.fit` returns.
+
+    Raises:
+        ConfigError: The thread setting, or a multi-process run, cannot work.
+        TrainingStopped: As :func:`~mnist_cnn.runs.fit`.
+    """
+    controls = controls or Controls()
+    context = controls.context
+    requested = options.device if isinstance(options.device, torch.device) else select_device(options.device)
+    device = device_for(context, requested)
+    policy = thread_policy(controls.threads, device)
+    if context.enabled:
+        check_distributed(config, context)
+        init_process_group(context, device)
+    steps = list(options.steps)
+    if controls.resume is not None:
+        steps.append(resume_step(controls.resume, announce=context.is_main and not options.quiet))
+    options = dataclasses.replace(options, device=device, steps=steps, processes=processes_for(context, device))
+    return fit(config, options, [*([policy] if policy is not None else []), *callbacks])
