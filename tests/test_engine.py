@@ -184,3 +184,41 @@ def test_predict_is_batched_and_consistent() -> None:
     assert torch.allclose(predictions.probabilities.sum(1), torch.ones(100), atol=1e-5)
     assert torch.equal(predictions.predicted, predictions.probabilities.argmax(1))
     assert predictions.targets.tolist() == labels.tolist()
+
+
+class BreakTheModel(engine.Callback):
+    """After the last step of epoch ``epoch``, sets every weight to NaN: only the validation split can show it."""
+
+    def __init__(self, epoch: int, steps_per_epoch: int) -> None:
+        self.last_step = epoch * steps_per_epoch
+
+    def after_step(self, run: engine.Run) -> None:
+        if run.state.step == self.last_step:
+            with torch.no_grad():
+                for parameter in run.model.parameters():
+                    parameter.fill_(math.nan)
+
+
+def test_a_model_broken_by_an_epochs_last_step_is_caught_on_validation() -> None:
+    model, train_batches = VGG(hidden_units=4), batches(128)
+    events = Recorder(steps=False)
+    run = engine.Run(model, parts_for(model), 3, callbacks=[BreakTheModel(2, len(train_batches)), events])
+    with pytest.raises(TrainingDiverged, match="validation loss became NaN or infinite") as caught:
+        engine.train(run, train_batches, batches(64))
+    assert caught.value.epoch == 2
+    assert run.state.history["epoch"] == [0, 1], "the broken epoch is not recorded"
+    assert ("after_epoch", 2) not in events.events, "no callback (a checkpoint writer) sees the broken epoch"
+    assert all(math.isfinite(v) for key in ("train_loss", "val_loss") for v in run.state.history[key])
+
+
+def test_callbacks_run_by_order_then_as_added() -> None:
+    seen: list[str] = []
+
+    def named(name: str, order: int) -> engine.Callback:
+        callback = type(name, (engine.Callback,), {"order": order, "after_fit": lambda self, run: seen.append(name)})
+        return callback()
+
+    model = VGG(hidden_units=2)
+    run = engine.Run(model, parts_for(model), 0, callbacks=[named("late", 90), named("first", -10), named("a", 0), named("b", 0)])
+    run.emit("after_fit")
+    assert seen == ["first", "a", "b", "late"]

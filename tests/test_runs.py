@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from mnist_cnn import data, engine
-from mnist_cnn.checkpoint import read_payload
+from mnist_cnn.checkpoint import load_checkpoint, read_payload
+from mnist_cnn.errors import TrainingDiverged
 from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
 from mnist_cnn.run_data import load_data
@@ -52,3 +54,22 @@ def test_a_model_trained_outside_fit_is_saved_without_a_test_measurement(tmp_pat
     assert result.metrics["val_accuracy"] == 0.85 and "test_accuracy" not in result.metrics
     model_path, _ = save_run(result, tmp_path)
     assert read_payload(model_path)["training_state"]["step"] == 3
+
+
+def test_fit_reports_the_last_good_checkpoint_when_validation_diverges(data_dir: Path, tmp_path: Path) -> None:
+    """The run breaks on the last step of epoch 2: the checkpoint fit names is epoch 1's, and it loads (finite weights)."""
+    config = get_preset("fast", epochs=3, train_size=256, val_size=128, test_size=128)
+
+    class BreakAfterEpochTwo(engine.Callback):
+        def after_step(self, run: engine.Run) -> None:
+            if run.state.step == 2 * run.steps_per_epoch:
+                with torch.no_grad():
+                    for parameter in run.model.parameters():
+                        parameter.fill_(float("nan"))
+
+    options = RunOptions(data_dir=str(data_dir), device="cpu", quiet=True, checkpoint_path=tmp_path / "last.pt")
+    with pytest.raises(TrainingDiverged) as caught:
+        fit(config, options, [BreakAfterEpochTwo()])
+    assert caught.value.epoch == 2 and caught.value.checkpoint_epoch == 1
+    assert caught.value.checkpoint_path == tmp_path / "last.pt"
+    assert load_checkpoint(tmp_path / "last.pt").payload["training_state"]["epoch"] == 1

@@ -387,7 +387,18 @@ def measure(run: Run, batches: Batches, loss_fn: nn.Module | None = None) -> Met
 
 
 def record_epoch(run: Run, train_metrics: Metrics, val_metrics: Metrics, seconds: float) -> None:
-    """Append ``run.state.epoch``'s row to the history, then call every callback's ``after_epoch``."""
+    """Append ``run.state.epoch``'s row to the history, then call every callback's ``after_epoch``.
+
+    Raises:
+        TrainingDiverged: A loss or accuracy is NaN or infinite. The last steps of an epoch can break the model
+            after its training losses were recorded, and only the validation split shows it: the row is then
+            neither recorded nor seen by a callback, so no checkpoint of the broken model is written.
+    """
+    if not all(math.isfinite(value) for value in (*train_metrics, *val_metrics)):
+        raise TrainingDiverged(
+            "training diverged: the validation loss became NaN or infinite; the learning rate is probably too high (try a smaller --lr)",
+            epoch=run.state.epoch,
+        )
     row = (run.state.epoch, *train_metrics, *val_metrics, seconds)
     for key, value in zip(HISTORY_KEYS, row, strict=True):
         run.state.history[key].append(value)

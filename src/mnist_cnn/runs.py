@@ -11,6 +11,7 @@ taken between preparing and training (resuming a checkpoint), callbacks (signals
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpo
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.devices import select_device
 from mnist_cnn.engine import Callback, History, Reduce, Run, single_process
-from mnist_cnn.errors import TrainingStopped
+from mnist_cnn.errors import TrainingDiverged, TrainingStopped
 from mnist_cnn.files import write_json
 from mnist_cnn.presets import get_preset
 from mnist_cnn.recipe import build_parts, model_for, numerics_for
@@ -139,9 +140,9 @@ def fit(config: TrainConfig, options: RunOptions | None = None, callbacks: Seque
         add_callbacks(run, options, callbacks)
         try:
             engine.train(run, data.train, data.val)
+            return finish(run, data.test)
         except TrainingStopped as error:
             raise error.with_checkpoint(*(run.checkpoint or (None, None))) from None
-        return finish(run, data.test)
 
 
 def prepare(config: TrainConfig, options: RunOptions, device: torch.device) -> tuple[Run, Any]:
@@ -190,8 +191,14 @@ def add_callbacks(run: Run, options: RunOptions, extra: Sequence[Callback]) -> N
 
 
 def finish(run: Run, test_batches: engine.Batches) -> TrainResult:
-    """Measure the test set once, after every choice was made on the validation split, and gather the result."""
+    """Measure the test set once, after every choice was made on the validation split, and gather the result.
+
+    Raises:
+        TrainingDiverged: The test loss is NaN or infinite: the model is not a result to save.
+    """
     test_loss, test_accuracy = engine.measure(run, test_batches)
+    if not (math.isfinite(test_loss) and math.isfinite(test_accuracy)):
+        raise TrainingDiverged("training diverged: the test loss is NaN or infinite", epoch=run.state.epoch)
     result = result_from(run)
     result.metrics.update(test_accuracy=test_accuracy, test_loss=test_loss)
     return result
