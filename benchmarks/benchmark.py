@@ -118,7 +118,8 @@ def peak_gflops(precision: str) -> tuple[float, str]:
     (AVX512_BF16) and 1024 bf16 FLOPs for an AMX tile unit. The clock is ``/proc/cpuinfo``'s ``cpu MHz``, which on
     a VM is the nominal clock, not the boost: the share is an upper bound on the true one.
     """
-    from mnist_cnn.numerics import cpu_class, cpu_flags, cpu_model
+    from mnist_cnn.devices import cpu_flags
+    from mnist_cnn.tooling.runctl.numerics import cpu_class, cpu_model
     from mnist_cnn.tooling.runctl.threads import usable_cores
 
     info = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""

@@ -3,7 +3,7 @@
 A CPU class we do not have is imitated by restricting this one: ``ATEN_CPU_CAPABILITY=avx2`` makes torch's own
 kernels use AVX2, and ``ONEDNN_MAX_CPU_ISA=AVX2`` does the same for oneDNN's convolutions, which then have no bf16
 instructions and emulate bf16. bf16 autocast is forced on in every bf16 row (bypassing
-:func:`mnist_cnn.numerics.choose_numerics`, which would refuse it there), so the table shows what choosing it
+:func:`mnist_cnn.tooling.runctl.numerics.choose_numerics`, which would refuse it there), so the table shows what choosing it
 would cost. Each class runs in its own process; within a process, variants are interleaved over rounds and the
 median ms per training step (random batches through ``engine.train_batch``) is reported.
 
@@ -31,9 +31,9 @@ def measure(rounds: int, steps: int) -> list[dict]:
     import torch
 
     from mnist_cnn import engine
-    from mnist_cnn.numerics import choose_numerics
     from mnist_cnn.presets import get_preset
     from mnist_cnn.recipe import build_parts, model_for
+    from mnist_cnn.tooling.runctl.numerics import choose_numerics
 
     torch.set_flush_denormal(True)
     setups = {}
@@ -90,7 +90,7 @@ def main() -> None:
         command = [sys.executable, __file__, "--worker", "--rounds", str(args.rounds), "--steps", str(args.steps)]
         completed = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
         results[name] = json.loads(completed.stdout.strip().splitlines()[-1])
-    print("| CPU class | torch kernels | recipe | numerics | ms/step | x fp32 NCHW | numerics_for chooses |")
+    print("| CPU class | torch kernels | recipe | numerics | ms/step | x fp32 NCHW | autocast_dtype_for chooses |")
     print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         for row in rows:

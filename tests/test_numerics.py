@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_cnn.numerics import CPU_CLASSES, choose_numerics, cpu_class, cpu_flags, cpu_model
+from mnist_cnn.devices import bf16_is_native, cpu_flags
 from mnist_cnn.presets import get_preset
+from mnist_cnn.recipe import autocast_dtype_for
 from mnist_cnn.runs import RunOptions
 from mnist_cnn.tooling.runctl.controls import Controls, fit_controlled
+from mnist_cnn.tooling.runctl.numerics import CPU_CLASSES, choose_numerics, cpu_class, cpu_model
 from mnist_cnn.tooling.runctl.threads import usable_cores
 
 CPUINFO = """processor\t: 0
@@ -77,3 +79,15 @@ def test_fit_records_numerics_and_threads_and_restores_torch_threads(data_dir) -
     assert metrics["threads"] == {"policy": "fixed", "cores": usable_cores(), "changes": [[0, 1]]}
     assert metrics["numerics"]["cpu_class"] in CPU_CLASSES
     assert metrics["numerics"]["autocast"] == ("bf16" if metrics["precision"] == "bf16-autocast" else "fp32")
+
+
+@pytest.mark.parametrize("flags", [{"avx2", "fma"}, {"avx2", "avx512f"}, set()])
+def test_the_study_trains_in_fp32_where_bf16_is_emulated(flags: set[str]) -> None:
+    assert bf16_is_native(CPU, flags) is False
+    assert bf16_is_native(CPU, flags) == (choose_numerics(True, False, CPU, flags=flags).autocast == "bf16")
+
+
+def test_the_recipe_asks_before_the_machine_decides() -> None:
+    plain = get_preset("default", bf16=False)
+    assert autocast_dtype_for(plain, CPU) is None
+    assert autocast_dtype_for(get_preset("default"), CPU) == (torch.bfloat16 if bf16_is_native(CPU) else None)

@@ -1,7 +1,8 @@
-"""Choosing the device to compute on: CUDA, Apple's MPS or the CPU."""
+"""Choosing the device to compute on (CUDA, Apple's MPS or the CPU) and whether it runs bf16 natively."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_cnn.errors import ConfigError
@@ -11,6 +12,8 @@ if TYPE_CHECKING:
 
 #: Values of ``--device`` besides ``cuda:N``; importing this module does not import torch, so argument parsers stay fast.
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+#: CPU feature flags of native bf16 arithmetic (AMX, AVX-512-BF16); elsewhere bf16 is emulated, 4-12x slower than fp32.
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 def select_device(name: str | None = "auto") -> torch.device:
@@ -48,3 +51,33 @@ def select_device(name: str | None = "auto") -> torch.device:
             raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return device
     raise ConfigError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is no such file, e.g. macOS)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def bf16_is_native(device: torch.device, flags: set[str] | None = None) -> bool:
+    """Whether ``device`` runs bf16 autocast on native instructions, so that it pays (docs/benchmarks.md).
+
+    Args:
+        device: Where a run computes.
+        flags: CPU feature flags (default: this machine's).
+    """
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu" or not NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else set(flags)):
+        return False
+    # oneDNN's own check also honours ONEDNN_MAX_CPU_ISA, so a CPU restricted to AVX2 counts as one
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -7,10 +7,10 @@ from torch import nn
 
 from mnist_cnn.augment import RandomAffine
 from mnist_cnn.config import TrainConfig
+from mnist_cnn.devices import bf16_is_native
 from mnist_cnn.engine import TrainParts
 from mnist_cnn.initialise import identity_init, whiten_first_conv
 from mnist_cnn.model import build_model
-from mnist_cnn.numerics import Numerics, choose_numerics
 
 
 def parameter_groups(config: TrainConfig, model: nn.Module) -> list[dict]:
@@ -63,9 +63,9 @@ def build_scheduler(
     )
 
 
-def numerics_for(config: TrainConfig, device: torch.device) -> Numerics:
-    """bf16 autocast when the config asks for it and the device runs it natively (else fp32), channels-last as asked."""
-    return choose_numerics(config.bf16, config.channels_last, device)
+def autocast_dtype_for(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """``torch.bfloat16`` when the recipe asks for bf16 autocast and ``device`` runs it natively, else ``None`` (fp32)."""
+    return torch.bfloat16 if config.bf16 and bf16_is_native(device) else None
 
 
 def model_for(config: TrainConfig, device: torch.device, train_images: torch.Tensor | None = None) -> nn.Module:
@@ -93,7 +93,6 @@ def build_parts(
     steps_per_epoch: int,
     device: torch.device,
     generator: torch.Generator,
-    numerics: Numerics | None = None,
 ) -> TrainParts:
     """The loss, optimizer, schedule, augmentation and precision ``config`` names, for ``model`` on ``device``.
 
@@ -103,7 +102,6 @@ def build_parts(
         steps_per_epoch: Batches per epoch (the one-cycle schedule is planned over all epochs).
         device: Where to compute.
         generator: The run's data generator (augmentation draws from it).
-        numerics: The precision already chosen for ``config`` on ``device`` (default: :func:`numerics_for`).
     """
     optimizer = build_optimizer(config, model)
     return TrainParts(
@@ -112,6 +110,6 @@ def build_parts(
         scheduler=build_scheduler(config, optimizer, steps_per_epoch),
         augment=RandomAffine(**config.augment, generator=generator) if config.augment else None,
         device=device,
-        autocast_dtype=(numerics or numerics_for(config, device)).autocast_dtype,
+        autocast_dtype=autocast_dtype_for(config, device),
         channels_last=config.channels_last,
     )

@@ -30,7 +30,7 @@ from mnist_cnn.engine import Callback, History, Reduce, Run, single_process
 from mnist_cnn.errors import TrainingDiverged, TrainingStopped
 from mnist_cnn.files import write_json
 from mnist_cnn.presets import get_preset
-from mnist_cnn.recipe import build_parts, model_for, numerics_for
+from mnist_cnn.recipe import build_parts, model_for
 from mnist_cnn.reproducibility import deterministic_mode, seed_everything
 from mnist_cnn.run_data import load_data
 from mnist_cnn.run_record import run_metrics, run_payload, snapshot
@@ -148,7 +148,6 @@ def fit(config: TrainConfig, options: RunOptions | None = None, callbacks: Seque
 def prepare(config: TrainConfig, options: RunOptions, device: torch.device) -> tuple[Run, Any]:
     """Random state, data, model and training parts for ``config``: the :class:`~mnist_cnn.engine.Run` and its data."""
     processes = options.processes
-    numerics = numerics_for(config, device)
     generator = seed_everything(config.seed)
     torch.set_flush_denormal(config.flush_denormal)
     started = time.perf_counter()
@@ -156,15 +155,13 @@ def prepare(config: TrainConfig, options: RunOptions, device: torch.device) -> t
     facts = {
         "load_seconds": time.perf_counter() - started,
         "device": str(device),
-        "precision": numerics.precision,
-        "numerics": numerics.to_dict(),
         "threads": {"policy": "fixed", "changes": [[0, torch.get_num_threads()]]},
         "world_size": processes.world_size,
         "validation": data.validation,
     }
     # building the model draws from torch's generator; a resumed run restores it afterwards, so its stream continues
     model = model_for(config, device, getattr(data.train, "images", None))
-    parts = build_parts(config, model, len(data.train), device, generator, numerics)  # type: ignore[arg-type]
+    parts = build_parts(config, model, len(data.train), device, generator)  # type: ignore[arg-type]
     run = Run(
         processes.wrap(model) if processes.wrap is not None else model,
         parts,

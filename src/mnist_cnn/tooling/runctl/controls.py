@@ -21,6 +21,7 @@ from mnist_cnn.tooling.runctl.distributed import (
     init_process_group,
     processes_for,
 )
+from mnist_cnn.tooling.runctl.numerics import record_numerics
 from mnist_cnn.tooling.runctl.resume import resume_step
 from mnist_cnn.tooling.runctl.threads import thread_policy
 
@@ -47,8 +48,8 @@ def fit_controlled(
 ) -> TrainResult:
     """:func:`~mnist_cnn.runs.fit`, with the controls plugged into the seams it offers.
 
-    Several processes join their group first and fill in ``options.processes``; resuming is a step between
-    preparing and training; the thread policy is a callback that runs before the others.
+    Several processes join their group first and fill in ``options.processes``; recording the numerics and
+    resuming are steps between preparing and training; the thread policy is a callback that runs before the others.
 
     Args:
         config: The recipe.
@@ -71,7 +72,7 @@ def fit_controlled(
     if context.enabled:
         check_distributed(config, context)
         init_process_group(context, device)
-    steps = list(options.steps)
+    steps = [*options.steps, record_numerics]
     if controls.resume is not None:
         steps.append(resume_step(controls.resume, announce=context.is_main and not options.quiet))
     options = dataclasses.replace(options, device=device, steps=steps, processes=processes_for(context, device))

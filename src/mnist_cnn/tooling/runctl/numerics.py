@@ -1,4 +1,7 @@
-"""Numerics chosen for the machine: bf16 autocast only where the CPU (or GPU) runs it natively, channels-last as asked.
+"""What a run records about its numerics: the CPU, its class, and why bf16 autocast was or was not used.
+
+The choice itself is the study's (:func:`mnist_cnn.devices.bf16_is_native`, read by :func:`mnist_cnn.recipe.autocast_dtype_for`);
+the commands record this description of it in ``metrics.json``.
 
 Measured on 2 cores of an AMD EPYC (Zen 4: AVX-512 with BF16 dot products, no AMX), ms per training step of the
 ``default`` recipe (see the README's "Speed" section for the commands and the full tables):
@@ -20,19 +23,11 @@ from typing import Any
 
 import torch
 
+from mnist_cnn.devices import NATIVE_BF16_FLAGS, bf16_is_native, cpu_flags
+from mnist_cnn.engine import Run
+
 #: CPU classes, best bf16 support first.
 CPU_CLASSES = ("amx-bf16", "avx512-bf16", "avx512", "avx2", "other")
-#: Classes whose bf16 runs on native instructions (elsewhere it is emulated and slower than fp32).
-NATIVE_BF16_CLASSES = ("amx-bf16", "avx512-bf16")
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is no such file, e.g. macOS)."""
-    text = cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo")
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
@@ -114,27 +109,24 @@ def choose_numerics(wants_bf16: bool, wants_channels_last: bool, device: torch.d
     info = _read("/proc/cpuinfo")
     flags = cpu_flags(info) if flags is None else set(flags)
     kind = cpu_class(flags)
-    capability = str(torch.backends.cpu.get_cpu_capability())
+    native = wants_bf16 and bf16_is_native(device, flags)
     autocast, reason = "fp32", "the recipe asks for fp32"
-    if wants_bf16 and device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            autocast, reason = "bf16", f"{torch.cuda.get_device_name(device)} runs bf16 natively"
-        else:
-            reason = "this GPU has no bf16; fp32 (fp16 would need loss scaling)"
-    elif wants_bf16 and device.type == "cpu":
-        # oneDNN's own check also honours ONEDNN_MAX_CPU_ISA, so a CPU restricted to AVX2 counts as one.
-        onednn_bf16 = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        if kind in NATIVE_BF16_CLASSES and onednn_bf16:
-            autocast, reason = "bf16", f"{kind} CPU: bf16 runs natively and measured faster than fp32"
-        else:
-            reason = f"{kind} CPU without native bf16 (oneDNN bf16: {onednn_bf16}): emulated bf16 measured 4-12x slower than fp32"
+    if native:
+        where = f"{kind} CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
+        autocast, reason = "bf16", f"{where}: bf16 runs natively and measured faster than fp32"
     elif wants_bf16:
-        reason = f"bf16 autocast is not used on {device.type}"
+        if device.type == "cuda":
+            reason = "this GPU has no bf16; fp32 (fp16 would need loss scaling)"
+        elif device.type == "cpu":
+            native_flags = ", ".join(sorted(NATIVE_BF16_FLAGS))
+            reason = f"{kind} CPU without native bf16 ({native_flags}): emulated bf16 measured 4-12x slower than fp32"
+        else:
+            reason = f"bf16 autocast is not used on {device.type}"
     return Numerics(
         device=str(device),
         cpu_model=cpu_model(info),
         cpu_class=kind,
-        cpu_capability=capability,
+        cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
         autocast=autocast,
         channels_last=wants_channels_last,
         reason=reason,
@@ -146,3 +138,10 @@ def _read(path: str) -> str:
         return Path(path).read_text(errors="replace")
     except OSError:
         return ""
+
+
+def record_numerics(run: Run) -> None:
+    """A step for :func:`~mnist_cnn.runs.fit` (``RunOptions.steps``): the run's numerics, described in ``run.facts``."""
+    config = run.config
+    numerics = choose_numerics(bool(config and config.bf16), bool(config and config.channels_last), run.parts.device)
+    run.facts["numerics"] = numerics.to_dict()
