@@ -8,6 +8,7 @@ import torch
 
 from mnist_cnn import analysis, data
 from mnist_cnn.analysis import Predictions
+from mnist_cnn.tooling.cli import measure
 
 
 def predictions(targets: list[int], predicted: list[int], confidence: list[float]) -> Predictions:
@@ -44,7 +45,7 @@ def test_most_confident_mistakes_are_wrong_and_sorted() -> None:
 
 def test_mistakes_gathers_images_labels_predictions_and_confidence() -> None:
     images = torch.arange(6, dtype=torch.uint8).view(6, 1, 1).expand(6, 28, 28)
-    gallery = analysis.mistakes(CASE, images, count=2)
+    gallery = measure.mistakes(CASE, images, count=2)
     assert len(gallery) == 2 and gallery.indices.tolist() == [3, 1]
     assert gallery.images[:, 0, 0].tolist() == [3, 1], "each image belongs to its mistake"
     assert gallery.labels.tolist() == [3, 1] and gallery.predicted.tolist() == [5, 7]
@@ -59,7 +60,7 @@ def test_pixel_statistics() -> None:
 
 
 def test_evaluation_result_counts() -> None:
-    result = analysis.EvaluationResult(
+    result = measure.EvaluationResult(
         loss=0.1, accuracy=0.5, predictions=CASE, confusion=analysis.confusion(CASE), report=analysis.per_class_report(CASE)
     )
     assert result.correct == 3 and result.total == 6

@@ -1,4 +1,4 @@
-"""A model on the test set: predictions, accuracy, confusion, per-class metrics, mistakes."""
+"""A model's predictions over a split, and what they show: accuracy with its interval, confusion, per-class metrics, mistakes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnist_cnn import data as mnist_data
-from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.engine import Batches, autocast
 from mnist_cnn.mnist import CLASS_NAMES, NUM_CLASSES
 
@@ -103,117 +101,6 @@ def per_class_report(predictions: Predictions) -> pd.DataFrame:
     table["support"] = table["support"].astype(int)
     table.index.name = "digit"
     return table
-
-
-@dataclass
-class EvaluationResult:
-    """A model's results on the test set."""
-
-    loss: float
-    accuracy: float
-    predictions: Predictions
-    confusion: np.ndarray
-    report: pd.DataFrame
-
-    @property
-    def correct(self) -> int:
-        """Number of test images classified correctly."""
-        return int(self.predictions.correct.sum())
-
-    @property
-    def total(self) -> int:
-        """Number of test images."""
-        return len(self.predictions.targets)
-
-
-def evaluate_model(
-    model: nn.Module,
-    input_scaling: str,
-    data_dir: str | None = None,
-    device: torch.device | str = "cpu",
-    batch_size: int = 1000,
-) -> EvaluationResult:
-    """Run ``model`` over the 10,000 MNIST test images in batches and summarise the results.
-
-    Args:
-        model: A trained network.
-        input_scaling: The scaling it was trained with (``"unit"`` or ``"standard"``).
-        data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
-        device: Where to run.
-        batch_size: Images per forward pass.
-    """
-    device = torch.device(device)
-    test = mnist_data.load_split("test", data_dir)
-    batches = mnist_data.memory_batches(test, batch_size, input_scaling)
-    model = model.to(device)
-    predictions = predict(model, batches, device)
-    # Mean cross-entropy from the stored probabilities (fp32), clamped so a certain mistake stays finite.
-    true_probs = predictions.probabilities.gather(1, predictions.targets[:, None]).squeeze(1)
-    loss = (-true_probs.clamp_min(1e-12).log()).mean().item()
-    return EvaluationResult(
-        loss=loss,
-        accuracy=predictions.accuracy,
-        predictions=predictions,
-        confusion=confusion(predictions),
-        report=per_class_report(predictions),
-    )
-
-
-def measure_checkpoint(
-    checkpoint: LoadedCheckpoint, data_dir: str | None = None, device: torch.device | str = "cpu", batch_size: int = 1000
-) -> EvaluationResult:
-    """Measure a loaded checkpoint on the 10,000 test images (:func:`evaluate_model`), with the input scaling it recorded.
-
-    Args:
-        checkpoint: From :func:`mnist_cnn.checkpoint.load_checkpoint`.
-        data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
-        device: Where to run.
-        batch_size: Images per forward pass.
-
-    Returns:
-        Loss, accuracy, predictions, confusion matrix and per-class report.
-    """
-    return evaluate_model(checkpoint.model, checkpoint.input_scaling, data_dir, device, batch_size)
-
-
-@dataclass
-class Mistakes:
-    """Misclassified examples, surest first: what the mistakes gallery (:func:`mnist_cnn.plots.plot_mistakes`) shows.
-
-    Attributes:
-        indices: Their positions in the evaluated split (int64).
-        images: Their images ``[K, 28, 28]`` as stored (uint8).
-        labels: The true digits.
-        predicted: What the model said.
-        confidence: The probability it gave its answer.
-    """
-
-    indices: torch.Tensor
-    images: torch.Tensor
-    labels: torch.Tensor
-    predicted: torch.Tensor
-    confidence: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def mistakes(predictions: Predictions, images: torch.Tensor, count: int = 25) -> Mistakes:
-    """The ``count`` misclassified examples the model was surest about, with their images.
-
-    Args:
-        predictions: A model's predictions over a split, in the split's order.
-        images: That split's images (e.g. ``load_split("test").images``).
-        count: How many at most.
-    """
-    wrong = most_confident_mistakes(predictions, count)
-    return Mistakes(
-        indices=wrong,
-        images=images[wrong],
-        labels=predictions.targets[wrong],
-        predicted=predictions.predicted[wrong],
-        confidence=predictions.confidence[wrong],
-    )
 
 
 def most_confident_mistakes(predictions: Predictions, count: int = 25) -> torch.Tensor:

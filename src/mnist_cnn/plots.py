@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,9 +12,6 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from mnist_cnn.mnist import CLASS_NAMES, NUM_CLASSES
-
-if TYPE_CHECKING:  # only for annotations: analysis imports the model code, plots should not need it
-    from mnist_cnn.analysis import Mistakes
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -87,18 +83,6 @@ def plot_digit_grid(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def plot_mistakes(mistakes: Mistakes, title: str = "Most confident mistakes", ncols: int = 5) -> Figure:
-    """The mistakes gallery: each misclassified digit titled with its true label, the prediction and its confidence.
-
-    Args:
-        mistakes: From :func:`mnist_cnn.analysis.mistakes`.
-        title: Figure title.
-        ncols: Digits per row.
-    """
-    captions = prediction_captions(mistakes.labels, mistakes.predicted, mistakes.confidence)
-    return plot_digit_grid(mistakes.images, mistakes.labels, mistakes.predicted, captions=captions, ncols=ncols, title=title)
 
 
 def plot_class_balance(train_labels: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray) -> Figure:
@@ -208,19 +192,5 @@ def plot_confusion_matrix(confusion: np.ndarray, normalize: bool = False, title:
         ax=ax, cmap="Blues", colorbar=False, values_format=".2f" if normalize else "d"
     )
     ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_per_class(values: Sequence[float], ylabel: str = "accuracy", title: str = "Per-class accuracy") -> Figure:
-    """A bar per digit, zoomed to the range where the bars differ."""
-    values = _as_numpy(values)
-    fig, ax = plt.subplots(figsize=(8, 3))
-    sns.barplot(x=list(CLASS_NAMES), y=values, color="steelblue", ax=ax)
-    low = float(values.min())
-    ax.set_ylim(max(0.0, low - (1 - low) * 0.5 - 0.002), 1.0)
-    ax.set(xlabel="digit", ylabel=ylabel, title=title)
-    for i, value in enumerate(values):
-        ax.text(i, value, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
     return fig

@@ -18,13 +18,13 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from mnist_cnn import LAST_FILE, MODEL_FILE, features, plots
-from mnist_cnn.analysis import EvaluationResult, mistakes
 from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.checks import read_number
 from mnist_cnn.data import load_split
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.files import atomic_write_bytes, strict_json_value
 from mnist_cnn.text import display_name
+from mnist_cnn.tooling.cli.measure import EvaluationResult, mistakes, plot_mistakes, plot_per_class
 
 #: The per-step rows :func:`mnist_cnn.plots.plot_history` draws, all lists of numbers of one length.
 STEP_KEYS = ("step", "epoch", "train_loss", "lr")
@@ -139,8 +139,8 @@ def _figures(checkpoint: LoadedCheckpoint, result: EvaluationResult, data_dir: s
     gallery = mistakes(result.predictions, load_split("test", data_dir).images)
     made = {
         "confusion_matrix.png": plots.plot_confusion_matrix(result.confusion, title=f"Confusion matrix (accuracy {result.accuracy:.4f})"),
-        "per_class_accuracy.png": plots.plot_per_class(result.report["recall"].to_numpy()),
-        "misclassified.png": plots.plot_mistakes(gallery),
+        "per_class_accuracy.png": plot_per_class(result.report["recall"].to_numpy()),
+        "misclassified.png": plot_mistakes(gallery),
     }
     first_conv = next((m for m in checkpoint.model.modules() if m.__class__.__name__ == "Conv2d"), None)
     if first_conv is not None:
