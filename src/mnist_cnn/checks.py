@@ -1,16 +1,8 @@
-"""Checking numbers a user gave: one helper for every field, option and argument.
+"""Checking numbers a user gave: one helper for every field, option and argument, with one-line messages.
 
-:func:`check_number` raises one line that names the field and what it allows; :func:`read_number` is the same
-check for readers of recorded files, which show what they can and answer ``None`` for the rest. The messages:
-
-* not a number of the kind asked for (text, ``True``, ``1.5`` for a whole number, NaN, infinity): the kind and
-  every bound, ``epochs must be a whole number at least 1, got 1.5``;
-* below the lower bound: ``epochs must be at least 1, got 0``; a real number is told it must be
-  ``a finite number above 0``, the words NaN and infinity get too;
-* above the upper bound: ``seed must be at most 2**63-1, got 9223372036854775808``.
-
-Bounds of ``2**k`` or ``2**k-1`` past 2**32 are written so. Booleans are never numbers here, although Python
-counts them as ints.
+The messages name the field and what it allows: ``epochs must be a whole number at least 1, got 1.5``,
+``epochs must be at least 1, got 0``, ``seed must be at most 2**63-1, got 9223372036854775808``. Booleans are never
+numbers here, although Python counts them as ints.
 """
 
 from __future__ import annotations
@@ -27,7 +19,7 @@ NOT_A_NUMBER, NOT_WHOLE, NOT_FINITE, OUT_OF_RANGE = "not a number", "not a whole
 
 
 class NumberError(ConfigError):
-    """A number a field does not allow. Its message is ``"<field> <requirement>, got <value>"``.
+    """A number a field does not allow; the message is ``"<field> <requirement>, got <value>"``.
 
     Attributes:
         field: The field, option or argument, as named in the message.
@@ -55,8 +47,7 @@ def check_number(
     Args:
         name: The field, option or argument, as the message names it.
         value: What was given (anything: it is checked).
-        whole: Only an ``int`` will do (a float, even ``5.0``, is refused: see :func:`whole_float_as_int`);
-            otherwise any finite ``int`` or ``float``.
+        whole: Only an ``int`` will do (even ``5.0`` is refused: see :func:`whole_float_as_int`); else any finite number.
         low: The smallest value allowed, or ``None``.
         high: The largest value allowed, or ``None`` (an infinite bound is no bound).
         low_open: ``low`` itself is not allowed (``above 0`` rather than ``at least 0``).
@@ -68,26 +59,15 @@ def check_number(
     Raises:
         NumberError: Not a number of that kind, not finite, or out of range (a :class:`ConfigError`).
     """
-    bounds = _Bounds(whole, low, high, low_open, high_open)
-    number, problem = bounds.check(value)
+    number, problem = _check(value, whole, low, high, low_open, high_open)
     if problem is not None:
         raise NumberError(name, value, *problem)
-    return number
+    return number  # type: ignore[return-value]
 
 
 def read_number(value: Any, *, whole: bool = False, low: Number | None = None, high: Number | None = None) -> Number | None:
-    """:func:`check_number` for what a file recorded: the number, or ``None`` where it would raise.
-
-    Args:
-        value: A value read from a file.
-        whole: Only an ``int`` will do.
-        low: The smallest value allowed, or ``None``.
-        high: The largest value allowed, or ``None``.
-
-    Returns:
-        ``value`` as an ``int`` (``whole``) or ``float``; ``None`` for text, NaN, a list, a number out of range...
-    """
-    number, problem = _Bounds(whole, low, high, False, False).check(value)
+    """:func:`check_number` for what a file recorded: the number, or ``None`` (text, NaN, a list, out of range...)."""
+    number, problem = _check(value, whole, low, high, False, False)
     return None if problem is not None else number
 
 
@@ -118,42 +98,34 @@ def written(bound: Number) -> str:
     return str(bound)
 
 
-class _Bounds:
-    """What a field allows, and the words for it."""
+def _check(value: Any, whole: bool, low: Number | None, high: Number | None, low_open: bool, high_open: bool):
+    """``(number, None)``, or ``(None, (requirement, reason))`` when ``value`` is not allowed."""
+    low = None if low is None or low == -math.inf else low
+    high = None if high is None or high == math.inf else high
+    lower = None if low is None else f"{'above' if low_open else 'at least'} {written(low)}"
+    upper = None if high is None else f"{'below' if high_open else 'at most'} {written(high)}"
+    kind_problem = _kind_problem(value, whole)
+    if kind_problem is not None:
+        kind = "a whole number" if whole else "a finite number"
+        if lower and upper and not (low_open or high_open):
+            allowed = f"{kind} from {written(low)} to {written(high)}"  # type: ignore[arg-type]
+        else:
+            allowed = " ".join([kind, " and ".join(part for part in (lower, upper) if part)]).rstrip()
+        return None, (f"must be {allowed}", kind_problem)
+    number = int(value) if whole else float(value)
+    if low is not None and (number <= low if low_open else number < low):
+        return None, (f"must be {lower}" if whole else f"must be a finite number {lower}", OUT_OF_RANGE)
+    if high is not None and (number >= high if high_open else number > high):
+        return None, (f"must be {upper}", OUT_OF_RANGE)
+    return number, None
 
-    def __init__(self, whole: bool, low: Number | None, high: Number | None, low_open: bool, high_open: bool) -> None:
-        self.whole = whole
-        self.low = None if low is None or low == -math.inf else low
-        self.high = None if high is None or high == math.inf else high
-        self.lower = None if self.low is None else f"{'above' if low_open else 'at least'} {written(self.low)}"
-        self.upper = None if self.high is None else f"{'below' if high_open else 'at most'} {written(self.high)}"
-        self.low_open, self.high_open = low_open, high_open
 
-    def allowed(self) -> str:
-        """Every value allowed, e.g. ``"a whole number from 1 to 10"`` or ``"a finite number above 0 and at most 1e+06"``."""
-        kind = "a whole number" if self.whole else "a finite number"
-        if self.lower and self.upper and not (self.low_open or self.high_open):
-            return f"{kind} from {written(self.low)} to {written(self.high)}"  # type: ignore[arg-type]
-        return " ".join([kind, " and ".join(part for part in (self.lower, self.upper) if part)]).rstrip()
-
-    def check(self, value: Any) -> tuple[Number, None] | tuple[None, tuple[str, str]]:
-        """``(number, None)``, or ``(None, (requirement, reason))`` when ``value`` is not allowed."""
-        kind_problem = self._kind_problem(value)
-        if kind_problem is not None:
-            return None, (f"must be {self.allowed()}", kind_problem)
-        number = int(value) if self.whole else float(value)
-        if self.low is not None and (number <= self.low if self.low_open else number < self.low):
-            return None, (f"must be {self.lower}" if self.whole else f"must be a finite number {self.lower}", OUT_OF_RANGE)
-        if self.high is not None and (number >= self.high if self.high_open else number > self.high):
-            return None, (f"must be {self.upper}", OUT_OF_RANGE)
-        return number, None
-
-    def _kind_problem(self, value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return NOT_A_NUMBER
-        if self.whole:
-            return None if isinstance(value, int) else NOT_WHOLE
-        try:
-            return None if math.isfinite(float(value)) else NOT_FINITE
-        except OverflowError:  # an int past float's range (about 1.8e308)
-            return NOT_FINITE
+def _kind_problem(value: Any, whole: bool) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return NOT_A_NUMBER
+    if whole:
+        return None if isinstance(value, int) else NOT_WHOLE
+    try:
+        return None if math.isfinite(float(value)) else NOT_FINITE
+    except OverflowError:  # an int past float's range (about 1.8e308)
+        return NOT_FINITE

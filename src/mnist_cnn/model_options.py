@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnist_cnn.checks import OUT_OF_RANGE, NumberError, check_number
+from mnist_cnn.checks import OUT_OF_RANGE, NumberError, check_number, shown
 from mnist_cnn.errors import ConfigError
 
 #: Where batch norm goes: after every convolution, or once per block (after its pool).
@@ -58,11 +58,11 @@ def check_options(arch: str, options: dict[str, Any]) -> None:
         OptionError: An unknown architecture or option, a value of the wrong type, or out of bounds.
     """
     if not isinstance(arch, str) or arch not in OPTION_BOUNDS:
-        raise OptionError(f"unknown architecture {_quoted(arch)} (choose one of {', '.join(OPTION_BOUNDS)})", "arch", unknown=True)
+        raise OptionError(f"unknown architecture {shown(arch)} (choose one of {', '.join(OPTION_BOUNDS)})", "arch", unknown=True)
     bounds = OPTION_BOUNDS[arch]
     for name, value in options.items():
         if name not in bounds:
-            raise OptionError(f"{arch} has no option {_quoted(name)} (it has {', '.join(bounds)})", f"model_options.{name}", unknown=True)
+            raise OptionError(f"{arch} has no option {shown(name)} (it has {', '.join(bounds)})", f"model_options.{name}", unknown=True)
         problem = _problem(bounds[name], value)
         if problem:
             raise OptionError(problem, f"model_options.{name}")
@@ -70,21 +70,14 @@ def check_options(arch: str, options: dict[str, Any]) -> None:
 
 def _problem(bound: tuple[int, int] | tuple[str, ...] | type, value: Any) -> str | None:
     if bound is bool:
-        return None if isinstance(value, bool) else f"expected true or false, got {_quoted(value)}"
+        return None if isinstance(value, bool) else f"expected true or false, got {shown(value)}"
     if all(isinstance(choice, str) for choice in bound):  # type: ignore[union-attr]
-        return None if value in bound else f"expected one of {', '.join(bound)}, got {_quoted(value)}"  # type: ignore[operator, arg-type]
+        return None if value in bound else f"expected one of {', '.join(bound)}, got {shown(value)}"  # type: ignore[operator, arg-type]
     low, high = bound  # type: ignore[misc]
     try:
         check_number("option", value, whole=True, low=low, high=high)
     except NumberError as error:
         if error.reason != OUT_OF_RANGE:
-            return f"expected a whole number, got {_quoted(value)}"
+            return f"expected a whole number, got {shown(value)}"
         return f"{value} is out of bounds ({f'must be {low}' if low == high else f'must be from {low} to {high}'}); it was not built"
     return None
-
-
-def _quoted(value: Any) -> str:
-    """A short, printable ``repr`` (a name from a file may be long or hold control characters)."""
-    text = repr(value)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)

@@ -8,10 +8,9 @@ from typing import Any
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.errors import ConfigError
 
-# The notebooks' recipe: the seed's VGG with one batch norm per block, in-memory data, bf16 autocast and
-# channels-last where the CPU runs bf16 natively, Nesterov SGD under a one-cycle schedule, label smoothing and
-# small random shifts/rotations. One batch norm per block (after the pool) instead of one per convolution: the
-# same validation accuracy (benchmarks/recipe_sweep.py) in about 0.75 of the step time.
+# The notebooks' recipe: the seed's VGG with one batch norm per block (the same validation accuracy as one per
+# convolution in 0.75 of the time), Nesterov SGD under a one-cycle schedule, label smoothing, small random shifts.
+# Every choice and what it bought is measured in docs/benchmarks.md.
 DEFAULT = TrainConfig(
     preset="default",
     arch="vgg",
@@ -28,8 +27,7 @@ DEFAULT = TrainConfig(
     onecycle_pct_start=0.25,
     label_smoothing=0.1,
     augment={"max_shift": 2.0, "max_rotation": 8.0, "max_scale": 0.08},
-    # The two ladder steps that paid (benchmarks/ladder.py): the whitened first convolution with batch norm at 4x
-    # the learning rate, +0.0006 validation accuracy (paired over 5 seeds, standard error 0.0002), same time.
+    # the two steps of the fast-training ladder that paid (benchmarks/ladder.py)
     whiten=True,
     norm_lr_scale=4.0,
     bf16=True,
@@ -51,10 +49,7 @@ PRESETS: dict[str, TrainConfig] = {
         flush_denormal=False,
     ),
     "default": DEFAULT,
-    # A small two-convolution CNN with batch norm (after each pool) and one pass over the data, for when seconds
-    # matter most. Label smoothing bought 0.0016 of validation accuracy in the recipe sweep; the whitened first
-    # convolution with batch norm at 4x the learning rate 0.0008 more (paired over 5 seeds, standard error 0.0005)
-    # and a higher worst seed (benchmarks/ladder.py), at no cost in time.
+    # A small two-convolution CNN with batch norm and one pass over the data, for when seconds matter most.
     "fast": TrainConfig(
         preset="fast",
         arch="small_cnn",
@@ -74,9 +69,7 @@ PRESETS: dict[str, TrainConfig] = {
         bf16=True,
         channels_last=True,
     ),
-    # A wider VGG (32 channels, 64 in the second block) and stronger random shifts/rotations/scalings over a longer
-    # schedule (under 10 minutes on a 2-core CPU); every other setting is the default recipe's, except the ladder's
-    # steps, which stay off until they are measured on this recipe.
+    # A wider VGG and stronger augmentation over a longer schedule; the ladder's steps stay off until measured here.
     "best": dataclasses.replace(
         DEFAULT,
         preset="best",
