@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,37 @@ def test_overrides_and_validation() -> None:
 def test_config_round_trips_through_a_dict() -> None:
     config = get_preset("fast", seed=5)
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"betas": (0.9, 1.0)}, "betas[1] must be below 1, got 1.0"),
+        ({"betas": [0.9]}, "betas must be two numbers"),
+        ({"betas": 0.9}, "betas must be two numbers"),
+        ({"augment": {"max_shift": math.inf}}, "augment.max_shift must be a finite number from 0 to 14, got inf"),
+        ({"augment": {"max_rotation": -1.0}}, "augment.max_rotation must be a finite number at least 0"),
+        ({"augment": {"shear": 1.0}}, "augment must be null or a dict of max_shift, max_rotation, max_scale"),
+        ({"augment": [2.0]}, "augment must be null or a dict"),
+        ({"flush_denormal": 1}, "flush_denormal must be true or false, got 1"),
+        ({"nesterov": "yes"}, "nesterov must be true or false"),
+        ({"cycle_momentum": None}, "cycle_momentum must be true or false"),
+        ({"norm_lr_scale": 1e-9}, "norm_lr_scale must be a finite number at least 0.001"),
+        ({"train_size": 1.5}, "train_size must be a whole number at least 1, got 1.5"),
+        ({"val_size": True}, "val_size must be a whole number at least 1, got True"),
+        ({"test_size": "10"}, "test_size must be a whole number at least 1"),
+        ({"onecycle_pct_start": 2.0}, "onecycle_pct_start must be at most 1"),
+        ({"model_options": [16]}, "model options must be a dict"),
+        ({"preset": 3}, "preset must be text, got 3"),
+    ],
+)
+def test_every_field_is_checked_by_type_and_range(change: dict, message: str) -> None:
+    # from the Python API and from a recorded config alike: the same one line, naming the field
+    config = get_preset("default")
+    for key, value in change.items():
+        setattr(config, key, value)
+    with pytest.raises(ConfigError) as raised:
+        config.validate()
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig.from_dict({**get_preset("default").to_dict(), **change}).validate()

@@ -28,12 +28,20 @@ NUMBER_FIELDS: dict[str, dict[str, Any]] = {
     "weight_decay": {"low": 0},
     "label_smoothing": {"low": 0, "high": 1, "high_open": True},
     "onecycle_pct_start": {"low": 0, "high": 1},
-    "norm_lr_scale": {"low": 0, "low_open": True, "high": 1000},
+    "norm_lr_scale": {"low": 0.001, "high": 1000},
+}
+#: The augmentation's settings and their bounds: a shift of up to 14 pixels (half the image), a quarter turn, half the size.
+AUGMENT_FIELDS: dict[str, dict[str, Any]] = {
+    "max_shift": {"low": 0, "high": 14},
+    "max_rotation": {"low": 0, "high": 90},
+    "max_scale": {"low": 0, "high": 0.5},
 }
 #: How many images to use (quick checks): ``None`` for all, else a whole number of at least 1.
 SIZE_FIELDS = ("train_size", "val_size", "test_size")
 #: Settings that are true or false, and nothing else (``1`` or ``"yes"`` is a mistake, not a switch).
-SWITCHES = ("whiten", "identity_init", "bf16", "channels_last")
+SWITCHES = ("whiten", "identity_init", "bf16", "channels_last", "nesterov", "cycle_momentum", "flush_denormal")
+#: Settings that are names: each must be text.
+NAMES = ("preset", "arch")
 
 
 @dataclass
@@ -91,6 +99,10 @@ class TrainConfig:
         for name in SWITCHES:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {shown(getattr(self, name))}")
+        for name in NAMES:
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be text, got {shown(getattr(self, name))}")
+        self._check_betas_and_augment()
         if self.pipeline == "torchvision" and (self.train_size or self.test_size or self.val_size):
             raise ConfigError("train_size/val_size/test_size need the in-memory pipeline, not 'torchvision'")
         if self.whiten and self.pipeline == "torchvision":
@@ -105,6 +117,18 @@ class TrainConfig:
             if value not in choices:
                 raise ConfigError(f"unknown {name} {shown(value)}: choose one of {', '.join(choices)}")
 
+    def _check_betas_and_augment(self) -> None:
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise ConfigError(f"betas must be two numbers from 0 to below 1, got {shown(self.betas)}")
+        for index, beta in enumerate(self.betas):
+            check_number(f"betas[{index}]", beta, low=0, high=1, high_open=True)
+        if self.augment is None:
+            return
+        if not isinstance(self.augment, dict) or set(self.augment) - set(AUGMENT_FIELDS):
+            raise ConfigError(f"augment must be null or a dict of {', '.join(AUGMENT_FIELDS)}, got {shown(self.augment)}")
+        for name, value in self.augment.items():
+            check_number(f"augment.{name}", value, **AUGMENT_FIELDS[name])
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-container form, stored in checkpoints and metrics."""
         return dataclasses.asdict(self)
@@ -114,5 +138,6 @@ class TrainConfig:
         """Rebuild from :meth:`to_dict` output, ignoring keys this version does not know."""
         known = {f.name for f in dataclasses.fields(cls)}
         config = cls(**{k: v for k, v in values.items() if k in known})
-        config.betas = tuple(config.betas)  # type: ignore[assignment]
+        if isinstance(config.betas, list):  # JSON has no tuples
+            config.betas = tuple(config.betas)  # type: ignore[assignment]
         return config

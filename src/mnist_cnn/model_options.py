@@ -60,6 +60,8 @@ def check_options(arch: str, options: dict[str, Any]) -> None:
     if not isinstance(arch, str) or arch not in OPTION_BOUNDS:
         raise OptionError(f"unknown architecture {shown(arch)} (choose one of {', '.join(OPTION_BOUNDS)})", "arch", unknown=True)
     bounds = OPTION_BOUNDS[arch]
+    if not isinstance(options, dict):
+        raise OptionError(f"model options must be a dict of {', '.join(bounds)}, got {shown(options)}", "model_options")
     for name, value in options.items():
         if name not in bounds:
             raise OptionError(f"{arch} has no option {shown(name)} (it has {', '.join(bounds)})", f"model_options.{name}", unknown=True)
