@@ -10,6 +10,11 @@ VENV ?= .venv
 # The cell timeout guards against a hung kernel only: on a busy machine notebook 3's training cell alone can take 10 min.
 PYTEST_NOTEBOOKS = --nbval-lax --nbval-current-env --nbval-cell-timeout=1800
 .DEFAULT_GOAL := help
+# PRESET and SEED from make's command line reach the programs through the environment, never as shell text or as
+# make code, so a value holding `;`, a space or `$(...)` is passed whole to the program that checks it.
+unexport PRESET SEED
+export MAKE_PRESET := $(value PRESET)
+export MAKE_SEED := $(value SEED)
 
 USE_VENV ?= 1
 ACTIVE_ENV := $(or $(VIRTUAL_ENV),$(CONDA_PREFIX))
@@ -76,10 +81,10 @@ data: install ## Download the MNIST files if missing (to MNIST_DATA_DIR, else da
 run: install train evaluate ## Set up, train the default preset, and write reports/ (figures and metrics)
 
 train: install ## Train the default preset into models/default/ (PRESET=fast|best|seed; TRAIN_ARGS=--overwrite to train again)
-	$(PY) -m mnist_cnn.train --preset $(or $(PRESET),default) $(TRAIN_ARGS)
+	$(PY) -m mnist_cnn.train --preset "$${MAKE_PRESET:-default}" $(TRAIN_ARGS)
 
 evaluate: install ## Evaluate models/<preset>/model.pt and write reports/
-	$(PY) -m mnist_cnn.evaluate --checkpoint models/$(or $(PRESET),default)/model.pt --out reports
+	$(PY) -m mnist_cnn.evaluate --checkpoint "models/$${MAKE_PRESET:-default}/model.pt" --out reports
 
 test: install ## Set up, then run the unit tests and execute every notebook (nbval)
 	$(PY) -m pytest $(PYTEST_NOTEBOOKS) tests notebooks
@@ -101,21 +106,14 @@ check-notebooks: install ## The notebooks' committed form: one clean run, counts
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_notebooks.py
 
 # make study PRESET=fast SEED=3: every notebook again with other parameters (papermill fills each notebook's
-# `parameters` cell), into build/study/<PRESET>/; in number order, so notebook 3 trains models/<PRESET>/ before
-# notebooks 4-6 load it. The committed notebooks are left as they are.
-STUDY_PRESET = $(or $(PRESET),default)
-STUDY_DIR = build/study/$(STUDY_PRESET)
+# `parameters` cell), into build/study/<PRESET>/ with the models and reports it trains; the committed notebooks and
+# models/ are left as they are. The values reach the program through the environment, never as shell text, and are
+# checked there before anything runs; the folder is replaced only when every notebook ran (tooling/cli/build.py).
 study: install ## Run the whole study with other parameters into build/study/<PRESET>/ (PRESET=fast, SEED=3; several minutes)
-	@mkdir -p $(STUDY_DIR)
-	for notebook in notebooks/[0-9][0-9]_*.ipynb; do \
-	    $(PY) -m papermill --cwd notebooks -p PRESET $(STUDY_PRESET) $(if $(SEED),-p SEED $(SEED)) \
-	        "$$notebook" "$(STUDY_DIR)/$$(basename "$$notebook")" || exit 1; \
-	done
-	@echo "executed notebooks: $(STUDY_DIR)/"
+	$(PY) -m mnist_cnn.tooling.cli.build study --preset "$${MAKE_PRESET:-default}" $${MAKE_SEED:+--seed "$$MAKE_SEED"}
 
 docs: install ## Build the documentation site into build/site/ (README, docs/, the notebooks as committed, API reference)
-	@# strict: a broken link or anchor fails the build; the variable silences Material's banner about MkDocs 2
-	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+	$(PY) -m mnist_cnn.tooling.cli.build docs
 
 lint: install ## ruff: lint and format check of the code and the notebooks (what pre-commit runs)
 	$(PY) -m ruff check .

@@ -110,11 +110,43 @@ def test_help_names_every_target(project: Path) -> None:
     assert ".venv/ (created on first use)" in result.stdout
 
 
-def test_docs_builds_the_site_strictly_with_the_environments_python(project: Path) -> None:
-    """``make docs`` runs MkDocs from the same environment as every other target, and strict (a warning fails it)."""
+def test_docs_builds_the_site_through_the_build_command(project: Path) -> None:
+    """``make docs`` hands over to the build command, from the same environment as every other target."""
     fake_venv(project)
     lines = dry_run(project, "docs", USE_UV="0")
-    assert lines[-1].endswith(".venv/bin/python -m mkdocs build --strict"), lines
+    assert lines[-1] == ".venv/bin/python -m mnist_cnn.tooling.cli.build docs", lines
+
+
+def recording_python(project: Path) -> Path:
+    """A fake installed .venv whose python writes the arguments it was given to ``argv.txt``, one per line."""
+    fake_venv(project)
+    python = project / ".venv" / "bin" / "python"
+    python.write_text('#!/bin/sh\nfor a in "$@"; do printf \'%s\\n\' "$a"; done > argv.txt\n')
+    python.chmod(0o755)
+    later = time.time() + 5
+    os.utime(project / ".venv" / STAMP, (later, later))
+    return project / "argv.txt"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["PRESET=fast", "SEED=3"], ["--preset", "fast", "--seed", "3"]),
+        ([], ["--preset", "default"]),
+        # a value is data, never shell text: these reach the program whole, where they are refused
+        (["PRESET=x; touch pwned", "SEED=1 2"], ["--preset", "x; touch pwned", "--seed", "1 2"]),
+        (["PRESET=$(shell touch pwned)"], ["--preset", "$(shell touch pwned)"]),
+    ],
+)
+def test_study_passes_its_values_as_data(project: Path, values: list[str], expected: list[str]) -> None:
+    """``make study PRESET=... SEED=...`` gives the build command each value as one argument, whatever it holds."""
+    argv = recording_python(project)
+    result = subprocess.run(
+        ["make", "study", *values], cwd=project, capture_output=True, text=True, timeout=60, env={**clean_env(), "USE_UV": "0"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert argv.read_text().splitlines() == ["-m", "mnist_cnn.tooling.cli.build", "study", *expected]
+    assert not (project / "pwned").exists()
 
 
 def test_the_design_page_names_every_module() -> None:
@@ -127,14 +159,3 @@ def test_the_design_page_names_every_module() -> None:
     named = set(re.findall(r"`([a-z_]+)`", page))
     modules = {p.stem for p in (PROJECT_ROOT / "src" / "mnist_cnn").rglob("*.py") if p.stem != "__init__"}
     assert modules - named == set(), f"docs/design.md does not name {sorted(modules - named)}"
-
-
-def test_study_runs_every_notebook_with_papermill_into_build_study(project: Path) -> None:
-    """``make study PRESET=fast SEED=3`` passes both parameters to papermill and writes into build/study/fast/."""
-    fake_venv(project)
-    text = "\n".join(dry_run(project, "study", "PRESET=fast", "SEED=3", USE_UV="0"))
-    assert "mkdir -p build/study/fast" in text, text
-    assert ".venv/bin/python -m papermill --cwd notebooks -p PRESET fast -p SEED 3" in text, text
-    assert '"build/study/fast/$(basename "$notebook")"' in text and "notebooks/[0-9][0-9]_*.ipynb" in text, text
-    without_seed = "\n".join(dry_run(project, "study", USE_UV="0"))
-    assert "-p PRESET default" in without_seed and "-p SEED" not in without_seed and "build/study/default/" in without_seed
