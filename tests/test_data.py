@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from mnist_cnn import DEFAULT_DATA_DIR, data
+from mnist_cnn import DEFAULT_DATA_DIR, data, mnist
 from mnist_cnn.errors import DataError
+from mnist_cnn.run_data import torchvision_loader
 from mnist_cnn.tooling.cli import train
 from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tooling.safety import mnist_files
@@ -19,10 +21,10 @@ from mnist_cnn.tooling.safety import mnist_files
 
 def test_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MNIST_DATA_DIR", str(tmp_path / "from-env"))
-    assert data.resolve_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
-    assert data.resolve_data_dir() == tmp_path / "from-env"
+    assert mnist.resolve_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    assert mnist.resolve_data_dir() == tmp_path / "from-env"
     monkeypatch.delenv("MNIST_DATA_DIR")
-    assert data.resolve_data_dir() == DEFAULT_DATA_DIR
+    assert mnist.resolve_data_dir() == DEFAULT_DATA_DIR
 
 
 def test_load_splits(data_dir: Path) -> None:
@@ -38,29 +40,60 @@ def test_missing_directory_names_the_variable_and_files(tmp_path: Path, offline:
         data.load_split("train", missing)
     message = str(caught.value)
     assert "MNIST_DATA_DIR" in message and str(missing) in message
-    assert all(name in message for name in data.RAW_FILES)
+    assert all(name in message for name in mnist.RAW_FILES)
     assert not missing.exists(), "a failed download must not leave directories behind"
 
 
 def test_truncated_file_is_named(data_copy: Path) -> None:
-    path = data.raw_folder(data_copy) / "t10k-images-idx3-ubyte"
+    path = mnist.raw_folder(data_copy) / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:100_000])
-    with pytest.raises(DataError, match="t10k-images-idx3-ubyte is truncated"):
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte is truncated") as caught:
         data.load_split("test", data_copy)
+    assert "\n" not in str(caught.value) and "python -m mnist_cnn.download" in str(caught.value)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte is truncated: 100000 bytes, expected 7840016"):
+        mnist_files.ensure_mnist(data_copy, download=False)
 
 
 def test_wrong_magic_is_named(data_copy: Path) -> None:
-    path = data.raw_folder(data_copy) / "train-labels-idx1-ubyte"
+    path = mnist.raw_folder(data_copy) / "train-labels-idx1-ubyte"
     raw = bytearray(path.read_bytes())
     raw[2:4] = b"\x08\x03"  # an image magic number in a label file
     path.write_bytes(bytes(raw))
-    for check in (lambda: data.load_split("train", data_copy), lambda: mnist_files.ensure_mnist(data_copy, download=False)):
-        with pytest.raises(DataError, match="train-labels-idx1-ubyte is corrupt or not an IDX label file"):
-            check()
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte is truncated or corrupt"):
+        data.load_split("train", data_copy)
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte is corrupt or not an IDX label file"):
+        mnist_files.ensure_mnist(data_copy, download=False)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw + b"\x00",  # a byte more than the header says
+        lambda raw: raw[:8] + (14).to_bytes(4, "big") + (56).to_bytes(4, "big") + raw[16:],  # 14x56 images, the same size
+        lambda raw: raw[:16],  # the header alone
+        lambda raw: b"",
+    ],
+    ids=["longer", "other-shape", "header-only", "empty"],
+)
+def test_the_study_loader_refuses_a_file_that_is_not_mnists_in_one_line(data_copy: Path, damage: Callable[[bytes], bytes]) -> None:
+    path = mnist.raw_folder(data_copy) / "t10k-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte is truncated or corrupt") as caught:
+        data.load_split("test", data_copy)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte"):
+        mnist_files.ensure_mnist(data_copy, download=False)
+
+
+def test_notebook_1_knows_each_recipes_input_scaling() -> None:
+    """Notebook 1 names a recipe's input scaling without loading the presets: ``unit`` for the seed's, ``standard`` for the rest."""
+    from mnist_cnn.presets import PRESETS
+
+    assert {name: preset.input_scaling for name, preset in PRESETS.items()} == {n: "unit" if n == "seed" else "standard" for n in PRESETS}
 
 
 def test_flipped_pixel_is_caught_by_checksum(data_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    path = data.raw_folder(data_copy) / "train-images-idx3-ubyte"
+    path = mnist.raw_folder(data_copy) / "train-images-idx3-ubyte"
     raw = bytearray(path.read_bytes())
     raw[5_000] ^= 0xFF
     path.write_bytes(bytes(raw))
@@ -85,17 +118,18 @@ def test_the_study_loads_without_torchvision_or_the_tooling() -> None:
 
 
 def test_count_mismatch_is_reported(data_copy: Path) -> None:
-    path = data.raw_folder(data_copy) / "t10k-labels-idx1-ubyte"
+    path = mnist.raw_folder(data_copy) / "t10k-labels-idx1-ubyte"
     raw = bytearray(path.read_bytes())
     raw[4:8] = (9_999).to_bytes(4, "big")
     path.write_bytes(bytes(raw[:-1]))
-    for check in (lambda: data.load_split("test", data_copy), lambda: mnist_files.ensure_mnist(data_copy, download=False)):
-        with pytest.raises(DataError, match="t10k-labels-idx1-ubyte says it holds 9999 items, expected 10000"):
-            check()
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte is truncated or corrupt"):
+        data.load_split("test", data_copy)
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte says it holds 9999 items, expected 10000"):
+        mnist_files.ensure_mnist(data_copy, download=False)
 
 
 def test_read_only_root_is_not_written(data_copy: Path) -> None:
-    before = sorted(p.name for p in data.raw_folder(data_copy).iterdir())
+    before = sorted(p.name for p in mnist.raw_folder(data_copy).iterdir())
     for path in [data_copy, *data_copy.rglob("*")]:
         path.chmod(0o555 if path.is_dir() else 0o444)
     try:
@@ -103,7 +137,7 @@ def test_read_only_root_is_not_written(data_copy: Path) -> None:
     finally:
         for path in [data_copy, *data_copy.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-    assert sorted(p.name for p in data.raw_folder(data_copy).iterdir()) == before
+    assert sorted(p.name for p in mnist.raw_folder(data_copy).iterdir()) == before
 
 
 def test_scaling() -> None:
@@ -111,7 +145,7 @@ def test_scaling() -> None:
     unit = data.scale_images(images, "unit")
     assert unit.shape == (1, 1, 2, 2) and unit.max() == 1.0 and unit.min() == 0.0
     standard = data.scale_images(images, "standard")
-    assert torch.allclose(standard, (unit - data.MNIST_MEAN) / data.MNIST_STD)
+    assert torch.allclose(standard, (unit - mnist.MNIST_MEAN) / mnist.MNIST_STD)
 
 
 def test_in_memory_batches_cover_every_example_once() -> None:
@@ -136,7 +170,7 @@ def test_shuffle_is_reproducible() -> None:
 
 
 def test_torchvision_pipeline_matches_memory_pipeline(data_dir: Path) -> None:
-    loader = data.torchvision_loader("test", 16, data_dir)
+    loader = torchvision_loader("test", 16, data_dir)
     images, labels = next(iter(loader))
     expected = data.scale_images(data.load_split("test", data_dir).images[:16], "unit")
     assert torch.allclose(images, expected) and labels.tolist()[:5] == [7, 2, 1, 0, 4]

@@ -8,10 +8,9 @@ from typing import Any
 
 from mnist_cnn.checks import check_number, shown
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.mnist import INPUT_SCALINGS
 from mnist_cnn.model_options import check_options
 
-#: How pixels are scaled for the model (``data.scale_images``).
-INPUT_SCALINGS: tuple[str, ...] = ("unit", "standard")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle")
 PIPELINES = ("memory", "torchvision")

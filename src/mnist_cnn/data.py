@@ -1,59 +1,81 @@
-"""MNIST for the study: its facts and four files (from :mod:`mnist_cnn.mnist`), the validation hold-out, batches."""
+"""MNIST for the study: each split read into tensors, the validation hold-out, the model's inputs and their batches."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from mnist_cnn.config import INPUT_SCALINGS
 from mnist_cnn.errors import ConfigError, DataError
-from mnist_cnn.mnist import (
-    CLASS_NAMES,
-    IMAGE_SIZE,
-    MNIST_MEAN,
-    MNIST_STD,
-    NUM_CLASSES,
-    RAW_FILES,
-    SPLITS,
-    MNISTArrays,
-    find_mnist,
-    load_split,
-    raw_folder,
-    resolve_data_dir,
-)
+from mnist_cnn.mnist import IMAGE_SIZE, INPUT_SCALINGS, MNIST_MEAN, MNIST_STD, SPLITS, find_mnist, raw_folder, unreadable
+from mnist_cnn.text import display_name
 
-#: What notebooks import from here: MNIST's facts and files (kept in :mod:`mnist_cnn.mnist`, which loads
-#: without torch) and this module's split and batches.
-__all__ = [
-    "CLASS_NAMES",
-    "IMAGE_SIZE",
-    "MNIST_MEAN",
-    "MNIST_STD",
-    "NUM_CLASSES",
-    "RAW_FILES",
-    "SPLITS",
-    "InMemoryBatches",
-    "MNISTArrays",
-    "describe_validation",
-    "find_mnist",
-    "load_split",
-    "memory_batches",
-    "raw_folder",
-    "resolve_data_dir",
-    "scale_images",
-    "torchvision_loader",
-    "validation_indices",
-    "validation_split",
-]
 
-#: The validation split: this many training images of each digit are held out of training, chosen with
-#: this seed. Both are constants, independent of a run's ``--seed``, so every run holds out the same images.
+@dataclass
+class MNISTArrays:
+    """One split of MNIST as tensors: ``images`` uint8 ``[N, 28, 28]`` and ``labels`` int64 ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, count: int | None) -> MNISTArrays:
+        """The first ``count`` examples (all of them when ``count`` is ``None``)."""
+        return self if count is None else MNISTArrays(images=self.images[:count], labels=self.labels[:count])
+
+
+def read_idx(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """Read an IDX file of unsigned bytes that must hold exactly ``shape`` (MNIST's: the header says so, then the bytes).
+
+    Raises:
+        DataError: Its header or size is not what ``shape`` makes (a truncated, damaged or foreign file).
+        OSError: The file cannot be read.
+    """
+    header = b"".join(n.to_bytes(4, "big") for n in (0x800 + len(shape), *shape))  # magic: unsigned bytes, dimensions
+    size = len(header) + math.prod(shape)
+    with path.open("rb") as handle:
+        raw = handle.read(size + 1)  # never more than MNIST's size: one byte past it shows a longer file
+    if len(raw) != size or not raw.startswith(header):
+        raise DataError(
+            f"MNIST file {display_name(path)} is truncated or corrupt (its header or size is not MNIST's): "
+            f"run `python -m mnist_cnn.download --data-dir {display_name(path.parents[2])}` to see what is wrong"
+        )
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=len(header)).view(shape)
+
+
+def load_split(split: str, data_dir: str | os.PathLike[str] | None = None) -> MNISTArrays:
+    """Load one split as tensors, downloading its files first if they are missing (:func:`mnist_cnn.mnist.find_mnist`).
+
+    Args:
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
+        data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
+
+    Raises:
+        ConfigError: An unknown split.
+        DataError: The files are missing, unreadable or damaged.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}: choose 'train' or 'test'")
+    images_name, labels_name, count = SPLITS[split]
+    folder = raw_folder(find_mnist(data_dir, [images_name, labels_name]))
+    try:
+        images = read_idx(folder / images_name, (count, IMAGE_SIZE, IMAGE_SIZE))
+        labels = read_idx(folder / labels_name, (count,))
+    except OSError as error:
+        raise unreadable(error, folder) from None
+    return MNISTArrays(images=images, labels=labels.long())
+
+
+#: The validation split: this many training images of each digit are held out of training, chosen with this seed.
+#: Both are constants, independent of a run's ``--seed``, so every run holds out the same images.
 VALIDATION_PER_CLASS = 500
 VALIDATION_SEED = 20_240_801
 
@@ -80,24 +102,15 @@ def validation_indices(labels: torch.Tensor, per_class: int = VALIDATION_PER_CLA
 
 
 def validation_split(train: MNISTArrays) -> tuple[MNISTArrays, MNISTArrays]:
-    """Split the 60,000 training images into the images to train on (55,000) and the validation hold-out (5,000).
+    """Split the 60,000 training images into ``(train_rest, validation)``: 55,000 to train on, 5,000 held out, in order.
 
-    The hold-out is :func:`validation_indices`: 500 of each digit, the same for every run. Per-epoch
-    curves and every choice of recipe are judged on it; the test set is measured once, after training.
-
-    Args:
-        train: The full training split from :func:`load_split`.
-
-    Returns:
-        ``(train_rest, validation)``, both in the original order.
+    The hold-out is :func:`validation_indices`, the same for every run: per-epoch curves and every choice of
+    recipe are judged on it, and the test set is measured once, after training.
     """
     held_out = validation_indices(train.labels)
     keep = torch.ones(len(train), dtype=torch.bool)
     keep[held_out] = False
-    return (
-        MNISTArrays(images=train.images[keep], labels=train.labels[keep]),
-        MNISTArrays(images=train.images[held_out], labels=train.labels[held_out]),
-    )
+    return MNISTArrays(train.images[keep], train.labels[keep]), MNISTArrays(train.images[held_out], train.labels[held_out])
 
 
 def describe_validation(train: MNISTArrays, held_out: bool = True) -> dict[str, Any]:
@@ -105,20 +118,15 @@ def describe_validation(train: MNISTArrays, held_out: bool = True) -> dict[str, 
 
     Args:
         train: The full training split the hold-out is drawn from.
-        held_out: Whether the run trained without these images (``False`` for the ``seed`` preset,
-            which trains on all 60,000, so its validation numbers are measured on images it has seen).
+        held_out: Whether the run trained without these images (``False`` for the ``seed`` preset, which trains
+            on all 60,000, so its validation numbers are measured on images it has seen).
 
     Returns:
         ``size``, ``per_class``, ``seed``, ``indices_sha256`` (of the int64 indices) and ``held_out``.
     """
-    indices = validation_indices(train.labels)
-    return {
-        "size": len(indices),
-        "per_class": VALIDATION_PER_CLASS,
-        "seed": VALIDATION_SEED,
-        "indices_sha256": hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest(),
-        "held_out": held_out,
-    }
+    indices = validation_indices(train.labels).to(torch.int64)
+    sha = hashlib.sha256(indices.numpy().tobytes()).hexdigest()
+    return {"size": len(indices), "per_class": VALIDATION_PER_CLASS, "seed": VALIDATION_SEED, "indices_sha256": sha, "held_out": held_out}
 
 
 def scale_images(images: torch.Tensor, scaling: str = "unit") -> torch.Tensor:
@@ -130,12 +138,8 @@ def scale_images(images: torch.Tensor, scaling: str = "unit") -> torch.Tensor:
     """
     if scaling not in INPUT_SCALINGS:
         raise ConfigError(f"unknown input scaling {scaling!r}: choose one of {', '.join(INPUT_SCALINGS)}")
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    scaled = images.float().div_(255.0)
-    if scaling == "standard":
-        scaled.sub_(MNIST_MEAN).div_(MNIST_STD)
-    return scaled
+    scaled = (images.unsqueeze(1) if images.dim() == 3 else images).float().div_(255.0)
+    return scaled.sub_(MNIST_MEAN).div_(MNIST_STD) if scaling == "standard" else scaled
 
 
 def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
@@ -153,17 +157,13 @@ def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
 
 @dataclass(eq=False, repr=False)
 class InMemoryBatches:
-    """Batches sliced from tensors already in memory, shuffled by index each epoch.
+    """Batches ``(images, labels)`` sliced from tensors in memory; ``len()`` is the number of batches.
 
-    Iterating yields ``(images, labels)``; ``len()`` is the number of batches. Shuffling draws
-    from ``generator`` so the order is reproducible and independent of the model's random state.
-
-    With ``world_size > 1`` (multi-process training) this process serves only its shard: every
-    process draws the same permutation from an identically seeded generator and takes every
-    ``world_size``-th example from position ``rank``, so shards are disjoint. A shuffled (training)
-    split drops the last ``N % world_size`` examples of each permutation so that every process runs
-    the same number of batches, which ``DistributedDataParallel`` needs; an unshuffled (evaluation)
-    split keeps them all.
+    Shuffling draws a permutation from ``generator`` each epoch, so the order is reproducible and independent of
+    the model's random state. With ``world_size > 1`` (several processes) this process serves only its shard:
+    every process draws the same permutation and takes every ``world_size``-th example from position ``rank``, so
+    shards are disjoint. A shuffled (training) split drops the last ``N % world_size`` examples of each permutation
+    so that every process runs as many batches, which ``DistributedDataParallel`` needs; an evaluation split keeps all.
     """
 
     images: torch.Tensor
@@ -171,7 +171,6 @@ class InMemoryBatches:
     batch_size: int
     shuffle: bool = False
     generator: torch.Generator | None = None
-    drop_last: bool = False
     rank: int = 0
     world_size: int = 1
 
@@ -184,67 +183,28 @@ class InMemoryBatches:
             raise ConfigError(f"rank {self.rank} is not within a world of {self.world_size} process(es)")
 
     @property
-    def dataset_size(self) -> int:
-        """Number of examples (in the whole split, not this process's shard)."""
-        return len(self.labels)
-
-    @property
     def num_examples(self) -> int:
-        """Examples this process serves per pass (before ``drop_last``): its shard of the split."""
-        n = len(self.labels)
-        if self.world_size == 1:
-            return n
-        if self.shuffle:
-            return n // self.world_size
-        return len(range(self.rank, n, self.world_size))
+        """Examples this process serves per pass: its shard of the split."""
+        served = len(self.labels) - (len(self.labels) % self.world_size if self.shuffle else 0)
+        return len(range(self.rank, served, self.world_size))
 
     def __len__(self) -> int:
-        full, rest = divmod(self.num_examples, self.batch_size)
-        return full if self.drop_last or rest == 0 else full + 1
+        return -(-self.num_examples // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
-            if self.world_size > 1:
-                order = order[: self.num_examples * self.world_size][self.rank :: self.world_size]
+            order = torch.randperm(len(self.labels), generator=self.generator)
+            order = order[self.rank : self.num_examples * self.world_size : self.world_size]
             images, labels = self.images[order], self.labels[order]
-        elif self.world_size > 1:
+        else:  # slices: views, no copy
             images, labels = self.images[self.rank :: self.world_size], self.labels[self.rank :: self.world_size]
-        else:
-            images, labels = self.images, self.labels
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(0, len(labels), self.batch_size):
             yield images[start : start + self.batch_size], labels[start : start + self.batch_size]
 
 
 def memory_batches(split: MNISTArrays, batch_size: int, scaling: str = "unit", **order: Any) -> InMemoryBatches:
-    """Scale a split once and serve it as :class:`InMemoryBatches` (this process's shard when ``world_size > 1``).
+    """Scale a split once (:func:`scale_images`) and serve it as :class:`InMemoryBatches` of ``batch_size``.
 
-    Args:
-        split: Images and labels as loaded (uint8 images).
-        batch_size: Examples per batch.
-        scaling: Input scaling (:func:`scale_images`).
-        **order: :class:`InMemoryBatches`' ``shuffle``, ``generator``, ``drop_last``, ``rank`` and ``world_size``.
-
-    Returns:
-        The batches.
+    ``order`` takes :class:`InMemoryBatches`' ``shuffle``, ``generator``, ``rank`` and ``world_size``.
     """
     return InMemoryBatches(scale_images(split.images, scaling), split.labels, batch_size, **order)
-
-
-def torchvision_loader(
-    split: str,
-    batch_size: int,
-    data_dir: str | os.PathLike[str] | None = None,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-) -> DataLoader:
-    """The seed project's pipeline: ``torchvision.datasets.MNIST`` with per-image ``ToTensor`` in a ``DataLoader``.
-
-    Kept for the ``seed`` preset so its timing stays comparable with the original project.
-    """
-    from torchvision import datasets, transforms
-
-    root = find_mnist(data_dir, splits=[split])
-    dataset = datasets.MNIST(root, train=split == "train", download=False, transform=transforms.ToTensor())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)

@@ -14,8 +14,8 @@ import torch
 
 from mnist_cnn.checkpoint import CHECKPOINT_FORMAT, model_fields
 from mnist_cnn.checks import shown
-from mnist_cnn.config import INPUT_SCALINGS
 from mnist_cnn.errors import CheckpointError
+from mnist_cnn.mnist import INPUT_SCALINGS
 from mnist_cnn.text import display_name, escape_text
 
 #: The record's fields that hold only what JSON can hold, each a dict.

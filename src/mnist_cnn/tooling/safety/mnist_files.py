@@ -1,8 +1,8 @@
-"""MNIST's four files checked as a command needs them: against the published MD5s, and downloaded without a partial file.
+"""MNIST's four files checked as a command needs them: header, size and published MD5, and downloaded without a partial file.
 
-The study's own loader (:func:`mnist_cnn.data.load_split`, from :mod:`mnist_cnn.mnist`) checks each file's header
-and size and downloads plainly; the commands call :func:`ensure_mnist` before reading, which adds the MD5s and a download
-that checks every file before the data root sees it.
+The study's own loader (:func:`mnist_cnn.data.load_split`) refuses a file whose header or size is not MNIST's in one
+line and downloads plainly; the commands call :func:`ensure_mnist` before reading, which says what is wrong with a
+file, adds the MD5s and a download that checks every file before the data root sees it.
 """
 
 from __future__ import annotations
@@ -14,20 +14,23 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnist_cnn.errors import DataError
+from mnist_cnn.errors import ConfigError, DataError
 from mnist_cnn.mnist import (
-    ITEM_COUNTS,
-    check_files,
-    check_idx_file,
+    IMAGE_SIZE,
+    SPLITS,
     download_failed,
     fetch_with_torchvision,
-    missing_files,
+    missing_message,
     raw_folder,
     resolve_data_dir,
-    split_files,
     unreadable,
 )
 from mnist_cnn.text import display_name
+
+IMAGE_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions
+LABEL_MAGIC = 2049  # IDX: unsigned bytes, 1 dimension
+#: raw file name -> number of items it holds
+ITEM_COUNTS: dict[str, int] = {name: count for images, labels, count in SPLITS.values() for name in (images, labels)}
 
 #: MD5 of the uncompressed files, the same bytes torchvision's published archives unpack to.
 RAW_MD5: dict[str, str] = {
@@ -39,6 +42,76 @@ RAW_MD5: dict[str, str] = {
 
 #: Files whose MD5 matched, by (resolved path, size, modification time): each file is hashed once per process.
 _verified: dict[tuple[str, int, int], None] = {}
+
+
+def split_files(splits: Sequence[str] | None = None) -> list[str]:
+    """The raw file names of ``splits`` (all four files when ``None``).
+
+    Raises:
+        ConfigError: An unknown split name.
+    """
+    chosen = list(SPLITS) if splits is None else list(splits)
+    unknown = [split for split in chosen if split not in SPLITS]
+    if unknown:
+        raise ConfigError(f"unknown split {unknown[0]!r}: choose 'train' or 'test'")
+    return [name for split in chosen for name in SPLITS[split][:2]]
+
+
+def _read_header(path: Path, length: int) -> list[int]:
+    with path.open("rb") as handle:
+        header = handle.read(length)
+    if len(header) < length:
+        raise DataError(f"MNIST file {display_name(path)} is truncated: {len(header)} bytes, shorter than its {length}-byte header")
+    return [int.from_bytes(header[i : i + 4], "big") for i in range(0, length, 4)]
+
+
+def check_idx_file(path: Path, expected_count: int | None = None) -> int:
+    """Check one IDX file's magic number, dimensions and size (a few bytes read), saying what is wrong with it.
+
+    Args:
+        path: An MNIST images or labels file.
+        expected_count: Number of items it must hold, if known.
+
+    Returns:
+        The number of items in the file.
+
+    Raises:
+        DataError: Naming the file and what is wrong with it.
+        OSError: The file cannot be read.
+    """
+    is_images = "images" in path.name
+    header_size = 16 if is_images else 8
+    magic, *dims = _read_header(path, header_size)
+    wanted_magic = IMAGE_MAGIC if is_images else LABEL_MAGIC
+    if magic != wanted_magic:
+        raise DataError(
+            f"MNIST file {display_name(path)} is corrupt or not an IDX {'image' if is_images else 'label'} file "
+            f"(magic number {magic}, expected {wanted_magic})"
+        )
+    count = dims[0]
+    if is_images and tuple(dims[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"MNIST file {display_name(path)} holds {dims[1]}x{dims[2]} images, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    if expected_count is not None and count != expected_count:
+        raise DataError(f"MNIST file {display_name(path)} says it holds {count} items, expected {expected_count}")
+    expected_size = header_size + count * (IMAGE_SIZE * IMAGE_SIZE if is_images else 1)
+    actual_size = path.stat().st_size
+    if actual_size != expected_size:
+        state = "truncated" if actual_size < expected_size else "corrupt (longer than its header says)"
+        raise DataError(f"MNIST file {display_name(path)} is {state}: {actual_size} bytes, expected {expected_size}")
+    return count
+
+
+def missing_files(root: str | os.PathLike[str], names: Sequence[str]) -> list[str]:
+    """Those of the raw files ``names`` that are not in ``root``'s raw folder.
+
+    Raises:
+        DataError: The folder cannot be searched.
+    """
+    folder = raw_folder(root)
+    try:
+        return [name for name in names if not (folder / name).is_file()]
+    except OSError as error:  # e.g. a folder without search permission
+        raise unreadable(error, folder) from None
 
 
 def check_md5(path: Path) -> None:
@@ -59,19 +132,24 @@ def check_md5(path: Path) -> None:
 
 
 def check_raw_files(root: str | os.PathLike[str], splits: Sequence[str] | None = None) -> None:
-    """Check the MNIST files of ``splits`` (all four by default) under ``root``: header, size and MD5.
+    """Check the MNIST files of ``splits`` (all four by default) under ``root``: present, header, size and MD5.
 
     Args:
         root: The data root.
         splits: ``["test"]`` checks only the test files, for a command that reads nothing else.
 
     Raises:
-        DataError: A file is missing, unreadable, truncated, corrupt, or images and labels disagree.
+        DataError: A file is missing, unreadable, truncated, corrupt, or images and labels disagree (each file
+            is checked against its split's known size).
     """
-    check_files(root, splits)
-    for name in split_files(splits):
+    names = split_files(splits)
+    missing = missing_files(root, names)
+    if missing:
+        raise DataError(missing_message(Path(root), missing))
+    for name in names:
         path = raw_folder(root) / name
         try:
+            check_idx_file(path, expected_count=ITEM_COUNTS[name])
             check_md5(path)
         except OSError as error:
             raise unreadable(error, path) from None
