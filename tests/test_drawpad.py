@@ -12,8 +12,7 @@ from PIL import Image
 
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
 from mnist_cnn.digits import drawpad
-from mnist_cnn.digits.drawpad import PAD_SIZE, STROKE_RATIO, DrawingPad, draw_strokes, predict_drawing
-from mnist_cnn.digits.padinput import decode_data_url
+from mnist_cnn.digits.drawpad import PAD_SIZE, STROKE_RATIO, DrawingPad, decode_data_url, draw_strokes, pad_message, predict_drawing
 from mnist_cnn.errors import ImageError
 from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
@@ -138,7 +137,7 @@ def test_the_pad_flags_a_drawing_unlike_any_digit_and_passes_a_digit(seed_weight
     blob[80:200, 90:190] = 0  # a filled block of ink
     flagged = predict_drawing(blob, checkpoint.model, checkpoint.input_scaling)
     assert flagged.ok and flagged.not_a_digit and "MNIST digits" in flagged.not_a_digit
-    assert flagged.to_message(3)["not_a_digit"] == flagged.not_a_digit
+    assert pad_message(flagged, 3)["not_a_digit"] == flagged.not_a_digit
     line = draw_strokes([[(PAD_SIZE * 0.54, PAD_SIZE * 0.18), (PAD_SIZE * 0.5, PAD_SIZE * 0.5), (PAD_SIZE * 0.46, PAD_SIZE * 0.82)]])
     digit = predict_drawing(line, checkpoint.model, checkpoint.input_scaling)
     assert digit.digit == 1 and digit.not_a_digit is None

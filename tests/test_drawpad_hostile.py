@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
-from mnist_cnn.digits.drawpad import PAD_SIZE, DrawingPad, draw_strokes
-from mnist_cnn.digits.padinput import MAX_DATA_URL, MAX_SIDE_FACTOR, decode_data_url, read_message
+from mnist_cnn.digits.drawpad import MAX_DATA_URL, MAX_SIDE_FACTOR, PAD_SIZE, DrawingPad, decode_data_url, draw_strokes, read_message
 from mnist_cnn.errors import ImageError
 from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 

@@ -21,15 +21,16 @@ from PIL import Image, ImageDraw
 import mnist_cnn
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint
 from mnist_cnn.data import load_split
-from mnist_cnn.digits.decode import MAX_PIXELS, WORK_SIDE, load_image
-from mnist_cnn.digits.inference import Prediction, classify_digits, format_prediction, iter_predictions, predict_files
+from mnist_cnn.digits.inference import Prediction, classify_digits, format_prediction, predict_files
 from mnist_cnn.digits.not_a_digit import FAR_RANGES, MIN_CONFIDENCE, digit_scores, ink_features, not_a_digit_reason
 from mnist_cnn.digits.preprocess import preprocess
 from mnist_cnn.errors import ImageError
 from mnist_cnn.text import display_name
 from mnist_cnn.tooling.cli.args import run_cli
-from mnist_cnn.tooling.cli.predict import main
+from mnist_cnn.tooling.cli.predict import json_entry, main
 from mnist_cnn.tooling.cli.sources import prediction_inputs
+from mnist_cnn.tooling.cli.stream import iter_predictions
+from mnist_cnn.tooling.safety.images import MAX_PIXELS, WORK_SIDE, read_image_file, reduce_for_work
 from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
 SEED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mnist_VGG.pth"
@@ -121,11 +122,11 @@ def test_peak_memory_is_flat_in_the_number_of_images(checkpoint, tmp_path):
 def test_large_jpeg_is_reduced_while_decoding(tmp_path):
     path = tmp_path / "photo.jpg"
     draw_digit((3000, 2100), "RGB").save(path, quality=85)
-    image = load_image(path)
+    image = read_image_file(path)
     # draft() decodes at 1/2 scale: the full 6.3 megapixels never exist in memory.
     assert image.size == (1500, 1050) and image.mode == "L"
     assert image.info["source_size"] == (3000, 2100)
-    steps = preprocess(path)
+    steps = preprocess(image)
     assert steps.source_size == (3000, 2100) and max(steps.grayscale.shape) < 2 * WORK_SIDE
 
 
@@ -138,10 +139,10 @@ def test_a_large_multi_picture_jpeg_is_decoded_like_a_jpeg(checkpoint, tmp_path)
     del picture
     with Image.open(tmp_path / "phone.mpo") as opened:
         assert opened.format == "MPO" and opened.n_frames == 2
-    image = load_image(tmp_path / "phone.mpo")
+    image = read_image_file(tmp_path / "phone.mpo")
     # draft() decodes the first picture at 1/8 scale: the 72 megapixels never exist in memory.
     assert image.size == (1125, 1000) and image.info["source_size"] == (9000, 8000)
-    mpo, jpeg = predict_files(checkpoint, [tmp_path / "phone.mpo", tmp_path / "plain.jpg"])
+    mpo, jpeg = predict_files(checkpoint, [tmp_path / "phone.mpo", tmp_path / "plain.jpg"], opener=read_image_file)
     assert mpo.ok and jpeg.ok, mpo.error
     assert np.array_equal(mpo.image, jpeg.image) and mpo.digit == jpeg.digit == 4
 
@@ -149,9 +150,9 @@ def test_a_large_multi_picture_jpeg_is_decoded_like_a_jpeg(checkpoint, tmp_path)
 def test_large_png_is_reduced_before_float_arrays(tmp_path):
     path = tmp_path / "scan.png"
     draw_digit((6000, 4000)).convert("1").save(path)
-    image = load_image(path)
+    image = read_image_file(path)
     assert image.size == (1200, 800)  # reduced by 5 right after decoding
-    assert preprocess(path).digit.max() > 200
+    assert preprocess(image).digit.max() > 200
 
 
 def test_a_13000_square_one_bit_png_is_refused_in_one_line_without_decoding(checkpoint, tmp_path):
@@ -226,11 +227,11 @@ def test_an_unreadable_file_is_one_line(checkpoint, good_folder, monkeypatch):
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", guarded_open)
-    results = predict_files(checkpoint, prediction_inputs([good_folder]))
+    results = predict_files(checkpoint, prediction_inputs([good_folder]), opener=read_image_file)
     assert [r.ok for r in results] == [True, False, True]
     assert results[1].error == "permission denied"
     with pytest.raises(ImageError, match="permission denied"):
-        load_image(secret)
+        read_image_file(secret)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX feature")
@@ -310,7 +311,7 @@ def test_a_checkpoint_path_with_an_osc_sequence_is_escaped_in_its_error(tmp_path
 
 
 def test_json_escapes_the_error_as_well_as_the_file():
-    entry = Prediction(file=f"a{OSC}.png", error=f"unreadable image (bad{OSC}\nthing)").to_dict()
+    entry = json_entry(Prediction(file=f"a{OSC}.png", error=f"unreadable image (bad{OSC}\nthing)"))
     assert entry["file"] == "a\\x1b]0;title\\x07.png"
     assert entry["error"] == "unreadable image (bad\\x1b]0;title\\x07\\x0athing)"
 
@@ -398,7 +399,7 @@ def test_real_permission_errors_are_one_line_each(checkpoint, good_folder, tmp_p
     locked.chmod(0)
     secret.chmod(0)
     try:
-        results = predict_files(checkpoint, prediction_inputs([locked, good_folder]))
+        results = predict_files(checkpoint, prediction_inputs([locked, good_folder]), opener=read_image_file)
     finally:
         locked.chmod(0o755)
         secret.chmod(0o644)
@@ -409,13 +410,13 @@ def test_real_permission_errors_are_one_line_each(checkpoint, good_folder, tmp_p
 def test_large_rotated_and_cmyk_jpegs_reach_the_same_digit(tmp_path):
     """EXIF rotation is applied after the reduced-scale decoding, and CMYK JPEGs are reduced too."""
     upright = draw_digit((2400, 3200))
-    reference = preprocess(upright).digit.astype(np.float64).ravel()
+    reference = preprocess(reduce_for_work(upright)).digit.astype(np.float64).ravel()
     exif = Image.Exif()
     exif[0x0112] = 6  # stored turned; "rotate 90 degrees clockwise to view"
     upright.rotate(90, expand=True).save(tmp_path / "rotated.jpg", quality=90, exif=exif)
     upright.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=90)
     for name in ("rotated.jpg", "cmyk.jpg"):
-        steps = preprocess(tmp_path / name)
+        steps = preprocess(read_image_file(tmp_path / name))
         assert max(steps.grayscale.shape) < 2 * WORK_SIDE, name
         assert steps.grayscale.shape[0] > steps.grayscale.shape[1], name  # upright: taller than wide
         assert np.corrcoef(steps.digit.astype(np.float64).ravel(), reference)[0, 1] > 0.9, name

@@ -1,197 +1,56 @@
-"""Opening image files safely: regular files only, bounded pixels, decoded already reduced, upright."""
+"""Opening image files: decoded and upright, Pillow's failures told in one line."""
 
 from __future__ import annotations
 
 import os
-import stat
 import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO
 
-from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_cnn.errors import ImageError
-
-#: The most pixels ``predict`` decodes from one file (64 megapixels, e.g. 8000x8000). Larger images are refused with
-#: one line before decoding. JPEGs (MPO phone photos included) count after Pillow's ``draft`` (decoding at 1/2, 1/4
-#: or 1/8 scale), so phone photos of any size pass; Pillow's own decompression-bomb limit (about 179 megapixels)
-#: still applies first.
-MAX_PIXELS = 64_000_000
-#: Images are reduced (JPEG while decoding, others right after) until the longer side is under twice this, before
-#: any float array is made: a digit fills at most 20x20 pixels of the result, so more detail is never used.
-WORK_SIDE = 1024
-#: The EXIF tag holding the camera's orientation.
-ORIENTATION_TAG = 0x0112
-
-#: EXIF orientation -> the transpose that makes the picture upright (as ``ImageOps.exif_transpose``).
-_EXIF_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-def _refuse_unless_regular(source: Path, mode: int) -> None:
-    if stat.S_ISDIR(mode):
-        raise ImageError(f"{source}: a directory, not an image file")
-    if not stat.S_ISREG(mode):
-        # Reading a FIFO or a terminal would wait forever for data; a device could be endless.
-        raise ImageError(f"{source}: not a regular file (a pipe, socket or device), refused")
-
-
-def _open_file(source: Path) -> BinaryIO:
-    """Open ``source`` for reading without ever blocking: a FIFO is refused, not waited on."""
-    try:
-        # O_NONBLOCK makes opening a FIFO return at once (plain files ignore it); fstat then checks what was opened,
-        # so a file swapped for a FIFO between a stat and the open cannot hang us either.
-        descriptor = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise ImageError(f"{source}: file not found") from None
-    except PermissionError:
-        raise ImageError(f"{source}: permission denied") from None
-    except IsADirectoryError:  # Windows cannot open directories
-        raise ImageError(f"{source}: a directory, not an image file") from None
-    except OSError as error:
-        raise ImageError(f"{source}: cannot open ({error.strerror or error})") from None
-    try:
-        _refuse_unless_regular(source, os.fstat(descriptor).st_mode)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(descriptor, True)
-    except BaseException:
-        os.close(descriptor)
-        raise
-    return os.fdopen(descriptor, "rb")
 
 
 @contextmanager
 def decoding_errors(label: str) -> Iterator[None]:
-    """Turn whatever Pillow raises on a bad or hostile image into one :class:`ImageError` line.
+    """Turn what Pillow (or opening the file) raises on a bad image into one :class:`ImageError` line.
 
-    Also silences Pillow's decompression-bomb *warning* inside the block: callers bound the size themselves
-    before decoding, and above twice Pillow's limit its error still applies (and is translated here).
+    Pillow's decompression-bomb *warning* is silenced inside: above twice its limit its error still applies.
 
     Args:
-        label: What the image is, to begin the message (a file name, or "the drawing").
-
-    Yields:
-        Nothing; the block runs with the translation in place.
-
-    Raises:
-        ImageError: ``"{label}: ..."`` for unreadable, truncated, oversized or unidentified images.
+        label: What the image is, to begin the message (a file name, or "the drawing could not be decoded").
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield
+    except FileNotFoundError:
+        raise ImageError(f"{label}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{label}: a directory, not an image file") from None
+    except PermissionError:
+        raise ImageError(f"{label}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not an image file Pillow can read") from None
     except Image.DecompressionBombError:
         raise ImageError(f"{label}: the image is too large to open safely (above Pillow's decompression-bomb limit)") from None
     except MemoryError:
         raise ImageError(f"{label}: not enough memory to decode this image") from None
-    except PermissionError:
-        raise ImageError(f"{label}: permission denied") from None
     # Pillow reports truncated or corrupt data as OSError, ValueError or (for some formats) SyntaxError.
     except (OSError, ValueError, SyntaxError, TypeError, struct.error, EOFError) as error:
         raise ImageError(f"{label}: unreadable image ({error})") from None
 
 
-def _reduction(size: tuple[int, int]) -> int:
-    """The integer factor that brings the longer side into ``[WORK_SIDE, 2 * WORK_SIDE)`` (1 when already smaller)."""
-    return max(1, max(size) // WORK_SIDE)
-
-
-def reduce_for_work(image: Image.Image) -> Image.Image:
-    """Shrink a large image by an integer factor (box averaging) so the longer side is under ``2 * WORK_SIDE``.
-
-    Done in the image's own mode, before any float array exists: an 8000x6000 RGB scan becomes 1143x857
-    (3 MB) instead of 48 million float pixels (192 MB per working array).
-
-    Args:
-        image: A decoded Pillow image of any mode.
-
-    Returns:
-        ``image`` itself when it is small enough, else a reduced copy (transparency kept).
-    """
-    factor = _reduction(image.size)
-    if factor == 1:
-        return image
-    if image.mode == "1":
-        image = image.convert("L")
-    elif image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode.startswith("I;16"):
-        image = image.convert("I")
-    if image.mode in ("RGBA", "LA"):
-        # Average premultiplied colours, so fully transparent pixels do not tint the ink's edges.
-        premultiplied = {"RGBA": "RGBa", "LA": "La"}[image.mode]
-        return image.convert(premultiplied).reduce(factor).convert(image.mode)
-    try:
-        return image.reduce(factor)
-    except ValueError:  # a mode reduce() does not handle: go through RGB
-        return image.convert("RGB").reduce(factor)
-
-
-def _orientation(image: Image.Image) -> int:
-    try:
-        orientation = image.getexif().get(ORIENTATION_TAG, 1)
-    except Exception:  # a damaged EXIF block only loses the rotation, never the image
-        return 1
-    return orientation if isinstance(orientation, int) else 1
-
-
-def _draft_if_jpeg(image: Image.Image) -> None:
-    # Every JPEG-coded file, including the multi-picture JPEGs (MPO) phones write, which Pillow opens as a
-    # JpegImageFile subclass holding the main picture as frame 0: decode the luminance only, at the smallest 1/2^k
-    # scale that keeps the longer side >= WORK_SIDE.
-    if isinstance(image, JpegImagePlugin.JpegImageFile) and _reduction(image.size) > 1:
-        scale = max(image.size) / WORK_SIDE
-        image.draft("L" if image.mode in ("RGB", "L") else image.mode, (int(image.width / scale), int(image.height / scale)))
-
-
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file and decode it, at most ``MAX_PIXELS`` pixels and already reduced for the work ahead.
-
-    JPEGs (and multi-picture JPEGs, MPO, whose first picture is used) are decoded at 1/2, 1/4 or 1/8 scale when
-    that still leaves the longer side at least ``WORK_SIDE`` (Pillow's ``draft``), so a 12-megapixel photo never
-    exists at full size in memory; other formats are decoded whole and at once reduced by an integer factor
-    (:func:`reduce_for_work`). An image that would decode to more than ``MAX_PIXELS`` pixels is refused before
-    decoding. A corrupt file fails here and not later. Multi-frame files give their first frame.
+    """Open and decode an image file, upright (a photo's EXIF rotation applied); a multi-frame file gives its first frame.
 
     Args:
-        path: Any format Pillow reads (PNG, JPEG, MPO, BMP, GIF, TIFF, WebP, ...); a regular file.
-
-    Returns:
-        The decoded image, upright (a phone photo's EXIF rotation applied), its longer side under
-        ``2 * WORK_SIDE``; ``info["source_size"]`` holds the file's own ``(width, height)``.
+        path: Any format Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP, ...).
 
     Raises:
-        ImageError: Missing, a directory, not a regular file (FIFO, device), unreadable, not an image,
-            truncated, or above the pixel limit.
+        ImageError: Missing, a directory, unreadable, not an image, or truncated.
     """
-    source = Path(path)
-    with decoding_errors(str(source)), _open_file(source) as handle:
-        image = Image.open(handle)
-        source_size, orientation = image.size, _orientation(image)
-        _draft_if_jpeg(image)
-        if image.width * image.height > MAX_PIXELS:
-            raise ImageError(
-                f"{source}: {source_size[0]}x{source_size[1]} pixels is above predict's limit of "
-                f"{MAX_PIXELS // 1_000_000} megapixels (MAX_PIXELS); scale it down first"
-            )
-        image.load()
-        image = reduce_for_work(image)
-    # Phones store the camera's rotation in EXIF instead of rotating the pixels; applied after the reduction,
-    # where it costs little.
-    transpose = _EXIF_TRANSPOSE.get(orientation)
-    if transpose is not None:
-        image = image.transpose(transpose)
-    image.info["source_size"] = source_size
-    return image
+    with decoding_errors(str(path)), Image.open(path) as image:
+        return ImageOps.exif_transpose(image)

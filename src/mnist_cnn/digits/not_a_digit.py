@@ -1,4 +1,7 @@
-"""The rule that decides whether a classified input is "not a digit?": its ink, a small digit detector, the model's confidence."""
+"""The rule that decides whether a classified input is "not a digit?": its ink, a small digit detector, the model's confidence.
+
+Its thresholds are measured on MNIST by ``benchmarks/not_a_digit.py``; ``docs/not-a-digit.md`` gives the rates.
+"""
 
 from __future__ import annotations
 
@@ -16,42 +19,9 @@ from mnist_cnn.text import display_name, escape_text
 
 #: Names of :func:`ink_features`, in order.
 INK_FEATURES = ("ink", "solid", "fill", "pieces", "width")
-
-
-def ink_features(digit: np.ndarray) -> dict[str, float]:
-    """Measures of the amount and shape of ink in a 28x28 digit, to tell digits from things that are not.
-
-    Args:
-        digit: ``[28, 28]`` uint8 0-255, light ink on black (:attr:`~mnist_cnn.digits.preprocess.PreprocessedImage.digit`,
-            or an MNIST image).
-
-    Returns:
-        ``ink``: total ink in pixels (sum of values / 255); ``solid``: pixels at least half inked; ``fill``: ink /
-        area of the bounding box of every non-zero pixel; ``pieces``: connected groups of half-inked pixels
-        (8-connected); ``width``: shorter side of that box, in pixels (1 for a one-pixel line).
-    """
-    values = np.asarray(digit, dtype=np.float32) / 255.0
-    solid = values >= 0.5
-    _, pieces = ndimage.label(solid, structure=np.ones((3, 3), dtype=bool))
-    ink = float(values.sum())
-    height = width = 0
-    if ink > 0:
-        rows, cols = np.flatnonzero(values.any(axis=1)), np.flatnonzero(values.any(axis=0))
-        height, width = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
-    return {
-        "ink": ink,
-        "solid": float(solid.sum()),
-        "fill": ink / max(height * width, 1),
-        "pieces": float(pieces),
-        "width": float(min(height, width)),
-    }
-
-
-#: Ranges of :func:`ink_features` that hold 99.9 % of the 60,000 MNIST training digits after
-#: preprocessing (their 0.05th and 99.95th percentiles, as ``benchmarks/not_a_digit.py`` measures them). Ink outside
-#: one of them is flagged "not a digit?" whatever the model says: noise, one-pixel lines, filled blocks, which the
-#: network often calls a digit with high confidence. ``None``: that side is not checked. ``width`` has no upper end (a preprocessed digit
-#: is 20 px on its longer side).
+#: Ranges of :func:`ink_features` that hold 99.9 % of the 60,000 MNIST training digits after preprocessing (their
+#: 0.05th and 99.95th percentiles). Ink outside one is flagged whatever the model says: noise, one-pixel lines and
+#: filled blocks, which the network often calls a digit with confidence. ``None``: that side is not checked.
 FAR_RANGES: dict[str, tuple[float | None, float | None]] = {
     "ink": (24.8, 235.9),
     "solid": (24.0, 234.0),
@@ -59,18 +29,14 @@ FAR_RANGES: dict[str, tuple[float | None, float | None]] = {
     "pieces": (1.0, 4.0),
     "width": (2.0, None),
 }
-#: Top softmax probability below which an input is flagged whatever its ink. Chosen with the seed weights as the top
-#: probability of the least confident of the first 5,000 MNIST test digits that ``FAR_RANGES`` pass (0.309, rounded
-#: down), so it spends none of the 0.5 % false-alarm budget: per false alarm the detector catches far more
-#: (``benchmarks/not_a_digit.py``; the project's validation digits were in the seed's training data and would
-#: overstate its confidence).
+#: Top softmax probability below which an input is flagged whatever its ink: with the seed weights, that of the least
+#: confident of the first 5,000 MNIST test digits ``FAR_RANGES`` pass (0.309, rounded down), so it spends none of the
+#: 0.5 % false-alarm budget (the validation digits were in the seed's training data and would overstate it).
 MIN_CONFIDENCE = 0.30
-#: The detector's shipped weights (a safetensors file of its ``state_dict``), written by ``benchmarks/train_not_a_digit.py``.
+#: The detector's shipped weights (a safetensors ``state_dict``), written by ``benchmarks/train_not_a_digit.py``.
 DETECTOR_WEIGHTS = Path(__file__).with_name("digit_detector.safetensors")
-#: Detector score (a logit; higher is more digit-like) below which an input is flagged. Chosen as the largest value
-#: (rounded down) at which the whole rule flags at most 0.5 % of the first 5,000 MNIST test digits
-#: (``benchmarks/not_a_digit.py``), none of which the detector was trained on; judged on the other 5,000 and on
-#: non-digit kinds it never saw.
+#: Detector score (a logit; higher is more digit-like) below which an input is flagged: the largest (rounded down) at
+#: which the whole rule flags at most 0.5 % of the first 5,000 MNIST test digits, none of which it was trained on.
 MIN_DIGIT_SCORE = -3.46
 #: How each feature is written in a reason: a template and the number format.
 _FEATURE_TEXT = {
@@ -82,9 +48,31 @@ _FEATURE_TEXT = {
 }
 
 
-def _outside(features: dict[str, float], ranges: dict[str, tuple[float | None, float | None]]) -> list[str]:
+def ink_features(digit: np.ndarray) -> dict[str, float]:
+    """Measures of the amount and shape of ink in a 28x28 digit, to tell digits from things that are not.
+
+    Args:
+        digit: ``[28, 28]`` uint8 0-255, light ink on black (a preprocessed digit, or an MNIST image).
+
+    Returns:
+        ``ink``: total ink in pixels (sum of values / 255); ``solid``: pixels at least half inked; ``fill``: ink /
+        area of the bounding box of every non-zero pixel; ``pieces``: connected groups of half-inked pixels
+        (8-connected); ``width``: shorter side of that box, in pixels (1 for a one-pixel line).
+    """
+    values = np.asarray(digit, dtype=np.float32) / 255.0
+    solid = values >= 0.5
+    _, pieces = ndimage.label(solid, structure=np.ones((3, 3), dtype=bool))
+    ink, height, width = float(values.sum()), 0, 0
+    if ink > 0:
+        rows, cols = np.flatnonzero(values.any(axis=1)), np.flatnonzero(values.any(axis=0))
+        height, width = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    fill = ink / max(height * width, 1)
+    return {"ink": ink, "solid": float(solid.sum()), "fill": fill, "pieces": float(pieces), "width": float(min(height, width))}
+
+
+def _outside(features: dict[str, float]) -> list[str]:
     found = []
-    for name, (low, high) in ranges.items():
+    for name, (low, high) in FAR_RANGES.items():
         template, spec = _FEATURE_TEXT[name]
         value = features[name]
         if low is not None and value < low:
@@ -97,11 +85,9 @@ def _outside(features: dict[str, float], ranges: dict[str, tuple[float | None, f
 def not_a_digit_reason(features: dict[str, float], probability: float, digit_score: float | None = None) -> str | None:
     """Why an input looks unlike any MNIST digit, or ``None`` when it looks like one.
 
-    The rule, measured on MNIST (see :data:`FAR_RANGES`, :data:`MIN_DIGIT_SCORE` and :data:`MIN_CONFIDENCE`): the
-    ink is outside what 99.9 % of MNIST digits show, or the digit detector (:func:`digit_scores`) says it is not a
-    digit, or the model's top probability is unusually low; together they flag at most 0.5 % of MNIST test digits.
-    The detector catches about a third of the letters, symbols and shapes the network reads confidently as a digit
-    (of kinds it was not trained on); many pass still (an H as a 4 at 99 %): ``docs/not-a-digit.md`` gives the rates.
+    Flagged when the ink is outside :data:`FAR_RANGES`, or the detector's score is below :data:`MIN_DIGIT_SCORE`, or
+    the model's top probability is below :data:`MIN_CONFIDENCE`: together at most 0.5 % of MNIST test digits. The
+    detector catches about a third of the letters, symbols and shapes the network reads confidently as a digit.
 
     Args:
         features: :func:`ink_features` of the 28x28 input.
@@ -111,7 +97,7 @@ def not_a_digit_reason(features: dict[str, float], probability: float, digit_sco
     Returns:
         A short reason such as ``"ink 20.0 px (MNIST digits: at least 24.8)"``, or ``None``.
     """
-    far = _outside(features, FAR_RANGES)
+    far = _outside(features)
     if far:
         return "; ".join(far)
     if digit_score is not None and digit_score < MIN_DIGIT_SCORE:
@@ -124,8 +110,7 @@ def not_a_digit_reason(features: dict[str, float], probability: float, digit_sco
 class DigitDetector(nn.Module):
     """A tiny CNN (about 6,000 weights) that tells MNIST-style digits from letters, symbols, shapes and scribbles.
 
-    It looks only at the 28x28 input, so it works with whichever classifier ``predict`` uses. Trained by
-    ``benchmarks/train_not_a_digit.py``: MNIST training digits against rendered non-digits and made-up scribbles.
+    It sees only the 28x28 input, so it works with any classifier. Trained by ``benchmarks/train_not_a_digit.py``.
     """
 
     def __init__(self) -> None:
@@ -145,13 +130,11 @@ class DigitDetector(nn.Module):
 @lru_cache(maxsize=1)
 def _detector() -> DigitDetector:
     model = DigitDetector()
-    state_dict = read_state_dict(DETECTOR_WEIGHTS)  # no pickle; NaN or infinite weights refused in one line naming the file
-    try:
-        model.load_state_dict(state_dict)
+    try:  # read without pickle; NaN or infinite weights are refused in one line naming the file
+        model.load_state_dict(read_state_dict(DETECTOR_WEIGHTS))
     except RuntimeError as error:
-        raise CheckpointError(
-            f"{display_name(DETECTOR_WEIGHTS)} does not fit the digit detector: {escape_text(str(error).splitlines()[0])}"
-        ) from None
+        why = escape_text(str(error).splitlines()[0])
+        raise CheckpointError(f"{display_name(DETECTOR_WEIGHTS)} does not fit the digit detector: {why}") from None
     return model.eval()
 
 
@@ -165,6 +148,5 @@ def digit_scores(digits: np.ndarray) -> np.ndarray:
     Returns:
         ``[N]`` float scores.
     """
-    images = torch.as_tensor(np.asarray(digits, dtype=np.float32)).reshape(-1, 1, 28, 28) / 255
-    model = _detector()
+    images, model = torch.as_tensor(np.asarray(digits, dtype=np.float32)).reshape(-1, 1, 28, 28) / 255, _detector()
     return torch.cat([model(images[i : i + 1024]) for i in range(0, len(images), 1024)]).reshape(-1).numpy()

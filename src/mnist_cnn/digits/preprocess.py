@@ -1,10 +1,4 @@
-"""Digit images prepared the way MNIST was made: grayscale, inverted to light-on-dark, cropped, scaled, centred.
-
-MNIST digits are light ink on a black background, cropped to the ink, scaled so the longer side is
-20 px (anti-aliased), and placed in a 28x28 frame with the centre of mass in the middle. A photo of a
-digit written on paper is none of that, so :func:`preprocess` repeats those steps on any image (files are
-opened by :mod:`mnist_cnn.digits.decode`).
-"""
+"""Digit images prepared the way MNIST was made: grayscale, light ink on black, cropped, scaled to 20 px, centred in 28x28."""
 
 from __future__ import annotations
 
@@ -14,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mnist_cnn.digits.decode import WORK_SIDE, load_image, reduce_for_work
+from mnist_cnn.digits.decode import load_image
 from mnist_cnn.errors import ImageError
 from mnist_cnn.mnist import IMAGE_SIZE
 
@@ -36,10 +30,10 @@ DESPECKLE_MIN_SIDE = 64
 
 @dataclass
 class PreprocessedImage:
-    """Every step from an image file to the model's 28x28 input, so a notebook can show them side by side.
+    """Every step from an image to the model's 28x28 input, so a notebook can show them side by side.
 
     Attributes:
-        grayscale: The image as loaded, ``[H, W]`` float 0-255 (transparency composited, not inverted).
+        grayscale: The image, ``[H, W]`` float 0-255 (transparency composited, not inverted).
         inverted: Whether the background was light (dark ink on paper) and the image was inverted.
         background: The background level of ``grayscale`` (median of the border pixels), 0-255.
         ink: ``[H, W]`` float 0-1, light ink on black, background and noise removed, contrast stretched.
@@ -47,8 +41,7 @@ class PreprocessedImage:
         cropped: ``ink`` cut to ``box``.
         resized: ``cropped`` scaled so its longer side is 20 px.
         digit: ``[28, 28]`` uint8 0-255, ``resized`` centred by its centre of mass: what MNIST would hold.
-        source_size: ``(width, height)`` of the file before it was reduced for the work (``grayscale`` is the
-            reduced image), or ``None`` when the input was an array.
+        source_size: ``(width, height)`` of the file (as its opener recorded it) or image; ``None`` for an array.
     """
 
     grayscale: np.ndarray
@@ -63,44 +56,31 @@ class PreprocessedImage:
 
 
 def _high_bit_depth_peak(values: np.ndarray) -> float:
-    """The white level of an integer or float image: the largest value its inferred bit depth can hold.
+    """The white level of an integer or float image: the most its bit depth (inferred from its largest value) holds.
 
-    A 16-bit PNG from a 12-bit sensor holds 0-4095; dividing by 65535 would make it look nearly black (blank).
-    The bit depth is inferred from the largest value actually used (8 bits at least); float images whose values
-    stay within 0-1 are on a unit scale.
+    A 16-bit PNG from a 12-bit sensor holds 0-4095: dividing by 65535 would make it look blank. Floats within 0-1 are unit.
     """
     top = float(values.max(initial=0))
     if values.dtype.kind == "f" and top <= 1.0:
         return 1.0
-    if top <= 255:
-        return 255.0
-    bits = min(32, int(np.ceil(np.log2(top + 1))))
-    return float(2**bits - 1)
+    return 255.0 if top <= 255 else float(2 ** min(32, int(np.ceil(np.log2(top + 1)))) - 1)
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
-    """Convert any Pillow image to ``[H, W]`` float32 luminance 0-255, compositing away transparency.
+    """Convert any Pillow image to ``[H, W]`` float32 luminance 0-255 (Pillow's ``convert("L")``), transparency composited.
 
-    Transparent pixels get a background chosen so the ink stays visible: when most of the image is
-    transparent (a drawing exported from an app), the visible pixels are the ink, so the background is
-    white for dark ink and black for light ink; when most of it is opaque (a photo with transparent
-    corners), the visible pixels are mostly paper, so the background takes the paper's colour.
-    High-bit-depth images (``I;16``, ``I``, ``F``) are scaled from the range their bit depth holds,
-    inferred from the largest value used (a 12-bit image in a 16-bit PNG is scaled from 0-4095).
+    Transparent pixels get a background that keeps the ink visible: when most of the image is transparent (a
+    drawing exported from an app) the visible pixels are the ink, so white behind dark ink and black behind light
+    ink; when most is opaque (a photo with transparent corners) the paper's colour. ``I;16``, ``I`` and ``F``
+    images are scaled from the range their bit depth holds (a 12-bit image in a 16-bit PNG from 0-4095).
 
     Args:
         image: Any mode: 1, L, P, RGB, RGBA, LA, CMYK, I;16, I, F, ...
-
-    Returns:
-        Luminance (ITU-R 601-2, Pillow's ``convert("L")``).
     """
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        values = np.asarray(image).astype(np.float32)
-        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-        np.clip(values, 0, None, out=values)
+        values = np.clip(np.nan_to_num(np.asarray(image).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0), 0, None)
         return np.clip(values * (255.0 / _high_bit_depth_peak(values)), 0, 255).astype(np.float32)
-    has_alpha = "A" in image.mode or "a" in image.mode or "transparency" in image.info
-    if not has_alpha:
+    if not ("A" in image.mode or "a" in image.mode or "transparency" in image.info):
         return np.asarray(image.convert("L"), dtype=np.float32)
     rgba = image.convert("RGBA")
     alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
@@ -109,36 +89,17 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
         return gray
     visible = alpha >= 0.5
     if visible.mean() < 0.5:
-        ink_level = float((gray * alpha).sum() / max(alpha.sum(), 1e-6))
-        fill = 255.0 if ink_level < 128 else 0.0
+        fill = 255.0 if float((gray * alpha).sum() / max(alpha.sum(), 1e-6)) < 128 else 0.0
     else:
         fill = float(np.median(gray[visible]))
     return (gray * alpha + fill * (1.0 - alpha)).astype(np.float32)
 
 
-def _border(values: np.ndarray) -> np.ndarray:
-    # A band ~2% of the shorter side wide: wide enough that a few stray dark pixels do not decide it.
-    band = max(1, min(values.shape) // 50)
-    return np.concatenate([values[:band].ravel(), values[-band:].ravel(), values[:, :band].ravel(), values[:, -band:].ravel()])
-
-
-def _ink_mask(ink: np.ndarray) -> np.ndarray:
-    mask = ink > INK_THRESHOLD
-    if min(mask.shape) >= DESPECKLE_MIN_SIDE:
-        # A 3x3 median drops isolated specks (dust, JPEG noise) that would stretch the bounding box,
-        # while strokes several pixels wide survive. Thin strokes that vanish keep the unfiltered mask.
-        filtered = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MedianFilter(3))) > 0
-        if filtered.any():
-            mask = filtered
-    return mask
-
-
 def _place_by_centre_of_mass(resized: np.ndarray) -> np.ndarray:
     height, width = resized.shape
     total = float(resized.sum())
-    rows, cols = np.arange(height), np.arange(width)
-    centre_row = float((resized.sum(axis=1) * rows).sum() / total)
-    centre_col = float((resized.sum(axis=0) * cols).sum() / total)
+    centre_row = float((resized.sum(axis=1) * np.arange(height)).sum() / total)
+    centre_col = float((resized.sum(axis=0) * np.arange(width)).sum() / total)
     # Shift by whole pixels like MNIST, but never so far that ink leaves the frame.
     top = int(np.clip(round(CENTRE - centre_row), 0, IMAGE_SIZE - height))
     left = int(np.clip(round(CENTRE - centre_col), 0, IMAGE_SIZE - width))
@@ -148,15 +109,12 @@ def _place_by_centre_of_mass(resized: np.ndarray) -> np.ndarray:
 
 
 def _grayscale_of(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """The input as ``[H, W]`` float32 0-255 and its source size (``None`` for arrays), reduced for the work."""
-    source_size = None
+    """The input as ``[H, W]`` float32 0-255, and its size (``None`` for arrays)."""
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image)
+    source_size = None
     if isinstance(image, Image.Image):
-        source_size = image.info.get("source_size", image.size)
-        if max(image.size) >= 2 * WORK_SIDE:
-            image = reduce_for_work(image)
-        grayscale = to_grayscale(image)
+        source_size, grayscale = image.info.get("source_size", image.size), to_grayscale(image)
     else:
         grayscale = np.asarray(image, dtype=np.float32)
         if grayscale.ndim != 2:
@@ -168,7 +126,10 @@ def _grayscale_of(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> t
 
 def _light_ink(grayscale: np.ndarray) -> tuple[np.ndarray, float, bool]:
     """Light ink on black, 0-1, contrast stretched and the noise floor removed; the background level; inverted?"""
-    background = float(np.median(_border(grayscale)))
+    # The background is the border: a band ~2% of the shorter side wide, so a few stray dark pixels do not decide it.
+    band = max(1, min(grayscale.shape) // 50)
+    border = (grayscale[:band], grayscale[-band:], grayscale[:, :band], grayscale[:, -band:])
+    background = float(np.median(np.concatenate([part.ravel() for part in border])))
     inverted = background > 127.5
     ink = 255.0 - grayscale if inverted else grayscale.copy()
     level = 255.0 - background if inverted else background
@@ -183,7 +144,12 @@ def _light_ink(grayscale: np.ndarray) -> tuple[np.ndarray, float, bool]:
 
 def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
     """``(top, left, bottom, right)`` of the ink, refusing a blank or a speck."""
-    mask = _ink_mask(ink)
+    mask = ink > INK_THRESHOLD
+    if min(mask.shape) >= DESPECKLE_MIN_SIDE:
+        # A 3x3 median drops isolated specks (dust, JPEG noise) that would stretch the bounding box, while strokes
+        # several pixels wide survive. Thin strokes that vanish keep the unfiltered mask.
+        filtered = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MedianFilter(3))) > 0
+        mask = filtered if filtered.any() else mask
     if not mask.any():
         raise ImageError("no digit found: the ink is too faint or too small")
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -209,14 +175,13 @@ def _scale_to_box(cropped: np.ndarray) -> np.ndarray:
 def preprocess(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> PreprocessedImage:
     """Turn a digit image of any size and polarity into an MNIST-style 28x28 digit.
 
-    Steps: grayscale; invert when the border (the background) is light; stretch the contrast so the
-    background is 0 and the ink 1; crop to the ink's bounding box; scale the longer side to 20 px
-    (Lanczos, anti-aliased); paste into 28x28 with the centre of mass at the centre.
+    Steps: grayscale; invert when the border (the background) is light; stretch the contrast so the background is
+    0 and the ink 1; crop to the ink's bounding box; scale the longer side to 20 px (Lanczos, anti-aliased); paste
+    into 28x28 with the centre of mass at the centre.
 
     Args:
-        image: A file path, a Pillow image, or a ``[H, W]`` array of 0-255 values. Files and Pillow images are
-            first reduced so their longer side is under ``2 * WORK_SIDE`` (:func:`~mnist_cnn.digits.decode.load_image`,
-            :func:`~mnist_cnn.digits.decode.reduce_for_work`).
+        image: A file path (opened by :func:`~mnist_cnn.digits.decode.load_image`), a Pillow image, or a ``[H, W]``
+            array of 0-255 values.
 
     Returns:
         Every intermediate step; ``.digit`` is the result.

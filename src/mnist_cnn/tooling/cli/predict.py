@@ -2,11 +2,11 @@
 
 Example: ``python -m mnist_cnn.predict --checkpoint models/default/model.pt my_digit.jpg scans/ --top-k 3``
 
-Directories are expanded to their image files by :mod:`mnist_cnn.tooling.cli.sources`. The images are prepared
-as MNIST was made (:mod:`mnist_cnn.digits.preprocess`) and classified by :mod:`mnist_cnn.digits.inference` as a
-stream (each image is reduced to 28x28 as soon as it is read, so memory stays flat in the number of files); this
-module only parses arguments and prints. File names are printed escaped, and output never fails on a name that is
-not valid UTF-8.
+Directories are expanded to their image files by :mod:`mnist_cnn.tooling.cli.sources`. Each file is opened within
+bounds (:mod:`mnist_cnn.tooling.safety.images`), prepared as MNIST was made (:mod:`mnist_cnn.digits.preprocess`) and
+classified as a stream (:mod:`mnist_cnn.tooling.cli.stream`: each image is reduced to 28x28 as soon as it is read,
+so memory stays flat in the number of files); this module only parses arguments and prints. File names are printed
+escaped, and output never fails on a name that is not valid UTF-8.
 """
 
 from __future__ import annotations
@@ -15,18 +15,36 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mnist_cnn.devices import DEVICE_CHOICES
 from mnist_cnn.mnist import NUM_CLASSES
-from mnist_cnn.text import escape_output
+from mnist_cnn.text import display_name, escape_text
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
-from mnist_cnn.tooling.cli.args import ArgumentParser, number_argument, positive_int, run_cli
+from mnist_cnn.tooling.cli.args import ArgumentParser, escape_output, number_argument, positive_int, run_cli
+
+if TYPE_CHECKING:
+    from mnist_cnn.digits.inference import Prediction
 
 
 def top_k_count(text: str) -> int:
     """``argparse`` type: how many digits to list, 1 to 10."""
     return number_argument(text, whole=True, low=1, high=NUM_CLASSES)
+
+
+def json_entry(result: Prediction) -> dict[str, Any]:
+    """A result as ``--json`` prints it: ``file`` and ``error`` (escaped), ``digit``, ``probability``, ``top_k`` (dicts),
+    ``not_a_digit`` (bool) and ``not_a_digit_reason``."""
+    return {
+        "file": display_name(result.file),
+        "digit": result.digit,
+        "probability": result.probability,
+        "top_k": [{"digit": d, "probability": p} for d, p in result.top_k],
+        "not_a_digit": result.not_a_digit is not None,
+        "not_a_digit_reason": result.not_a_digit,
+        "error": None if result.error is None else escape_text(result.error),
+    }
 
 
 def build_parser() -> ArgumentParser:
@@ -57,8 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     escape_output()
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
-    from mnist_cnn.digits.inference import format_prediction, iter_predictions
+    from mnist_cnn.digits.inference import format_prediction
     from mnist_cnn.tooling.cli.sources import prediction_inputs
+    from mnist_cnn.tooling.cli.stream import iter_predictions
     from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
     # run_cli prints any error in one escaped line, so a path with a newline or an escape sequence is safe to quote
@@ -71,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for result in iter_predictions(checkpoint, inputs, top_k=args.top_k, batch_size=args.batch_size):
         total += 1
         if args.json:
-            print(("\n" if total == 1 else ",\n") + json.dumps(result.to_dict()), end="")
+            print(("\n" if total == 1 else ",\n") + json.dumps(json_entry(result)), end="")
         elif result.ok:
             print(format_prediction(result), flush=True)
         if not result.ok:

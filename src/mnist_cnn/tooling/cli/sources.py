@@ -72,7 +72,7 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def prediction_inputs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path | Prediction]:
-    """What :func:`~mnist_cnn.digits.inference.iter_predictions` is given for the command line's paths, lazily.
+    """What :func:`~mnist_cnn.tooling.cli.stream.iter_predictions` is given for the command line's paths, lazily.
 
     Args:
         paths: Files and directories, in the order given.

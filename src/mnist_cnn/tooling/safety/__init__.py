@@ -1,1 +1,1 @@
-"""Safeguards for what arrives from disk: checkpoints read within bounds, MNIST's files fetched and checked."""
+"""Safeguards for what arrives from disk: checkpoints and image files read within bounds, MNIST's files fetched and checked."""
