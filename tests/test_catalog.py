@@ -8,24 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
 import pytest
 
-matplotlib.use("Agg")
-
-from mnist_cnn import MODELS_DIR  # noqa: E402
-from mnist_cnn.catalog import (  # noqa: E402
-    COLUMNS,
-    CURVE_COLUMNS,
-    OLD_FORMAT_NOTE,
-    find_runs,
-    learning_curves,
-    plot_learning_curves,
-    runs_table,
-)
-from mnist_cnn.checkpoint import build_payload, save_checkpoint  # noqa: E402
-from mnist_cnn.model import build_model  # noqa: E402
+from mnist_cnn import MODELS_DIR
+from mnist_cnn.catalog import COLUMNS, CURVE_COLUMNS, OLD_FORMAT_NOTE, find_runs, learning_curves, runs_table
+from mnist_cnn.checkpoint import build_payload, save_checkpoint
+from mnist_cnn.model import build_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -198,13 +187,6 @@ def test_learning_curves_use_validation_accuracy_else_test(models: Path) -> None
     old = curves[curves["run"] == "default"]
     assert list(old["eval_acc"]) == [0.985, 0.9947] and set(old["eval_split"]) == {"test"}
     assert list(learning_curves(models, runs=["fast-1"])["run"].unique()) == ["fast-1"]
-
-
-def test_plot_learning_curves_labels_runs_without_validation(models: Path) -> None:
-    fig = plot_learning_curves(learning_curves(models), runs=["fast-1", "default"])
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["fast-1", "default (test acc: no val split)"]
-    assert len(fig.axes[0].lines) >= 2 and len(fig.axes[1].lines) >= 2
 
 
 def run_compare(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""A model's predictions over a split, and what they show: accuracy with its interval, confusion, per-class metrics, mistakes."""
+"""A model's predictions over a split, and what they show: accuracy and its interval, confusion, per-class metrics, top losses."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnist_cnn.engine import Batches, autocast
 from mnist_cnn.mnist import CLASS_NAMES, NUM_CLASSES
 
-if TYPE_CHECKING:  # pandas and scikit-learn load only where a table or a matrix is made: predict needs neither
+if TYPE_CHECKING:  # pandas, scikit-learn and scipy load where a table, a matrix or an interval is made: predict needs none
     import pandas as pd
+
+    from mnist_cnn.engine import Batches
 
 
 @dataclass
@@ -41,33 +42,16 @@ class Predictions:
 
 
 @torch.inference_mode()
-def predict(
-    model: nn.Module,
-    batches: Batches,
-    device: torch.device,
-    *,
-    autocast_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> Predictions:
-    """Run the model over every batch (batched, not one image at a time) and collect its predictions.
-
-    Args:
-        model: The network; put in eval mode.
-        batches: Iterable of ``(images, labels)``.
-        device: Where to compute (the model must be there already).
-        autocast_dtype: ``torch.bfloat16`` for mixed precision, else ``None``.
-        channels_last: Feed images in channels-last memory format.
+def predict(model: nn.Module, batches: Batches, device: torch.device) -> Predictions:
+    """Run the model (put in eval mode; already on ``device``) over every batch of ``(images, labels)``.
 
     Returns:
         The labels, the predicted digits and the probabilities (float32, on the CPU), in the batches' order.
     """
     model.eval()
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
     targets, probabilities = [], []
     for images, labels in batches:
-        with autocast(device, autocast_dtype):
-            logits = model(images.to(device, non_blocking=True, memory_format=memory_format))
-        probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
+        probabilities.append(torch.softmax(model(images.to(device, non_blocking=True)).float(), dim=1).cpu())
         targets.append(labels.cpu())
     probs = torch.cat(probabilities)
     return Predictions(targets=torch.cat(targets), predicted=probs.argmax(dim=1), probabilities=probs)
@@ -81,77 +65,44 @@ def confusion(predictions: Predictions) -> np.ndarray:
 
 
 def per_class_report(predictions: Predictions) -> pd.DataFrame:
-    """Precision, recall (= per-class accuracy), F1 and support of each digit, from scikit-learn.
-
-    Returns:
-        One row per digit, indexed ``"0"`` to ``"9"``.
-    """
+    """Precision, recall (= per-class accuracy), F1 and support of each digit (scikit-learn's), one row per digit ``"0"``-``"9"``."""
     import pandas as pd
     from sklearn.metrics import classification_report
 
-    report = classification_report(
-        predictions.targets.numpy(),
-        predictions.predicted.numpy(),
-        labels=list(range(NUM_CLASSES)),
-        target_names=list(CLASS_NAMES),
-        output_dict=True,
-        zero_division=0,
-    )
-    table = pd.DataFrame({name: report[name] for name in CLASS_NAMES}).T
-    table["support"] = table["support"].astype(int)
+    labels = list(range(NUM_CLASSES))
+    targets, predicted = predictions.targets.numpy(), predictions.predicted.numpy()
+    report = classification_report(targets, predicted, labels=labels, target_names=list(CLASS_NAMES), output_dict=True, zero_division=0)
+    table = pd.DataFrame({name: report[name] for name in CLASS_NAMES}).T.astype({"support": int})
     table.index.name = "digit"
     return table
 
 
 def most_confident_mistakes(predictions: Predictions, count: int = 25) -> torch.Tensor:
-    """Indices of the misclassified examples, most confident first: the most instructive mistakes.
-
-    Args:
-        predictions: A model's predictions with their true labels.
-        count: How many to return at most.
-
-    Returns:
-        int64 indices into ``predictions``.
-    """
+    """Indices (int64) of at most ``count`` misclassified examples, most confident first: the most instructive mistakes."""
     wrong = (~predictions.correct).nonzero().squeeze(1)
     return wrong[predictions.confidence[wrong].argsort(descending=True)][:count]
 
 
-def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a proportion such as an accuracy (95 % with the default ``z``).
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval ``(low, high)`` of ``correct`` successes in ``total`` trials, such as an accuracy (scipy's).
 
-    Unlike the normal approximation (``p ± z·sqrt(p(1-p)/n)``) it stays inside [0, 1] and keeps its coverage
-    when the proportion is close to 1, as a good model's accuracy is.
+    Unlike the normal approximation (``p ± z·sqrt(p(1-p)/n)``) it stays inside [0, 1] and keeps its coverage when the
+    proportion is close to 1, as a good model's accuracy is. Not ``0 <= correct <= total`` with ``total >= 1``: ``ValueError``.
+    """
+    from scipy.stats import binomtest
 
-    Args:
-        correct: Successes (e.g. test images classified correctly).
-        total: Trials (test images); at least 1.
-        z: Standard normal quantile of the confidence level (1.96 for 95 %).
+    interval = binomtest(correct, total).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def most_confused_pairs(matrix: np.ndarray, count: int = 5) -> list[tuple[int, int, int]]:
+    """The off-diagonal cells of a confusion matrix (row = true, column = predicted) with the most examples.
 
     Returns:
-        ``(low, high)``, both in [0, 1].
+        At most ``count`` ``(true, predicted, examples)`` triples, most examples first, then by true and predicted
+        class; cells with no examples are left out.
     """
-    if total < 1 or not 0 <= correct <= total:
-        raise ValueError(f"need 0 <= correct <= total and total >= 1, got {correct} of {total}")
-    p = correct / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * float(np.sqrt(p * (1 - p) / total + z * z / (4 * total * total))) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def most_confused_pairs(confusion_matrix_: np.ndarray, count: int = 5) -> list[tuple[int, int, int]]:
-    """The off-diagonal cells of a confusion matrix with the most examples.
-
-    Args:
-        confusion_matrix_: ``[C, C]`` counts, row = true class, column = predicted class.
-        count: How many pairs at most.
-
-    Returns:
-        ``(true, predicted, examples)`` triples, most examples first (ties: lower true class, then lower
-        predicted class first); cells with no examples are left out.
-    """
-    matrix = np.asarray(confusion_matrix_)
+    matrix = np.asarray(matrix)
     rows, cols = np.nonzero(matrix * (1 - np.eye(*matrix.shape, dtype=matrix.dtype)))
     pairs = [(int(t), int(p), int(matrix[t, p])) for t, p in zip(rows, cols, strict=True)]
     return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:count]
@@ -159,21 +110,13 @@ def most_confused_pairs(confusion_matrix_: np.ndarray, count: int = 5) -> list[t
 
 def example_losses(predictions: Predictions) -> torch.Tensor:
     """Each example's cross-entropy, ``-log p(true digit)`` (the probability clamped at 1e-12 so it stays finite)."""
-    true_probs = predictions.probabilities.gather(1, predictions.targets[:, None]).squeeze(1)
-    return -true_probs.clamp_min(1e-12).log()
+    return -predictions.probabilities.gather(1, predictions.targets[:, None]).squeeze(1).clamp_min(1e-12).log()
 
 
 def top_losses(predictions: Predictions, count: int = 25) -> torch.Tensor:
-    """Indices of the examples with the largest loss (the lowest probability on the true digit), largest first.
+    """Indices of the ``count`` examples with the largest loss (the least probability on the true digit), largest first.
 
-    The view fastai calls "top losses": unlike :func:`most_confident_mistakes` it ranks by how little the model
-    believed the right answer, so it can include an example classified correctly but only just.
-
-    Args:
-        predictions: A model's predictions with their true labels.
-        count: How many to return at most.
-
-    Returns:
-        int64 indices into ``predictions``.
+    Unlike the most confident mistakes, this ranks by how little the model believed the right answer, so it can
+    include an example classified correctly but only just (fastai's "top losses").
     """
     return example_losses(predictions).argsort(descending=True, stable=True)[:count]

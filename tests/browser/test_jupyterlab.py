@@ -306,7 +306,7 @@ def test_notebook_1_runs_in_jupyterlab(jupyterlab: Server):
         images = page.evaluate(IMAGES_OF_CELL, "plot_digit_grid")
         assert images, "the digit grid cell shows no image"
         grid = images[0]
-        # 5x5 digits of 1.6 inches: hundreds of pixels each way, a little taller than wide.
+        # 5x5 digits of 2 inches: hundreds of pixels each way, a little taller than wide.
         assert grid["complete"] and grid["width"] >= 400 and grid["height"] >= 400, grid
 
         figure = page.locator(".jp-CodeCell", has_text="plot_digit_grid").locator(".jp-OutputArea-output img").first

@@ -14,10 +14,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from mnist_cnn import data as mnist_data
-from mnist_cnn.analysis import Predictions, confusion, most_confident_mistakes, per_class_report, predict
+from mnist_cnn.analysis import Predictions, confusion, example_losses, most_confident_mistakes, per_class_report, predict
 from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.mnist import CLASS_NAMES
-from mnist_cnn.plots import plot_digit_grid, prediction_captions
+from mnist_cnn.plots import plot_digit_grid
 
 
 @dataclass
@@ -62,11 +62,8 @@ def evaluate_model(
     batches = mnist_data.memory_batches(test, batch_size, input_scaling)
     model = model.to(device)
     predictions = predict(model, batches, device)
-    # Mean cross-entropy from the stored probabilities (fp32), clamped so a certain mistake stays finite.
-    true_probs = predictions.probabilities.gather(1, predictions.targets[:, None]).squeeze(1)
-    loss = (-true_probs.clamp_min(1e-12).log()).mean().item()
     return EvaluationResult(
-        loss=loss,
+        loss=example_losses(predictions).mean().item(),  # from the stored fp32 probabilities; a certain mistake stays finite
         accuracy=predictions.accuracy,
         predictions=predictions,
         confusion=confusion(predictions),
@@ -139,7 +136,10 @@ def plot_mistakes(mistakes: Mistakes, title: str = "Most confident mistakes", nc
         title: Figure title.
         ncols: Digits per row.
     """
-    captions = prediction_captions(mistakes.labels, mistakes.predicted, mistakes.confidence)
+    captions = [
+        f"true {int(label)} / pred {int(guess)}\n{float(sure):.0%} sure"
+        for label, guess, sure in zip(mistakes.labels, mistakes.predicted, mistakes.confidence, strict=True)
+    ]
     return plot_digit_grid(mistakes.images, mistakes.labels, mistakes.predicted, captions=captions, ncols=ncols, title=title)
 
 
