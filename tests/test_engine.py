@@ -122,17 +122,6 @@ def test_train_returns_history_with_epoch_zero_and_learns() -> None:
     assert state.step_history["step"] == [10, 20, 30]
 
 
-def test_training_state_round_trips() -> None:
-    state = engine.TrainingState(epoch=2, step=20)
-    state.history["epoch"] += [0, 1, 2]
-    state.step_history["step"].append(10)
-    again = engine.TrainingState.from_dict(state.to_dict())
-    assert again == state
-    old_format = {"epoch": 1, "optimizer": {}, "scheduler": None, "rng": {}, "history": {"epoch": [0, 1]}}
-    restored = engine.TrainingState.from_dict(old_format)
-    assert restored.history == {"epoch": [0, 1]} and restored.step == 0 and restored.step_history["step"] == []
-
-
 def test_bf16_autocast_channels_last_and_augmentation_train() -> None:
     model = VGG(hidden_units=8, batch_norm=True).to(memory_format=torch.channels_last)
     parts = parts_for(

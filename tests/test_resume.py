@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from collections.abc import Callable
@@ -14,11 +15,12 @@ import torch
 from mnist_cnn import files, reproducibility
 from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_payload, save_checkpoint
 from mnist_cnn.config import TrainConfig
+from mnist_cnn.engine import TrainingState
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.model import VGG
 from mnist_cnn.runs import RunOptions, TrainResult, save_run
 from mnist_cnn.tooling.runctl.controls import Controls, fit_controlled
-from mnist_cnn.tooling.runctl.resume import resume_config
+from mnist_cnn.tooling.runctl.resume import resume_config, set_rng_state, training_state_from
 from mnist_cnn.tooling.runctl.signals import StopOnRequest
 
 TIMING_KEYS = ("train_seconds", "load_seconds", "total_seconds")
@@ -60,7 +62,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def quiet_fit(config: TrainConfig, should_stop: Callable[[], bool] | None = None, **options: Any) -> TrainResult:
     callbacks = [StopOnRequest(should_stop)] if should_stop is not None else []
-    controls = Controls(resume=options.pop("resume", None))
+    controls = Controls(checkpoint=options.pop("checkpoint_path", None), resume=options.pop("resume", None))
     return fit_controlled(config, RunOptions(device="cpu", quiet=True, **options), controls, callbacks)
 
 
@@ -180,9 +182,19 @@ def test_rng_state_round_trips() -> None:
     generator = torch.Generator().manual_seed(3)
     state = reproducibility.rng_state(generator)
     expected = (random.random(), torch.rand(3), torch.rand(2, generator=generator))
-    reproducibility.set_rng_state(state, generator)
+    set_rng_state(state, generator)
     assert random.random() == expected[0]
     assert torch.equal(torch.rand(3), expected[1]) and torch.equal(torch.rand(2, generator=generator), expected[2])
+
+
+def test_training_state_round_trips() -> None:
+    state = TrainingState(epoch=2, step=20)
+    state.history["epoch"] += [0, 1, 2]
+    state.step_history["step"].append(10)
+    assert training_state_from(dataclasses.asdict(state)) == state
+    old_format = {"epoch": 1, "optimizer": {}, "scheduler": None, "rng": {}, "history": {"epoch": [0, 1]}}
+    restored = training_state_from(old_format)
+    assert restored.history == {"epoch": [0, 1]} and restored.step == 0 and restored.step_history["step"] == []
 
 
 def test_deterministic_mode_restores_previous_settings() -> None:

@@ -15,6 +15,7 @@ from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
 from mnist_cnn.run_data import load_data
 from mnist_cnn.runs import RunOptions, fit, result_from, save_run
+from mnist_cnn.tooling.runctl.controls import SaveCheckpoint
 
 
 def test_in_memory_presets_train_on_55000_and_validate_on_the_held_out_5000(data_dir: Path) -> None:
@@ -67,9 +68,9 @@ def test_fit_reports_the_last_good_checkpoint_when_validation_diverges(data_dir:
                     for parameter in run.model.parameters():
                         parameter.fill_(float("nan"))
 
-    options = RunOptions(data_dir=str(data_dir), device="cpu", quiet=True, checkpoint_path=tmp_path / "last.pt")
+    options = RunOptions(data_dir=str(data_dir), device="cpu", quiet=True)
     with pytest.raises(TrainingDiverged) as caught:
-        fit(config, options, [BreakAfterEpochTwo()])
+        fit(config, options, [BreakAfterEpochTwo(), SaveCheckpoint(tmp_path / "last.pt")])
     assert caught.value.epoch == 2 and caught.value.checkpoint_epoch == 1
     assert caught.value.checkpoint_path == tmp_path / "last.pt"
     assert load_checkpoint(tmp_path / "last.pt").payload["training_state"]["epoch"] == 1

@@ -1,16 +1,6 @@
-"""The optional parts of a training run, each a :class:`~mnist_cnn.engine.Callback` a run can add or leave out.
-
-======================  ==========  ====================================================================
-callback                ``order``   what it does, and at which events
-======================  ==========  ====================================================================
-:class:`ProgressBar`    0           a tqdm bar over each epoch's batches (``before_epoch``, ``after_step``, ``after_fit``)
-:class:`PrintEpochs`    0           one line of losses and accuracies per epoch (``after_epoch``)
-:class:`LivePlot`       0           redraws the learning curves in a notebook (``after_step``, ``after_epoch``)
-:class:`SaveCheckpoint` 50          writes a resumable checkpoint at every epoch boundary (``after_epoch``)
-======================  ==========  ====================================================================
-
-The command line adds two of its own (:mod:`mnist_cnn.tooling.runctl`): stopping on Ctrl-C and other signals
-(order 90, asked last) and the opt-in adaptive thread policy (order -10, first).
+"""The optional parts of a training run, each a :class:`~mnist_cnn.engine.Callback` a run can add or leave out:
+a progress bar, a line per epoch and live learning curves. The command line adds its own (``tooling/runctl``):
+the per-epoch checkpoint, stopping on Ctrl-C and other signals, and the thread policy.
 """
 
 from __future__ import annotations
@@ -19,14 +9,11 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from mnist_cnn.checkpoint import save_checkpoint
 from mnist_cnn.engine import Callback, Run
-from mnist_cnn.run_record import run_metrics, run_payload, snapshot
 
 
 def progress_wanted() -> bool:
@@ -74,43 +61,18 @@ class PrintEpochs(Callback):
         )
 
 
-class SaveCheckpoint(Callback):
-    """Writes a resumable checkpoint (model, recipe, curves, optimizer, schedule, random states) after every epoch,
-    and records it as ``run.checkpoint``, the state to resume from if training stops.
-
-    It runs after the callbacks that change the run (``order`` 50), so what they recorded in ``run.facts`` is saved.
-
-    Args:
-        path: Where to write; replaced atomically each time.
-    """
-
-    order = 50
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def after_epoch(self, run: Run) -> None:
-        if run.config is None:
-            raise ValueError("SaveCheckpoint needs a run that knows its recipe: build the Run with config=...")
-        state = snapshot(run.state, run.parts, run.generator, run.facts)
-        metrics = run_metrics(run.config, run.state, run.facts)
-        save_checkpoint(self.path, run_payload(run.network, run.config, state, metrics))
-        run.checkpoint = (self.path, run.state.epoch)
-
-
 class LivePlot(Callback):
     """Learning curves redrawn in place in a notebook while training runs.
 
-    It redraws :func:`mnist_cnn.plots.plot_history` every ``every`` new per-step rows (but no more often than
-    every ``min_seconds``) and at every epoch's end, replacing one output in the notebook (IPython's
-    ``display_id``), so nbconvert and nbval keep the last drawing. Outside IPython it draws nothing until
-    :meth:`figure` is asked for.
+    It redraws :func:`mnist_cnn.plots.plot_history` at every epoch's end and every ``every`` new per-step rows (at most
+    once per ``min_seconds``), replacing one output (IPython's ``display_id``), so nbconvert and nbval keep the last
+    drawing. Outside IPython it draws nothing until :meth:`figure` is asked for.
 
     Args:
         every: Redraw after this many new per-step rows (each row is ``log_every`` steps).
         label_smoothing: Passed on to :func:`~mnist_cnn.plots.plot_history` for the loss label.
-        min_seconds: Least time between two redraws within an epoch: redrawing every 50 steps made an epoch
-            of ``default`` in notebook 3 about a quarter slower than without the plot.
+        min_seconds: Least time between two redraws within an epoch: redrawing every 50 steps made an epoch of
+            ``default`` in notebook 3 about a quarter slower.
     """
 
     def __init__(self, every: int = 5, label_smoothing: float | None = None, min_seconds: float = 3.0) -> None:
@@ -119,8 +81,7 @@ class LivePlot(Callback):
         self.min_seconds = min_seconds
         self.draws = 0
         self._handle: Any = None
-        self._drawn_at = (-1, -1)
-        self._drawn_time = -math.inf
+        self._drawn_rows, self._drawn_time = -1, -math.inf
 
     def after_step(self, run: Run) -> None:
         self._maybe_draw(run, epoch_ended=False)
@@ -129,11 +90,11 @@ class LivePlot(Callback):
         self._maybe_draw(run, epoch_ended=True)
 
     def _maybe_draw(self, run: Run, epoch_ended: bool) -> None:
-        rows, epochs = len(run.state.step_history["step"]), len(run.state.history["epoch"])
-        too_soon = rows - self._drawn_at[0] < self.every or time.monotonic() - self._drawn_time < self.min_seconds
+        rows = len(run.state.step_history["step"])
+        too_soon = rows - self._drawn_rows < self.every or time.monotonic() - self._drawn_time < self.min_seconds
         if not epoch_ended and too_soon:
             return
-        self._drawn_at, self._drawn_time = (rows, epochs), time.monotonic()
+        self._drawn_rows, self._drawn_time = rows, time.monotonic()
         try:  # IPython comes with Jupyter; the package itself does not need it
             from IPython import get_ipython
             from IPython.display import display

@@ -1,14 +1,13 @@
-"""The checkpoint file format: a model with its record in one safetensors file, written atomically and loaded back into a model.
+"""The checkpoint format: a model with its record in one safetensors file, written atomically and loaded back into a model.
 
-A checkpoint is a :mod:`mnist_cnn.tensor_record` file: every tensor of the payload :func:`build_payload` makes
-(weights, optimizer moments, random states) is a safetensors tensor, the rest is JSON in its metadata; reading it
-runs no pickle. This module reads what the study itself wrote; files a user names go through the commands' bounded
-reader, :func:`mnist_cnn.tooling.safety.safe_load.read_checkpoint_file`, which also reads the seed's ``mnist_VGG.pth``.
+A checkpoint is a :mod:`mnist_cnn.tensor_record` file of the payload :func:`build_payload` makes; reading it runs no
+pickle. This module reads what the study wrote; files a user names go through the commands' bounded reader
+(``tooling/safety/safe_load``), which also reads the seed's ``mnist_VGG.pth``.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import os
 import platform
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_tensors
 from torch import nn
 
@@ -32,27 +31,12 @@ from mnist_cnn.text import display_name, escape_text
 #: What ``payload["format"]`` says in every checkpoint this project writes, and the version it writes (1 was a torch pickle).
 CHECKPOINT_FORMAT = "mnist-cnn-checkpoint"
 CHECKPOINT_VERSION = 2
-#: What the seed project's bare ``state_dict`` (``mnist_VGG.pth``) stands for.
-SEED_ARCH = "vgg"
-SEED_INPUT_SCALING = "unit"
-#: The longest safetensors header (tensor table and record) read: a real one is a few hundred KB.
-MAX_HEADER_BYTES = 64 << 20
+#: What the seed project's bare ``state_dict`` (``mnist_VGG.pth``) stands for: the architecture and input scaling.
+SEED_ARCH, SEED_INPUT_SCALING = "vgg", "unit"
 #: What a checkpoint records about its run besides the model, each empty unless given.
 RECORD_FIELDS = ("config", "history", "step_history", "metrics", "training_state")
-
+#: Reads a file into its payload: :func:`read_payload`, or the commands' bounded reader.
 Reader = Callable[[Path], dict[str, Any]]
-
-
-def versions() -> dict[str, str]:
-    """Library versions recorded in every checkpoint."""
-    import torchvision  # here, not at the top: loading a checkpoint to predict does not need it
-
-    return {
-        "mnist_cnn": mnist_cnn.__version__,
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "python": platform.python_version(),
-    }
 
 
 def build_payload(model: nn.Module, *, arch: str, model_options: dict[str, Any], input_scaling: str, **record: Any) -> dict[str, Any]:
@@ -66,12 +50,18 @@ def build_payload(model: nn.Module, *, arch: str, model_options: dict[str, Any],
         **record: Any of :data:`RECORD_FIELDS`: the training ``config``, the per-epoch ``history``, the per-step
             ``step_history``, the final ``metrics`` and the ``training_state`` to resume from.
 
+    Returns:
+        The payload, with the library versions it was written with.
+
     Raises:
         TypeError: A keyword that is not one of :data:`RECORD_FIELDS` (a programming error, not a user's).
     """
+    import torchvision  # here, not at the top: loading a checkpoint to predict does not need it
+
     unknown = set(record) - set(RECORD_FIELDS)
     if unknown:
         raise TypeError(f"build_payload() got unexpected keywords {sorted(unknown)}")
+    versions = {"mnist_cnn": mnist_cnn.__version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -79,18 +69,14 @@ def build_payload(model: nn.Module, *, arch: str, model_options: dict[str, Any],
         "model_options": dict(model_options),
         "input_scaling": input_scaling,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **{name: record.get(name) or {} for name in RECORD_FIELDS if name != "training_state"},
+        **{name: record.get(name) or {} for name in RECORD_FIELDS[:-1]},
         "training_state": record.get("training_state"),
-        "versions": versions(),
+        "versions": {**versions, "python": platform.python_version()},
     }
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` as a safetensors file, atomically (temporary file, flush, rename): a crash leaves the old file intact.
-
-    Returns:
-        The path written.
-    """
+    """Write ``payload`` to ``path`` atomically (:func:`mnist_cnn.files.atomic_write_bytes`) and return the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target, tensor_record.to_bytes(payload))
@@ -127,7 +113,7 @@ def unreadable(source: Path, why: object = "") -> CheckpointError:
 
 def is_torch_pickle(data: bytes) -> bool:
     """Whether ``data`` opens like a ``torch.save`` file (a zip archive, or the older bare pickle) rather than safetensors."""
-    json_starts = data[tensor_record.LENGTH_BYTES : tensor_record.LENGTH_BYTES + 1] == b"{"  # a safetensors header
+    json_starts = data[8:9] == b"{"  # a safetensors header, after its 8-byte length
     return not json_starts and (data.startswith(b"PK\x03\x04") or data.startswith(b"\x80\x02"))
 
 
@@ -167,8 +153,9 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{display_name(source)} is a torch pickle, not this project's checkpoint format: load it through the command "
                 "line (python -m mnist_cnn.evaluate --checkpoint ...) or read it with torch.load(weights_only=True)"
             )
-        header = tensor_record.read_header(io.BytesIO(data), len(data), MAX_HEADER_BYTES)
-        return _a_record(tensor_record.decode(tensor_record.skeleton_of(header), load_tensors(data)), source)
+        tensors = load_tensors(data)  # safetensors checks the header and where every tensor lies before reading any
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        return _a_record(tensor_record.decode(header.get("__metadata__"), tensors), source)
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -178,9 +165,8 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
         CheckpointError: Missing, not a file, unreadable, or not in this format (a torch pickle included).
     """
     source = Path(path)
-    with _reading(source) as handle:
-        header = tensor_record.read_header(handle, os.fstat(handle.fileno()).st_size, MAX_HEADER_BYTES)
-        return _a_record(tensor_record.decode(tensor_record.skeleton_of(header), None), source)
+    with _reading(source), safe_open(str(source), framework="pt") as opened:
+        return _a_record(tensor_record.decode(opened.metadata(), None), source)
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -240,15 +226,15 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
     Args:
         path: The checkpoint (``model.pt``, ``last.pt``).
         device: Where to put the model.
-        reader: Reads the file into its payload: :func:`read_payload` by default; commands pass the bounded
-            :func:`mnist_cnn.tooling.safety.safe_load.read_checkpoint_file`, which checks every field and reads ``.pth`` files.
+        reader: Reads the file into its payload (default: :func:`read_payload`; the commands pass their bounded reader,
+            which checks every field first and also reads ``.pth`` files).
 
     Returns:
         The model in eval mode with its recorded options, input scaling, metrics and history.
 
     Raises:
-        CheckpointError: The file is missing, corrupt, a torch pickle (for :func:`read_payload`), names a model that cannot
-            be built, does not fit it, or holds NaN or infinite weights; in one line naming the file.
+        CheckpointError: What the reader refuses, a model that cannot be built, weights that do not fit it or that hold
+            NaN or infinite values; in one line naming the file.
     """
     source = Path(path)
     payload = reader(source)

@@ -1,11 +1,8 @@
 """The training loop, read top to bottom: one batch (:func:`train_batch`), one epoch (:func:`train_epoch`), the epochs
 (:func:`train`) and a pass of evaluation (:func:`evaluate`); everything optional around it is a :class:`Callback`.
 
-A :class:`Run` holds what the loop works on (model, training parts, recipe, generator, live counters) and its
-callbacks, which it calls at five named events: ``before_fit``, ``before_epoch``, ``after_step``, ``after_epoch``
-and ``after_fit``. Progress bars, per-epoch lines, checkpoints and live plots are callbacks
-(:mod:`mnist_cnn.callbacks`), and so are the command line's stopping on Ctrl-C and thread policy; the loop itself
-knows none of them. Several processes plug in through ``Run.reduce``, which averages their metrics.
+A :class:`Run` holds what the loop works on and its callbacks, which it calls at five events (:data:`EVENTS`): the
+loop knows no callback, and several processes plug in through ``Run.reduce``, which averages their metrics.
 """
 
 from __future__ import annotations
@@ -20,14 +17,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # torchmetrics takes seconds to import; only training and evaluation need it
-    from torchmetrics.classification import MulticlassAccuracy
-
 from mnist_cnn.errors import TrainingDiverged
 from mnist_cnn.mnist import NUM_CLASSES
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torchmetrics takes seconds to import; only training and evaluation need it
     from pathlib import Path
+
+    from torchmetrics.classification import MulticlassAccuracy
 
     from mnist_cnn.config import TrainConfig
 
@@ -48,9 +44,7 @@ EVENTS = ("before_fit", "before_epoch", "after_step", "after_epoch", "after_fit"
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision in ``dtype`` on ``device``, or nothing when ``dtype`` is ``None``."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
@@ -96,16 +90,11 @@ class TrainParts:
 
 
 def train_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, parts: TrainParts) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on one batch: to the device, augment, forward, loss, backward, step, schedule.
-
-    Args:
-        model: The network, in training mode.
-        images: ``[B, 1, 28, 28]`` float inputs.
-        labels: ``[B]`` int64 digits.
-        parts: Loss, optimizer, schedule, augmentation and precision.
+    """One optimisation step on one batch (``[B, 1, 28, 28]`` images, ``[B]`` labels): to the device, augment, forward,
+    loss, backward, step, schedule.
 
     Returns:
-        The batch's loss (a detached scalar tensor) and logits ``[B, 10]`` (detached).
+        The batch's loss (a scalar) and logits ``[B, 10]``, both detached.
     """
     images, labels = _to_device(images, labels, parts.device, parts.channels_last)
     if parts.augment is not None:
@@ -131,48 +120,32 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> Metrics:
-    """Mean loss and accuracy over ``batches``, in eval mode without gradients.
+    """Mean loss and accuracy of ``model`` over ``batches`` of ``(images, labels)``, in eval mode without gradients.
 
     Args:
         model: The network.
-        batches: Iterable of ``(images, labels)``.
+        batches: The batches.
         device: Where to compute.
         loss_fn: The loss to report (default: plain cross-entropy, whatever the training loss was).
         autocast_dtype: ``torch.bfloat16`` for mixed precision, else ``None``.
         channels_last: Feed images in channels-last memory format.
-
-    Returns:
-        Mean loss and accuracy.
     """
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     model.eval()
-    accuracy = _accuracy_metric(device)
-    loss_sum = torch.zeros((), device=device)
-    seen = 0
+    loss_sum, accuracy, seen = torch.zeros((), device=device), _accuracy_metric(device), 0
     for images, labels in batches:
         images, labels = _to_device(images, labels, device, channels_last)
         with autocast(device, autocast_dtype):
             logits = model(images)
         loss_sum += loss_fn(logits.float(), labels) * len(labels)
-        seen += len(labels)
         accuracy.update(logits, labels)
+        seen += len(labels)
     return (loss_sum / max(seen, 1)).item(), accuracy.compute().item()
-
-
-def new_history() -> History:
-    """An empty per-epoch history with the keys :func:`train` fills."""
-    return {key: [] for key in HISTORY_KEYS}
-
-
-def new_step_history() -> History:
-    """An empty per-step history with the keys :func:`train_epoch` fills."""
-    return {key: [] for key in STEP_HISTORY_KEYS}
 
 
 @dataclass
 class TrainingState:
-    """Where a run stands: the live counters :func:`train` advances (snapshots of the optimizer and random
-    generators are taken only when a checkpoint is written, by :func:`mnist_cnn.run_record.snapshot`).
+    """Where a run stands: the live counters the loop advances (a checkpoint adds the optimizer and random states).
 
     Attributes:
         epoch: Epochs finished.
@@ -183,41 +156,18 @@ class TrainingState:
 
     epoch: int = 0
     step: int = 0
-    history: History = field(default_factory=new_history)
-    step_history: History = field(default_factory=new_step_history)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The counters as plain containers (safe for ``torch.load(weights_only=True)``)."""
-        return {
-            "epoch": self.epoch,
-            "step": self.step,
-            "history": {k: list(v) for k, v in self.history.items()},
-            "step_history": {k: list(v) for k, v in self.step_history.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainingState:
-        """Rebuild from :meth:`to_dict` output (a checkpoint's ``training_state``; other keys are ignored)."""
-        return cls(
-            epoch=int(values["epoch"]),
-            step=int(values.get("step", 0)),
-            history={k: list(v) for k, v in (values.get("history") or new_history()).items()},
-            step_history={k: list(v) for k, v in (values.get("step_history") or new_step_history()).items()},
-        )
+    history: History = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
+    step_history: History = field(default_factory=lambda: {key: [] for key in STEP_HISTORY_KEYS})
 
 
 class Callback:
-    """Something optional around the loop. Override any of the five events; each is called with the :class:`Run`.
+    """Something optional around the loop: override any of the five events, each called with the :class:`Run`.
 
-    ``before_fit`` and ``after_fit`` bracket :func:`train` (``after_fit`` also when training stops early, so a
-    callback can tidy up); ``before_epoch`` and ``after_epoch`` bracket each epoch (``after_epoch`` also after the
-    untrained model's epoch-0 row); ``after_step`` follows every optimizer step. A callback stops training by
-    raising :class:`mnist_cnn.errors.TrainingStopped`, and reports what it did through the run (``run.facts``,
-    ``run.checkpoint``) or its own attributes.
-
-    Callbacks run in ascending :attr:`order`, those of equal order in the order they were added: the ones that
-    change the run (0 and below) before the ones that record it (:class:`~mnist_cnn.callbacks.SaveCheckpoint`, 50),
-    and a request to stop last (90).
+    ``after_fit`` also runs when training stops early, so a callback can tidy up; ``after_epoch`` also follows the
+    untrained model's epoch-0 row. A callback stops training by raising :class:`mnist_cnn.errors.TrainingStopped`,
+    and reports through the run (``run.facts``, ``run.checkpoint``) or its own attributes. Callbacks run in ascending
+    :attr:`order`, those of equal order as added: the ones that change the run (0 and below) before the one that
+    writes checkpoints (50), and a request to stop last (90).
     """
 
     #: Where this callback runs among the others at each event (lower first).
@@ -239,11 +189,6 @@ class Callback:
         """Training ended, finished or not."""
 
 
-def single_process(metrics: Metrics, examples: int) -> Metrics:
-    """The :data:`Reduce` of a run in one process: its metrics are already everyone's."""
-    return metrics
-
-
 @dataclass
 class Run:
     """What the loop trains and what every callback sees.
@@ -252,13 +197,13 @@ class Run:
         model: The network (or a multi-process wrapper of it), on ``parts.device``.
         parts: Loss, optimizer, schedule, augmentation and precision.
         epochs: Total number of epochs (counting any already done).
-        state: The live counters: a fresh :class:`TrainingState`, or one restored to resume.
+        state: The live counters: fresh, or restored to resume.
         callbacks: Called at each event, by their ``order``.
         config: The recipe being trained (``None`` for a loop assembled by hand).
         generator: The data generator (shuffling and augmentation draw from it), recorded in checkpoints.
         steps_per_epoch: Batches in one training epoch (``None`` when unknown), for progress bars.
         log_every: Record a ``step_history`` row every this many steps.
-        reduce: Averages a process's metrics with the other processes' (:func:`single_process` by default).
+        reduce: Averages a process's metrics with the other processes' (``None``: the only process).
         facts: What the run records about itself (device, precision, threads...): callbacks may add to it.
         checkpoint: The last resumable checkpoint as ``(path, epoch)``, once one is written or resumed from.
     """
@@ -272,7 +217,7 @@ class Run:
     generator: torch.Generator | None = None
     steps_per_epoch: int | None = None
     log_every: int = 10
-    reduce: Reduce = single_process
+    reduce: Reduce | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     checkpoint: tuple[Path, int] | None = None
 
@@ -288,15 +233,11 @@ class Run:
 
     def average(self, metrics: Metrics, batches: Any) -> Metrics:
         """``metrics`` of this process's share of ``batches`` averaged over every process's examples."""
-        return self.reduce(metrics, getattr(batches, "num_examples", 0))
+        return metrics if self.reduce is None else self.reduce(metrics, getattr(batches, "num_examples", 0))
 
 
 def train_epoch(run: Run, batches: Batches) -> Metrics:
     """Train for one pass over ``batches``, recording the mean loss and learning rate every ``run.log_every`` steps.
-
-    Args:
-        run: The model, parts and counters; ``run.state.step`` and ``step_history`` advance.
-        batches: Training batches (``len()`` gives their number).
 
     Returns:
         This process's mean training loss and accuracy over the pass (on the augmented batches, in training mode).
@@ -306,8 +247,7 @@ def train_epoch(run: Run, batches: Batches) -> Metrics:
     """
     model, parts, state = run.model, run.parts, run.state
     model.train()
-    accuracy = _accuracy_metric(parts.device)
-    loss_sum, seen = torch.zeros((), device=parts.device), 0
+    loss_sum, accuracy, seen = torch.zeros((), device=parts.device), _accuracy_metric(parts.device), 0
     # the logging window restarts with every epoch, so a run resumed at an epoch boundary logs the same rows
     window, last = [], len(batches) - 1  # type: ignore[arg-type]
     for index, (images, labels) in enumerate(batches):
@@ -315,8 +255,8 @@ def train_epoch(run: Run, batches: Batches) -> Metrics:
         loss, logits = train_batch(model, images, labels, parts)
         state.step += 1
         loss_sum += loss * len(labels)
-        seen += len(labels)
         accuracy.update(logits, labels.to(parts.device))
+        seen += len(labels)
         window.append(loss)
         if len(window) == run.log_every or index == last:
             record_step(state, torch.stack(window).mean().item(), lr)
@@ -342,16 +282,11 @@ def record_step(state: TrainingState, mean_loss: float, lr: float) -> None:
 
 
 def train(run: Run, train_batches: Batches, val_batches: Batches) -> TrainingState:
-    """Train until ``run.epochs``, measuring the validation split after every epoch.
+    """Train until ``run.epochs``, measuring the validation split (never the test set) after every epoch.
 
-    When nothing has been trained yet, the untrained model is measured first, giving an epoch-0 row.
-    Each later row holds that epoch's running training loss/accuracy and the validation loss/accuracy
-    after it; ``seconds`` is the wall time of the training pass alone.
-
-    Args:
-        run: The model, parts, counters and callbacks.
-        train_batches: Training batches, reshuffled on each iteration.
-        val_batches: Validation batches (never the test set).
+    When nothing has been trained yet, the untrained model is measured first, giving an epoch-0 row. Each later row
+    holds that epoch's running training loss and accuracy and the validation ones after it; ``seconds`` is the wall
+    time of the training pass alone.
 
     Returns:
         ``run.state``, after the last epoch.
@@ -378,8 +313,8 @@ def train(run: Run, train_batches: Batches, val_batches: Batches) -> TrainingSta
 
 
 def measure(run: Run, batches: Batches, loss_fn: nn.Module | None = None) -> Metrics:
-    """:func:`evaluate` the run's model on ``batches`` in its precision, averaged over every process."""
-    parts = run.parts  # a multi-process wrapper trains; the network itself evaluates
+    """:func:`evaluate` the run's network on ``batches`` in its precision, averaged over every process."""
+    parts = run.parts
     metrics = evaluate(
         run.network, batches, parts.device, loss_fn=loss_fn, autocast_dtype=parts.autocast_dtype, channels_last=parts.channels_last
     )
@@ -390,9 +325,9 @@ def record_epoch(run: Run, train_metrics: Metrics, val_metrics: Metrics, seconds
     """Append ``run.state.epoch``'s row to the history, then call every callback's ``after_epoch``.
 
     Raises:
-        TrainingDiverged: A loss or accuracy is NaN or infinite. The last steps of an epoch can break the model
-            after its training losses were recorded, and only the validation split shows it: the row is then
-            neither recorded nor seen by a callback, so no checkpoint of the broken model is written.
+        TrainingDiverged: A loss or accuracy is NaN or infinite. The last steps of an epoch can break the model after
+            its training losses were recorded, and only the validation split shows it: the row is then neither
+            recorded nor seen by a callback, so no checkpoint of the broken model is written.
     """
     if not all(math.isfinite(value) for value in (*train_metrics, *val_metrics)):
         raise TrainingDiverged(

@@ -8,47 +8,23 @@ import json
 import math
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from mnist_cnn.errors import ConfigError
-
-
-def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` if needed and check files can be written there.
-
-    Raises:
-        ConfigError: The directory cannot be created or written to.
-    """
-    directory = Path(path)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise ConfigError(f"cannot write to output directory {directory}: {error.strerror or error}") from None
-    return directory
-
 
 def _temporary_beside(target: Path) -> tuple[Path, int]:
-    """Create an empty, new temporary file next to ``target`` (mode 0666 less the umask, like any new file)."""
+    """A new, empty temporary file beside ``target``, with mode 0666 less the umask like any new file (not mkstemp's 0600)."""
     for _ in range(100):
         candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
+        with contextlib.suppress(FileExistsError):
             return candidate, os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
     raise FileExistsError(errno.EEXIST, "cannot create a temporary file", str(target.parent))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the complete new one.
+    """Write ``data`` to ``path`` through a temporary file beside it, flushed to disk and renamed over ``path``.
 
-    The bytes go to a temporary file beside ``path`` (created with mode 0666 less the umask, so 0644
-    usually, like files other programs write), which is flushed to disk and renamed over ``path``.
-    On any failure (a full disk, a permission, an interrupt) the temporary file is removed and
-    ``path`` is left as it was.
+    On any failure (a full disk, a permission, an interrupt) the temporary file is removed and ``path`` is left as it was.
 
     Raises:
         OSError: The write failed; its ``filename`` is ``path``, so the message names the file meant.
@@ -60,8 +36,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                written = os.write(fd, view)
-                view = view[written:]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -83,10 +58,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def strict_json_value(value: Any) -> Any:
-    """``value`` with every NaN or infinite float (also inside dicts, lists and tuples) replaced by ``None``.
-
-    Strict JSON has no NaN or Infinity; Python's ``json`` would write them as bare words other parsers refuse.
-    """
+    """``value`` with every NaN or infinite float (also inside dicts, lists and tuples) replaced by ``None``: strict JSON has neither."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -98,5 +70,5 @@ def strict_json_value(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike[str], payload: Any) -> None:
     """Write ``payload`` as indented, strict JSON (non-finite numbers become ``null``), atomically."""
-    text = json.dumps(strict_json_value(payload), indent=2, sort_keys=False, allow_nan=False)
+    text = json.dumps(strict_json_value(payload), indent=2, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode())

@@ -1,4 +1,4 @@
-"""Reproducibility: seeding every random generator, capturing and restoring their states, deterministic kernels."""
+"""Reproducibility: seeding every random generator, capturing their states, deterministic kernels."""
 
 from __future__ import annotations
 
@@ -12,32 +12,25 @@ import torch
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python's and torch's random generators.
-
-    Args:
-        seed: Any integer.
+    """Seed Python's and torch's random generators (every CUDA device's included).
 
     Returns:
-        A fresh ``torch.Generator`` seeded with ``seed``, for data shuffling that does not
-        depend on how many random numbers model initialisation consumed.
+        A fresh ``torch.Generator`` seeded with ``seed``, for data shuffling that does not depend on how many random
+        numbers model initialisation consumed.
     """
     random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Capture every random state training draws from, as tensors and plain lists (a checkpoint keeps them as tensors and JSON).
+    """Every random state training draws from, as tensors and plain lists (NumPy's is not: training never draws from it).
 
     Args:
-        generator: The data-shuffling/augmentation generator, if any.
+        generator: The data-shuffling and augmentation generator, if any.
 
     Returns:
-        ``{"torch": ..., "cuda": [...] or None, "python": [version, [ints], gauss], "generator": ... or None}``: Python's
-        state as lists, not the tuples ``random.getstate`` gives, which :func:`set_rng_state` turns back. (NumPy's
-        generator is not captured: training never draws from it.)
+        ``{"torch": ..., "cuda": [...] or None, "python": [version, [ints], gauss], "generator": ... or None}``.
     """
     version, internal, gauss = random.getstate()
     return {
@@ -49,29 +42,14 @@ def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
-    """Restore what :func:`rng_state` captured (the CUDA part only where CUDA is available)."""
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if generator is not None and state.get("generator") is not None:
-        generator.set_state(state["generator"])
-
-
 @contextlib.contextmanager
 def deterministic_mode(enabled: bool) -> Iterator[None]:
-    """Within the block, make torch pick deterministic kernels (or not), then restore the previous settings.
+    """Within the block, make torch pick deterministic kernels (or leave its defaults), then restore the previous settings.
 
-    Enabled: ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an op without a deterministic
-    kernel warns rather than stopping a long run), cuDNN deterministic with autotuning off, and the
-    cuBLAS workspace setting CUDA needs for reproducible matrix products. Torch's filling of every new
-    ``torch.empty`` tensor with NaN, which deterministic mode also switches on, is left off: it only
+    Enabled: deterministic algorithms that warn rather than stop a long run where an op has no deterministic kernel,
+    cuDNN deterministic without autotuning, and the cuBLAS workspace CUDA needs for reproducible matrix products.
+    Filling every new ``torch.empty`` tensor with NaN, which deterministic mode also switches on, stays off: it only
     exposes reads of uninitialised memory (none here) and costs about a tenth of the CPU time.
-
-    Args:
-        enabled: Turn deterministic mode on (``False`` leaves torch's defaults in place).
     """
     previous = (
         torch.are_deterministic_algorithms_enabled(),
@@ -81,11 +59,9 @@ def deterministic_mode(enabled: bool) -> Iterator[None]:
         torch.utils.deterministic.fill_uninitialized_memory,  # type: ignore[attr-defined]
     )
     if enabled:
-        # must be set before cuBLAS initialises; harmless on machines without CUDA
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS initialises; harmless without CUDA
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     try:
         yield

@@ -1,16 +1,14 @@
-"""A training run from start to finish: :func:`fit` prepares a recipe's parts, runs the loop with its callbacks,
-then measures the test set once; :func:`save_run` writes the result and :func:`load_or_train` reads it back.
-
-``fit()`` reads in three parts: :func:`prepare` (settings, random state, data, model, parts), the epoch loop of
-:func:`mnist_cnn.engine.train` with the run's callbacks, and :func:`finish` (the test set, measured once, after every
-choice was made on the validation split). The command line plugs its controls into seams ``fit`` offers: steps
-taken between preparing and training (resuming a checkpoint), callbacks (signals, the thread policy) and
+"""A training run from start to finish: :func:`fit` in three parts (:func:`prepare`, the loop of
+:func:`mnist_cnn.engine.train`, :func:`finish`: the test set measured once), what a run records (:func:`result_from`),
+:func:`save_run` and :func:`load_or_train`. The command line plugs its controls into the seams ``fit`` offers: steps
+between preparing and training (resuming), callbacks (the per-epoch checkpoint, signals, the thread policy) and
 :class:`Processes` (several processes under ``torchrun``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,18 +20,17 @@ import torch
 from torch import nn
 
 from mnist_cnn import MODEL_FILE, MODELS_DIR, engine
-from mnist_cnn.callbacks import PrintEpochs, ProgressBar, SaveCheckpoint, progress_wanted
-from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from mnist_cnn.callbacks import PrintEpochs, ProgressBar, progress_wanted
+from mnist_cnn.checkpoint import LoadedCheckpoint, build_payload, load_checkpoint, save_checkpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.devices import select_device
-from mnist_cnn.engine import Callback, History, Reduce, Run, single_process
+from mnist_cnn.engine import Callback, History, Reduce, Run
 from mnist_cnn.errors import TrainingDiverged, TrainingStopped
 from mnist_cnn.files import write_json
 from mnist_cnn.presets import get_preset
 from mnist_cnn.recipe import build_parts, model_for
-from mnist_cnn.reproducibility import deterministic_mode, seed_everything
+from mnist_cnn.reproducibility import deterministic_mode, rng_state, seed_everything
 from mnist_cnn.run_data import load_data
-from mnist_cnn.run_record import run_metrics, run_payload, snapshot
 
 
 @dataclass(frozen=True)
@@ -43,13 +40,13 @@ class Processes:
     Attributes:
         rank: This process's index, 0 to ``world_size - 1``; process 0 prints and writes files.
         world_size: Number of processes; each trains on its share of every batch.
-        reduce: Averages one process's metrics with the others'.
+        reduce: Averages one process's metrics with the others' (``None``: nothing to average).
         wrap: Wraps the model for training in several processes (e.g. in ``DistributedDataParallel``).
     """
 
     rank: int = 0
     world_size: int = 1
-    reduce: Reduce = single_process
+    reduce: Reduce | None = None
     wrap: Callable[[nn.Module], nn.Module] | None = None
 
     @property
@@ -58,6 +55,8 @@ class Processes:
         return self.rank == 0
 
 
+#: The metrics a run records from its last epoch, and the history key each comes from.
+LAST_EPOCH_METRICS = {"val_accuracy": "val_acc", "val_loss": "val_loss", "train_accuracy": "train_acc", "train_loss": "train_loss"}
 #: A step :func:`fit` takes between preparing a run and training it (restoring a checkpoint's state is one).
 Step = Callable[[Run], None]
 
@@ -70,17 +69,15 @@ class RunOptions:
         data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
         quiet: No progress bars or per-epoch lines (by default: bars in terminals and notebooks, lines always).
-        checkpoint_path: Where to write a resumable checkpoint at every epoch boundary (``None``: nowhere).
-        deterministic: Deterministic kernels (``None``: on for the CPU, off elsewhere); restored afterwards.
-        steps: Taken in order between preparing and training, each with the :class:`~mnist_cnn.engine.Run`
-            (the command line's ``--resume`` restores a checkpoint's state this way).
+        deterministic: Deterministic kernels (``None``: on for the CPU, where they cost little, off elsewhere);
+            restored afterwards.
+        steps: Taken in order between preparing and training, each with the :class:`~mnist_cnn.engine.Run`.
         processes: This process's place among several (default: the only one).
     """
 
     data_dir: str | None = None
     device: str | torch.device = "auto"
     quiet: bool = False
-    checkpoint_path: Path | None = None
     deterministic: bool | None = None
     steps: Sequence[Step] = ()
     processes: Processes = field(default_factory=Processes)
@@ -88,12 +85,12 @@ class RunOptions:
 
 @dataclass
 class TrainResult:
-    """What :func:`fit` produces: the model, its recipe, final metrics and the resumable state after the last epoch."""
+    """What :func:`fit` produces: the model, its recipe, its metrics and the state to resume from after the last epoch."""
 
     model: nn.Module
     config: TrainConfig
     metrics: dict[str, Any]
-    #: Counters, curves, optimizer, schedule and random states (:func:`mnist_cnn.run_record.snapshot`).
+    #: Counters, curves, optimizer, schedule and random states (what ``--resume`` restores).
     training_state: dict[str, Any]
 
     @property
@@ -107,18 +104,13 @@ class TrainResult:
         return self.training_state["step_history"]
 
 
-def default_deterministic(device: torch.device) -> bool:
-    """Whether :func:`fit` runs in deterministic mode when not told: on the CPU yes (it costs little there), elsewhere no."""
-    return device.type == "cpu"
-
-
 def fit(config: TrainConfig, options: RunOptions | None = None, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train a model as ``config`` says, judging it on the validation split, then measure it once on the test set.
 
     Args:
         config: A preset from :func:`~mnist_cnn.presets.get_preset` or a custom :class:`~mnist_cnn.config.TrainConfig`.
-        options: Where and how to run (:class:`RunOptions`; default: all defaults).
-        callbacks: More :class:`~mnist_cnn.engine.Callback` s (e.g. :class:`~mnist_cnn.callbacks.LivePlot`).
+        options: Where and how to run (default: all defaults).
+        callbacks: More :class:`~mnist_cnn.engine.Callback` s, after a progress bar and a line per epoch unless ``quiet``.
 
     Returns:
         The trained model, its metrics (``val_accuracy``, ``val_loss``, ``test_accuracy``, ``test_loss``,
@@ -126,18 +118,21 @@ def fit(config: TrainConfig, options: RunOptions | None = None, callbacks: Seque
 
     Raises:
         TrainingStopped: The loss diverged or a callback stopped training; its ``checkpoint_path`` and
-            ``checkpoint_epoch`` name the last resumable checkpoint (``None`` if there is none).
+            ``checkpoint_epoch`` name the last resumable checkpoint (``run.checkpoint``; ``None`` if there is none).
     """
     options = options or RunOptions()
     config.validate()
     device = options.device if isinstance(options.device, torch.device) else select_device(options.device)
-    deterministic = default_deterministic(device) if options.deterministic is None else options.deterministic
+    deterministic = device.type == "cpu" if options.deterministic is None else options.deterministic
     with deterministic_mode(deterministic), keeping_threads():
         run, data = prepare(config, options, device)
         run.facts["deterministic"] = deterministic
         for step in options.steps:
             step(run)
-        add_callbacks(run, options, callbacks)
+        if options.processes.is_main and not options.quiet:
+            run.callbacks += [ProgressBar()] if progress_wanted() else []
+            run.callbacks.append(PrintEpochs())
+        run.callbacks.extend(callbacks)
         try:
             engine.train(run, data.train, data.val)
             return finish(run, data.test)
@@ -175,20 +170,8 @@ def prepare(config: TrainConfig, options: RunOptions, device: torch.device) -> t
     return run, data
 
 
-def add_callbacks(run: Run, options: RunOptions, extra: Sequence[Callback]) -> None:
-    """Give the run the callbacks ``options`` asks for, then ``extra`` (each runs by its ``order``)."""
-    main = options.processes.is_main
-    if main and not options.quiet:
-        if progress_wanted():
-            run.callbacks.append(ProgressBar())
-        run.callbacks.append(PrintEpochs())
-    if main and options.checkpoint_path is not None:
-        run.callbacks.append(SaveCheckpoint(Path(options.checkpoint_path)))
-    run.callbacks.extend(extra)
-
-
 def finish(run: Run, test_batches: engine.Batches) -> TrainResult:
-    """Measure the test set once, after every choice was made on the validation split, and gather the result.
+    """Measure the test set once and gather the result.
 
     Raises:
         TrainingDiverged: The test loss is NaN or infinite: the model is not a result to save.
@@ -214,28 +197,54 @@ def keeping_threads() -> Iterator[None]:
 
 
 def result_from(run: Run) -> TrainResult:
-    """A :class:`TrainResult` for the run as it stands: trained by :func:`fit`, or step by step (notebook 3).
+    """A :class:`TrainResult` for the run as it stands, trained by :func:`fit` or step by step (notebook 3).
 
-    Its metrics hold the validation numbers of the last epoch; the test set is not measured here.
+    Its metrics hold the last epoch's validation numbers and the run's ``facts`` (the test set is not measured here);
+    its ``training_state`` holds the counters, optimizer, schedule and random states, so the saved run can resume.
 
     Args:
-        run: The run the loop trained; its ``config`` is the recipe it was trained with, and its ``generator``
-            (if any) makes the saved run resumable.
+        run: The trained run; its ``config`` is the recipe it was trained with.
     """
     if run.config is None:
         raise ValueError("result_from() needs a run that knows its recipe: build the Run with config=...")
+    config, parts, history = run.config, run.parts, run.state.history
     facts = {
-        "device": str(run.parts.device),
-        "precision": "bf16-autocast" if run.parts.autocast_dtype is not None else "fp32",
+        "device": str(parts.device),
+        "precision": "bf16-autocast" if parts.autocast_dtype is not None else "fp32",
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         **run.facts,
     }
-    metrics = run_metrics(run.config, run.state, facts)
-    return TrainResult(run.network, run.config, metrics, snapshot(run.state, run.parts, run.generator, facts))
+    metrics = {"preset": config.preset, "seed": config.seed, "epochs": config.epochs}
+    metrics.update({name: history[key][-1] for name, key in LAST_EPOCH_METRICS.items()}, train_seconds=sum(history["seconds"]), **facts)
+    state = {
+        **dataclasses.asdict(run.state),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "rng": rng_state(run.generator),
+        "deterministic": bool(facts["deterministic"]),
+        "world_size": int(facts.get("world_size", 1)),
+    }
+    return TrainResult(run.network, config, metrics, state)
+
+
+def checkpoint_payload(result: TrainResult) -> dict[str, Any]:
+    """The checkpoint of a result (the one place it is built): weights, recipe, curves, metrics and resumable state."""
+    config, state = result.config, result.training_state
+    return build_payload(
+        result.model,
+        arch=config.arch,
+        model_options=config.model_options,
+        input_scaling=config.input_scaling,
+        config=config.to_dict(),
+        history=state["history"],
+        step_history=state["step_history"],
+        metrics=result.metrics,
+        training_state=state,
+    )
 
 
 def save_run(result: TrainResult, out: Path, extra_metrics: dict | None = None) -> tuple[Path, Path]:
-    """Write ``<out>/model.pt`` and ``<out>/metrics.json`` for a finished run.
+    """Write ``<out>/model.pt`` and ``<out>/metrics.json`` for a finished run, with ``extra_metrics`` added to its metrics.
 
     ``model.pt`` carries the run's training state, so the run can be continued later
     (``python -m mnist_cnn.train --resume <out>/model.pt --epochs N``).
@@ -243,10 +252,12 @@ def save_run(result: TrainResult, out: Path, extra_metrics: dict | None = None) 
     Returns:
         The two paths.
     """
-    metrics = {**result.metrics, **(extra_metrics or {})}
-    model_path = save_checkpoint(out / MODEL_FILE, run_payload(result.model, result.config, result.training_state, metrics))
+    result = dataclasses.replace(result, metrics={**result.metrics, **(extra_metrics or {})})
+    model_path = save_checkpoint(out / MODEL_FILE, checkpoint_payload(result))
     metrics_path = out / "metrics.json"
-    write_json(metrics_path, {**metrics, "config": result.config.to_dict(), "history": result.history, "step_history": result.step_history})
+    write_json(
+        metrics_path, {**result.metrics, "config": result.config.to_dict(), "history": result.history, "step_history": result.step_history}
+    )
     return model_path, metrics_path
 
 
@@ -256,9 +267,8 @@ def load_or_train(
     data_dir: str | None = None,
     device: str | torch.device = "cpu",
 ) -> LoadedCheckpoint:
-    """Load ``models/<preset>/model.pt``, training and saving it first if it does not exist yet.
-
-    Lets a notebook that needs a trained model run on its own, in any order.
+    """Load ``models/<preset>/model.pt``, training and saving it first if it does not exist yet, so that a notebook
+    that needs a trained model runs on its own, in any order.
 
     Args:
         preset: Preset to train with when the file is missing.

@@ -51,10 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
-    from mnist_cnn.files import ensure_writable_dir
     from mnist_cnn.text import display_name
     from mnist_cnn.tooling.cli.measure import measure_checkpoint
     from mnist_cnn.tooling.cli.report import check_not_a_run_folder, write_report
+    from mnist_cnn.tooling.runctl.rundir import ensure_writable_dir
     from mnist_cnn.tooling.safety.mnist_files import ensure_mnist
     from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 

@@ -115,17 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     started = time.perf_counter()
-    from mnist_cnn.files import ensure_writable_dir
     from mnist_cnn.tooling.runctl.controls import fit_controlled
     from mnist_cnn.tooling.runctl.distributed import context_from_env, destroy_process_group
-    from mnist_cnn.tooling.runctl.rundir import claim_run_folder
+    from mnist_cnn.tooling.runctl.rundir import claim_run_folder, ensure_writable_dir
     from mnist_cnn.tooling.runctl.signals import StopOnRequest, StopRequest
     from mnist_cnn.tooling.safety.mnist_files import ensure_mnist
 
     context = context_from_env()
     options, controls, config = run_options(args, context)
     ensure_mnist(args.data_dir)  # the four files there and matching the published MD5s, before anything is written
-    out = ensure_writable_dir(options.checkpoint_path.parent)  # fail before training, not after
+    out = ensure_writable_dir(controls.checkpoint.parent)  # fail before training, not after
     if context.is_main:  # one live run per folder, and never over another run's files without --overwrite
         held.enter_context(claim_run_folder(out, resume=args.resume, overwrite=args.overwrite))
     if not options.quiet:
@@ -187,10 +186,10 @@ def run_options(args: argparse.Namespace, context: DistributedContext) -> tuple[
         data_dir=args.data_dir,
         device=device_for(context, select_device(args.device)),
         quiet=args.quiet or not context.is_main,
-        checkpoint_path=Path(out_dir) / LAST_CHECKPOINT,
         deterministic=deterministic,
     )
-    return options, Controls(threads=args.threads, resume=checkpoint, context=context), config
+    controls = Controls(threads=args.threads, checkpoint=Path(out_dir) / LAST_CHECKPOINT, resume=checkpoint, context=context)
+    return options, controls, config
 
 
 def new_config(preset: str, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, smoke: bool) -> TrainConfig:

@@ -23,7 +23,7 @@ from mnist_cnn.config import TrainConfig
 from mnist_cnn.engine import HISTORY_KEYS, Run, TrainingState, TrainParts
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.recipe import build_parts, model_for
-from mnist_cnn.reproducibility import rng_state, set_rng_state
+from mnist_cnn.reproducibility import rng_state
 from mnist_cnn.text import display_name, escape_text
 from mnist_cnn.tooling.safety.checkpoint_fields import MAX_EPOCHS
 
@@ -135,12 +135,23 @@ def counters(checkpoint: LoadedCheckpoint, epochs: int | None = None) -> Trainin
     if missing:
         raise _invalid(checkpoint, "history", f"it lacks {missing[0]!r}")
     with field_of(checkpoint, "training_state"):
-        state = TrainingState.from_dict({**values, "history": history})
+        state = training_state_from({**values, "history": history})
         if not state.step_history["step"] and checkpoint.step_history:
             state.step_history = {k: list(v) for k, v in checkpoint.step_history.items()}
     if (state.history["epoch"] or [0])[-1] != epoch:
         raise _invalid(checkpoint, "history['epoch']", f"it ends with epoch {state.history['epoch'][-1:]}, the state with epoch {epoch}")
     return state
+
+
+def training_state_from(values: dict[str, Any]) -> TrainingState:
+    """The counters of a checkpoint's ``training_state`` (other keys are ignored; a missing ``step`` or curve reads empty)."""
+    fresh = TrainingState()
+    return TrainingState(
+        epoch=int(values["epoch"]),
+        step=int(values.get("step", 0)),
+        history={k: list(v) for k, v in (values.get("history") or fresh.history).items()},
+        step_history={k: list(v) for k, v in (values.get("step_history") or fresh.step_history).items()},
+    )
 
 
 def restore(checkpoint: LoadedCheckpoint, model: nn.Module, parts: TrainParts, generator: torch.Generator) -> TrainingState:
@@ -165,7 +176,7 @@ def restore(checkpoint: LoadedCheckpoint, model: nn.Module, parts: TrainParts, g
         with field_of(checkpoint, "training_state.scheduler"):
             parts.scheduler.load_state_dict(values["scheduler"])
         _check_scheduler(checkpoint, parts.scheduler)
-    _restore_rng(checkpoint, values.get("rng"), generator)
+    set_rng_state(values.get("rng"), generator, lambda name: field_of(checkpoint, f"training_state.{name}"))
     return state
 
 
@@ -207,19 +218,29 @@ def _check_scheduler(checkpoint: LoadedCheckpoint, scheduler: torch.optim.lr_sch
         raise _invalid(checkpoint, "training_state.scheduler.last_epoch", f"{scheduler.last_epoch} steps taken of a {total}-step schedule")
 
 
-def _restore_rng(checkpoint: LoadedCheckpoint, rng: Any, generator: torch.Generator) -> None:
-    """Every random generator, each part restored on its own so a bad one is named."""
-    with field_of(checkpoint, "training_state.rng"):
+def _any_part(name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def set_rng_state(rng: Any, generator: torch.Generator | None = None, part: Callable[[str], Any] = _any_part) -> None:
+    """Restore the random states :func:`~mnist_cnn.reproducibility.rng_state` captured (CUDA's only where CUDA is available).
+
+    Args:
+        rng: The capture.
+        generator: The data generator, restored when the capture holds its state.
+        part: Wraps the restoring of each part, given its name (``rng.python``...): :func:`field_of` names a bad one.
+    """
+    with part("rng"):
         rng.keys()  # a dict of generators' states
-    with field_of(checkpoint, "training_state.rng.python"):
+    with part("rng.python"):
         version, internal, gauss = rng["python"]
         random.setstate((version, tuple(internal), gauss))
-    with field_of(checkpoint, "training_state.rng.torch"):
+    with part("rng.torch"):
         torch.set_rng_state(rng["torch"])
-    with field_of(checkpoint, "training_state.rng.generator"):
-        if rng.get("generator") is not None:
+    with part("rng.generator"):
+        if generator is not None and rng.get("generator") is not None:
             generator.set_state(rng["generator"])
-    with field_of(checkpoint, "training_state.rng.cuda"):
+    with part("rng.cuda"):
         if rng.get("cuda") is not None and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(rng["cuda"])
 

@@ -1,6 +1,7 @@
 """The output folder of a training run: one live run per folder, never over another run's files unless asked.
 
-Three guards, used by ``python -m mnist_cnn.train``:
+A command's output folder is first checked writable (:func:`ensure_writable_dir`), so it fails before its work, not
+after. Then three guards, used by ``python -m mnist_cnn.train``:
 
 - :func:`check_not_another_run` refuses to start a new run in a folder that already holds a run's
   ``last.pt`` (an interrupted run) or ``model.pt`` (a finished one), unless the user resumes it or says
@@ -23,6 +24,7 @@ import contextlib
 import errno
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,22 @@ RUN_FILES = (LAST_FILE, MODEL_FILE)
 RESULT_FILES = (MODEL_FILE, "metrics.json")
 #: What a result file moved aside is renamed to: ``.replaced.model.pt``, hidden from listings and from compare.
 ASIDE_PREFIX = ".replaced."
+
+
+def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` if needed and check files can be written there.
+
+    Raises:
+        ConfigError: The directory cannot be created or written to.
+    """
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"cannot write to output directory {directory}: {error.strerror or error}") from None
+    return directory
 
 
 def check_not_another_run(out: str | os.PathLike[str], *, resume: str | os.PathLike[str] | None, overwrite: bool) -> None:

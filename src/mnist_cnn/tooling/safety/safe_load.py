@@ -11,6 +11,7 @@ for a zip archive, a bound on what its entries inflate to.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
@@ -41,6 +42,10 @@ MAX_HEADER_BYTES = 16 << 20
 TENSOR_TYPES = frozenset({"F64", "F32", "F16", "BF16", "C64", "I64", "I32", "I16", "I8", "U8", "BOOL"})
 #: The most dimensions a tensor may have (a convolution's weight has 4).
 MAX_DIMENSIONS = 8
+#: The deepest a record may nest (a checkpoint's deepest value, an optimizer's moment, is at 5).
+MAX_DEPTH = 32
+#: Bytes of the little-endian header length that opens every safetensors file.
+LENGTH_BYTES = 8
 
 _KINDS = {
     stat.S_IFDIR: "a directory",
@@ -76,14 +81,45 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _decoded(data: bytes, source: Path) -> dict[str, Any]:
     """The payload of a safetensors checkpoint's bytes, its header bounded and its tensor table checked before any tensor is read."""
     try:
-        header = tensor_record.read_header(io.BytesIO(data), len(data), MAX_HEADER_BYTES)
+        header = read_header(data)
         check_tensor_table(header, source)
-        payload = tensor_record.decode(tensor_record.skeleton_of(header), load_tensors(data))
+        payload = tensor_record.decode(header.get("__metadata__"), load_tensors(data))
+        _check_depth(payload)
     except (ValueError, SafetensorError, RuntimeError, TypeError, OverflowError) as error:
         raise unreadable(source, error) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{display_name(source)} is not a checkpoint: its record is a {type(payload).__name__}, not a dict")
     return payload
+
+
+def read_header(data: bytes) -> dict[str, Any]:
+    """The parsed JSON header of a safetensors file (its tensor table and ``__metadata__``), at most :data:`MAX_HEADER_BYTES`.
+
+    Raises:
+        ValueError: Truncated, a header too long or longer than the file, or not a JSON object.
+    """
+    if len(data) < LENGTH_BYTES:
+        raise ValueError("shorter than a safetensors header")
+    length = int.from_bytes(data[:LENGTH_BYTES], "little")
+    if length > MAX_HEADER_BYTES:
+        raise ValueError(f"its header claims {length:,} bytes, more than the {MAX_HEADER_BYTES:,} allowed")
+    if LENGTH_BYTES + length > len(data):
+        raise ValueError(f"truncated: its header claims {length:,} bytes, the file holds {len(data) - LENGTH_BYTES:,}")
+    try:
+        header = json.loads(data[LENGTH_BYTES : LENGTH_BYTES + length].decode("utf-8"))
+    except RecursionError:
+        raise ValueError("its header nests too deeply to read") from None
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    return header
+
+
+def _check_depth(value: Any, depth: int = 0) -> None:
+    """Refuse a record nested deeper than :data:`MAX_DEPTH` (what plots, tables and ``metrics.json`` can take)."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"its record nests deeper than {MAX_DEPTH} levels")
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ():
+        _check_depth(item, depth + 1)
 
 
 def read_regular_file(source: Path, max_bytes: int) -> bytes:
