@@ -1,8 +1,7 @@
 """Checking numbers a user gave: one helper for every field, option and argument, with one-line messages.
 
-The messages name the field and what it allows: ``epochs must be a whole number at least 1, got 1.5``,
-``epochs must be at least 1, got 0``, ``seed must be at most 2**63-1, got 9223372036854775808``. Booleans are never
-numbers here, although Python counts them as ints.
+Messages name the field and what it allows (``epochs must be a whole number at least 1, got 1.5``); booleans are
+never numbers here, although Python counts them as ints.
 """
 
 from __future__ import annotations

@@ -31,18 +31,13 @@ def select_device(name: str | None = "auto") -> torch.device:
     import torch
 
     name = (name or "auto").lower()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "mps":
-        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    if name in ("cpu", "mps"):
+        if name == "mps" and not mps:
             raise ConfigError("device 'mps' was requested but Apple's MPS backend is not available on this machine")
-        return torch.device("mps")
+        return torch.device(name)
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} was requested but CUDA is not available on this machine")

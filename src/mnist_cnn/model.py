@@ -10,8 +10,6 @@ from torch import nn
 from mnist_cnn.mnist import IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.model_options import check_options
 
-#: Where a VGG with batch norm normalises: after every convolution, or once per block, after its max-pool.
-
 
 def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool, batch_norm_at: str = "conv") -> nn.Sequential:
     every_conv = batch_norm and batch_norm_at == "conv"

@@ -3,18 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-
-
-def escape_output() -> None:
-    """Let stdout and stderr print any text (e.g. a file name that is not valid UTF-8) as escapes instead of failing."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            try:
-                reconfigure(errors="backslashreplace")
-            except (ValueError, OSError):  # a closed or replaced stream (e.g. under pytest's capture)
-                pass
 
 
 def escape_text(text: str) -> str:

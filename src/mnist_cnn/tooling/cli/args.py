@@ -10,7 +10,7 @@ from typing import Any
 
 from mnist_cnn.checks import NumberError, check_number
 from mnist_cnn.errors import MnistCnnError
-from mnist_cnn.text import display_name, escape_output, escape_text
+from mnist_cnn.text import display_name, escape_text
 
 #: The largest ``--seed``: torch seeds are unsigned 64-bit, and 2**63-1 also fits every signed 64-bit field.
 MAX_SEED = 2**63 - 1
@@ -101,6 +101,17 @@ def seed_int(text: str) -> int:
 def learning_rate(text: str) -> float:
     """``argparse`` type: a learning rate, finite, above 0 and at most :data:`MAX_LR`."""
     return number_argument(text, whole=False, low=0, low_open=True, high=MAX_LR)
+
+
+def escape_output() -> None:
+    """Let stdout and stderr print any text (e.g. a file name that is not valid UTF-8) as escapes instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or replaced stream (e.g. under pytest's capture)
+                pass
 
 
 def describe_os_error(error: OSError) -> str:
