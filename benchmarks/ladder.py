@@ -27,8 +27,9 @@ from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import InMemoryBatches
 from mnist_cnn.engine import Callback, Run, evaluate
 from mnist_cnn.presets import get_preset
+from mnist_cnn.results import TrainResult
 from mnist_cnn.run_data import load_data
-from mnist_cnn.runs import RunOptions, TrainResult, fit
+from mnist_cnn.runs import RunOptions, fit
 from mnist_cnn.tta import tta_accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

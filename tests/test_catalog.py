@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 
 from mnist_cnn import MODELS_DIR
-from mnist_cnn.catalog import COLUMNS, CURVE_COLUMNS, OLD_FORMAT_NOTE, find_runs, learning_curves, runs_table
-from mnist_cnn.checkpoint import build_payload, save_checkpoint
 from mnist_cnn.model import build_model
+from mnist_cnn.results import build_payload, save_checkpoint
+from mnist_cnn.tooling.cli.catalog import COLUMNS, CURVE_COLUMNS, OLD_FORMAT_NOTE, find_runs, learning_curves, runs_table
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def new_format(seed: int = 1, val: tuple[float, ...] = (0.95, 0.98, 0.99)) -> dict:
-    """metrics.json as runs.save_run writes it with the validation split (the contract of issue 8)."""
+    """metrics.json as results.save_run writes it with the validation split."""
     epochs = len(val)
     return {
         "preset": "fast",

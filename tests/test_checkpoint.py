@@ -14,9 +14,10 @@ from safetensors import safe_open
 from safetensors.torch import load as load_tensors
 
 from mnist_cnn import tensor_record
-from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_payload, read_record, save_checkpoint
+from mnist_cnn.checkpoint import load_checkpoint, read_payload, read_record
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.model import VGG, SmallCNN
+from mnist_cnn.results import build_payload, save_checkpoint
 from mnist_cnn.tooling.cli.measure import measure_checkpoint
 from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
+from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.model import SmallCNN
+from mnist_cnn.results import build_payload, save_checkpoint
 from mnist_cnn.tooling.cli import train
 from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tooling.runctl.rundir import ASIDE_PREFIX

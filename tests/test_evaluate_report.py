@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from mnist_cnn.checkpoint import build_payload, save_checkpoint
 from mnist_cnn.data import load_split, memory_batches
 from mnist_cnn.model import VGG
+from mnist_cnn.results import build_payload, save_checkpoint
 from mnist_cnn.tooling.cli import evaluate
 from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tta import tta_accuracy

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn import runs
+from mnist_cnn import results
 from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.tooling.cli import train
 from mnist_cnn.tooling.cli.args import run_cli
@@ -22,13 +22,13 @@ def test_sigterm_while_model_pt_is_written_waits_for_the_save(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "run"
-    real_save_run = runs.save_run
+    real_save_run = results.save_run
 
     def save_with_a_signal(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while the final files are being written
         return real_save_run(*args, **kwargs)
 
-    monkeypatch.setattr(runs, "save_run", save_with_a_signal)
+    monkeypatch.setattr(results, "save_run", save_with_a_signal)
     previous = signal.getsignal(signal.SIGTERM)
     try:
         status = run_cli(train.main, [*SMOKE, "--out", str(out)])
@@ -52,7 +52,7 @@ def test_a_run_with_every_epoch_in_last_pt_but_no_model_pt_is_finished_without_t
         raise KeyboardInterrupt  # stands for a kill -9 between the last epoch's last.pt and model.pt
 
     with monkeypatch.context() as patch:
-        patch.setattr(runs, "save_run", killed_while_saving)
+        patch.setattr(results, "save_run", killed_while_saving)
         assert run_cli(train.main, [*SMOKE, "--out", str(out)]) == 130
     last = load_checkpoint(out / "last.pt")
     assert last.payload["training_state"]["epoch"] == 1 and not (out / "model.pt").exists()

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_hostile_checkpoints import resumable_payload
 
-from mnist_cnn.checkpoint import load_checkpoint, save_checkpoint
+from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.digits.drawpad import DrawingPad
 from mnist_cnn.errors import MnistCnnError
+from mnist_cnn.results import save_checkpoint
 from mnist_cnn.tooling.runctl.resume import resume_config
 from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
+from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.files import strict_json_value, write_json
 from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
-from mnist_cnn.runs import TrainResult, save_run
+from mnist_cnn.results import TrainResult, build_payload, save_checkpoint, save_run
 from mnist_cnn.tooling.cli import evaluate
 from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file

@@ -23,13 +23,14 @@ from typing import Any
 import pytest
 import torch
 
-from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
+from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.engine import HISTORY_KEYS
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.model import VGG, build_model
 from mnist_cnn.presets import get_preset
 from mnist_cnn.recipe import build_optimizer, build_scheduler
 from mnist_cnn.reproducibility import rng_state
+from mnist_cnn.results import build_payload, save_checkpoint
 from mnist_cnn.tooling.cli import evaluate, train
 from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tooling.runctl.resume import resume_config, training_state_of

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from mnist_cnn import files
-from mnist_cnn.checkpoint import build_payload, save_checkpoint
 from mnist_cnn.mnist import raw_folder
 from mnist_cnn.model import VGG
+from mnist_cnn.results import build_payload, save_checkpoint
 from mnist_cnn.tooling.cli import evaluate, train
 from mnist_cnn.tooling.cli.args import MAX_SEED, run_cli
 

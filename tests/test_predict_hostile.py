@@ -43,7 +43,8 @@ def checkpoint(tmp_path_factory) -> LoadedCheckpoint:
     if SEED_WEIGHTS.is_file():
         return load_checkpoint(SEED_WEIGHTS, device="cpu", reader=read_checkpoint_file)  # a torch pickle: read as the commands read it
     from mnist_cnn.presets import get_preset
-    from mnist_cnn.runs import RunOptions, fit, save_run
+    from mnist_cnn.results import save_run
+    from mnist_cnn.runs import RunOptions, fit
 
     config = get_preset("fast", train_size=20_000, test_size=1_000, bf16=False, channels_last=False)
     model_path, _ = save_run(fit(config, RunOptions(device="cpu", quiet=True)), tmp_path_factory.mktemp("model"))

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from mnist_cnn import files, reproducibility
-from mnist_cnn.checkpoint import build_payload, load_checkpoint, read_payload, save_checkpoint
+from mnist_cnn.checkpoint import load_checkpoint, read_payload
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.engine import TrainingState
 from mnist_cnn.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.model import VGG
-from mnist_cnn.runs import RunOptions, TrainResult, save_run
+from mnist_cnn.results import TrainResult, build_payload, save_checkpoint, save_run
+from mnist_cnn.runs import RunOptions
 from mnist_cnn.tooling.runctl.controls import Controls, fit_controlled
 from mnist_cnn.tooling.runctl.resume import resume_config, set_rng_state, training_state_from
 from mnist_cnn.tooling.runctl.signals import StopOnRequest

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.catalog import read_run
-from mnist_cnn.checkpoint import build_payload, save_checkpoint
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import SmallCNN
+from mnist_cnn.results import build_payload, save_checkpoint
 from mnist_cnn.tooling.cli import train
 from mnist_cnn.tooling.cli.args import run_cli
+from mnist_cnn.tooling.cli.catalog import read_run
 from mnist_cnn.tooling.runctl.rundir import ASIDE_PREFIX, LOCK_NAME, RunLock, claim_run_folder
 
 SHORT_RUN = ("--preset", "fast", "--smoke", "--epochs", "1", "--quiet")

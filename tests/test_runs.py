@@ -13,8 +13,9 @@ from mnist_cnn.checkpoint import load_checkpoint, read_payload
 from mnist_cnn.errors import TrainingDiverged
 from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
+from mnist_cnn.results import result_from, save_run
 from mnist_cnn.run_data import load_data
-from mnist_cnn.runs import RunOptions, fit, result_from, save_run
+from mnist_cnn.runs import RunOptions, fit
 from mnist_cnn.tooling.runctl.controls import SaveCheckpoint
 
 

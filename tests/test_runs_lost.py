@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from training_process import environment, start_training
 
-from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
+from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import SmallCNN
+from mnist_cnn.results import build_payload, save_checkpoint
 from mnist_cnn.tooling.cli import train
 from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tooling.runctl.rundir import LOCK_NAME, RunLock, check_not_another_run

@@ -25,6 +25,9 @@ MODELS_DIR: Path = ARTIFACTS_ROOT / "models"
 #: writes them as safetensors files; the names keep ``.pt``). Here, not there, so modules that must not load torch can name them.
 MODEL_FILE = "model.pt"
 LAST_FILE = "last.pt"
+#: What ``payload["format"]`` says in every checkpoint this project writes, and the version it writes (1 was a torch pickle).
+CHECKPOINT_FORMAT = "mnist-cnn-checkpoint"
+CHECKPOINT_VERSION = 2
 REPORTS_DIR: Path = ARTIFACTS_ROOT / "reports"
 NOTEBOOKS_DIR: Path = PROJECT_ROOT / "notebooks"
 

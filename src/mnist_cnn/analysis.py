@@ -43,11 +43,7 @@ class Predictions:
 
 @torch.inference_mode()
 def predict(model: nn.Module, batches: Batches, device: torch.device) -> Predictions:
-    """Run the model (put in eval mode; already on ``device``) over every batch of ``(images, labels)``.
-
-    Returns:
-        The labels, the predicted digits and the probabilities (float32, on the CPU), in the batches' order.
-    """
+    """Run the model (put in eval mode; already on ``device``) over ``(images, labels)`` batches; float32 results on the CPU, in order."""
     model.eval()
     targets, probabilities = [], []
     for images, labels in batches:
@@ -98,9 +94,7 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
 def most_confused_pairs(matrix: np.ndarray, count: int = 5) -> list[tuple[int, int, int]]:
     """The off-diagonal cells of a confusion matrix (row = true, column = predicted) with the most examples.
 
-    Returns:
-        At most ``count`` ``(true, predicted, examples)`` triples, most examples first, then by true and predicted
-        class; cells with no examples are left out.
+    At most ``count`` ``(true, predicted, examples)`` triples, most examples first, then by true and predicted class; empty cells left out.
     """
     matrix = np.asarray(matrix)
     rows, cols = np.nonzero(matrix * (1 - np.eye(*matrix.shape, dtype=matrix.dtype)))

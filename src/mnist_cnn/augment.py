@@ -19,11 +19,7 @@ class RandomAffine:
     """
 
     def __init__(
-        self,
-        max_shift: float = 2.0,
-        max_rotation: float = 10.0,
-        max_scale: float = 0.1,
-        generator: torch.Generator | None = None,
+        self, max_shift: float = 2.0, max_rotation: float = 10.0, max_scale: float = 0.1, generator: torch.Generator | None = None
     ) -> None:
         self.max_shift = max_shift
         self.max_rotation = max_rotation

@@ -1,6 +1,5 @@
-"""The optional parts of a training run, each a :class:`~mnist_cnn.engine.Callback` a run can add or leave out:
-a progress bar, a line per epoch and live learning curves. The command line adds its own (``tooling/runctl``):
-the per-epoch checkpoint, stopping on Ctrl-C and other signals, and the thread policy.
+"""The optional parts of a training run, each a :class:`~mnist_cnn.engine.Callback`: a progress bar, a line per epoch and
+live learning curves. The command line adds its own (``tooling/runctl``): per-epoch checkpoint, signals, thread policy.
 """
 
 from __future__ import annotations
@@ -44,11 +43,7 @@ class ProgressBar(Callback):
 
 
 class PrintEpochs(Callback):
-    """One line per epoch: training and validation loss and accuracy, and the epoch's seconds.
-
-    Args:
-        log: Receives each line (default: ``print``).
-    """
+    """One line per epoch to ``log``: training and validation loss and accuracy, and the epoch's seconds."""
 
     def __init__(self, log: Callable[[str], Any] = print) -> None:
         self.log = log
@@ -62,17 +57,15 @@ class PrintEpochs(Callback):
 
 
 class LivePlot(Callback):
-    """Learning curves redrawn in place in a notebook while training runs.
+    """Learning curves (:func:`mnist_cnn.plots.plot_history`) redrawn in place in a notebook while training runs.
 
-    It redraws :func:`mnist_cnn.plots.plot_history` at every epoch's end and every ``every`` new per-step rows (at most
-    once per ``min_seconds``), replacing one output (IPython's ``display_id``), so nbconvert and nbval keep the last
-    drawing. Outside IPython it draws nothing until :meth:`figure` is asked for.
+    Each drawing replaces one output (IPython's ``display_id``), so nbconvert and nbval keep the last; outside IPython
+    nothing is drawn until :meth:`figure` is asked for.
 
     Args:
-        every: Redraw after this many new per-step rows (each row is ``log_every`` steps).
-        label_smoothing: Passed on to :func:`~mnist_cnn.plots.plot_history` for the loss label.
-        min_seconds: Least time between two redraws within an epoch: redrawing every 50 steps made an epoch of
-            ``default`` in notebook 3 about a quarter slower.
+        every: Redraw after this many new per-step rows (each ``log_every`` steps), and at every epoch's end.
+        label_smoothing: For the loss axis's label.
+        min_seconds: Least time between two redraws within an epoch (redrawing every 50 steps slowed an epoch by a quarter).
     """
 
     def __init__(self, every: int = 5, label_smoothing: float | None = None, min_seconds: float = 3.0) -> None:

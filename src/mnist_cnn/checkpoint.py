@@ -1,15 +1,13 @@
-"""The checkpoint format: a model with its record in one safetensors file, written atomically and loaded back into a model.
+"""A checkpoint loaded back into a model: the plain reader of what the study wrote, and the model rebuilt strictly.
 
-A checkpoint is a :mod:`mnist_cnn.tensor_record` file of the payload :func:`build_payload` makes; reading it runs no
-pickle. This module reads what the study wrote; files a user names go through the commands' bounded reader
-(``tooling/safety/safe_load``), which also reads the seed's ``mnist_VGG.pth``.
+A checkpoint is one safetensors file (:func:`mnist_cnn.results.build_payload`), read without pickle. Files a user names
+go through the commands' bounded reader (``tooling/safety/safe_load``, the ``reader``), which also reads ``.pth`` files.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,66 +19,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_tensors
 from torch import nn
 
-import mnist_cnn
-from mnist_cnn import tensor_record
+from mnist_cnn import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, tensor_record
 from mnist_cnn.errors import CheckpointError, ConfigError
-from mnist_cnn.files import atomic_write_bytes
 from mnist_cnn.model import build_model
 from mnist_cnn.text import display_name, escape_text
 
-#: What ``payload["format"]`` says in every checkpoint this project writes, and the version it writes (1 was a torch pickle).
-CHECKPOINT_FORMAT = "mnist-cnn-checkpoint"
-CHECKPOINT_VERSION = 2
 #: What the seed project's bare ``state_dict`` (``mnist_VGG.pth``) stands for: the architecture and input scaling.
 SEED_ARCH, SEED_INPUT_SCALING = "vgg", "unit"
-#: What a checkpoint records about its run besides the model, each empty unless given.
-RECORD_FIELDS = ("config", "history", "step_history", "metrics", "training_state")
 #: Reads a file into its payload: :func:`read_payload`, or the commands' bounded reader.
 Reader = Callable[[Path], dict[str, Any]]
-
-
-def build_payload(model: nn.Module, *, arch: str, model_options: dict[str, Any], input_scaling: str, **record: Any) -> dict[str, Any]:
-    """Everything needed to rebuild and use a model, as plain containers and tensors.
-
-    Args:
-        model: The trained network (its ``state_dict`` is stored on the CPU).
-        arch: Architecture name for :func:`mnist_cnn.model.build_model`.
-        model_options: Its constructor options.
-        input_scaling: How images were scaled for this model (``"unit"`` or ``"standard"``).
-        **record: Any of :data:`RECORD_FIELDS`: the training ``config``, the per-epoch ``history``, the per-step
-            ``step_history``, the final ``metrics`` and the ``training_state`` to resume from.
-
-    Returns:
-        The payload, with the library versions it was written with.
-
-    Raises:
-        TypeError: A keyword that is not one of :data:`RECORD_FIELDS` (a programming error, not a user's).
-    """
-    import torchvision  # here, not at the top: loading a checkpoint to predict does not need it
-
-    unknown = set(record) - set(RECORD_FIELDS)
-    if unknown:
-        raise TypeError(f"build_payload() got unexpected keywords {sorted(unknown)}")
-    versions = {"mnist_cnn": mnist_cnn.__version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "arch": arch,
-        "model_options": dict(model_options),
-        "input_scaling": input_scaling,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **{name: record.get(name) or {} for name in RECORD_FIELDS[:-1]},
-        "training_state": record.get("training_state"),
-        "versions": {**versions, "python": platform.python_version()},
-    }
-
-
-def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (:func:`mnist_cnn.files.atomic_write_bytes`) and return the path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, tensor_record.to_bytes(payload))
-    return target
 
 
 @dataclass
@@ -143,7 +90,7 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The plain reader of :func:`load_checkpoint`: a file this project wrote, read whole onto the CPU.
 
     Raises:
-        CheckpointError: Missing, not a file, unreadable, corrupt or a torch pickle, in one line naming the file.
+        CheckpointError: Missing, not a file, unreadable, corrupt or a torch pickle.
     """
     source = Path(path)
     with _reading(source) as handle:
@@ -173,7 +120,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Bare weights saved as a plain safetensors file (the shipped digit detector), every float value checked finite.
 
     Raises:
-        CheckpointError: Missing, unreadable, corrupt, or holding NaN or infinite values, in one line naming the file.
+        CheckpointError: Missing, unreadable, corrupt, or holding NaN or infinite values.
     """
     source = Path(path)
     with _reading(source) as handle:
@@ -183,11 +130,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def check_finite(state_dict: dict[str, torch.Tensor], source: Path) -> None:
-    """Refuse weights with a NaN or infinite value, naming the first such weight and the file.
-
-    Raises:
-        CheckpointError: A floating-point weight holds NaN or an infinity.
-    """
+    """Raise a CheckpointError naming the first weight that holds NaN or an infinity, and the file."""
     for name, tensor in state_dict.items():
         if (tensor.dtype.is_floating_point or tensor.dtype.is_complex) and not bool(torch.isfinite(tensor).all()):
             shown = escape_text(name if len(name) <= 60 else name[:57] + "...")
@@ -221,20 +164,13 @@ def model_fields(payload: dict[str, Any], source: Path) -> tuple[Any, Any, Any, 
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu", reader: Reader = read_payload) -> LoadedCheckpoint:
-    """Load a model from an mnist-cnn checkpoint or from a bare seed-format ``state_dict``, strictly: every weight must fit.
-
-    Args:
-        path: The checkpoint (``model.pt``, ``last.pt``).
-        device: Where to put the model.
-        reader: Reads the file into its payload (default: :func:`read_payload`; the commands pass their bounded reader,
-            which checks every field first and also reads ``.pth`` files).
+    """Load a model from an mnist-cnn checkpoint (``model.pt``, ``last.pt``) or a bare seed-format ``state_dict``, strictly.
 
     Returns:
-        The model in eval mode with its recorded options, input scaling, metrics and history.
+        The model in eval mode on ``device``, with its recorded options, input scaling, metrics and history.
 
     Raises:
-        CheckpointError: What the reader refuses, a model that cannot be built, weights that do not fit it or that hold
-            NaN or infinite values; in one line naming the file.
+        CheckpointError: What the ``reader`` refuses, a model that cannot be built, weights that do not fit or are not finite.
     """
     source = Path(path)
     payload = reader(source)

@@ -41,19 +41,15 @@ def check_number(
     low_open: bool = False,
     high_open: bool = False,
 ) -> Number:
-    """Check that ``value`` is a number of the kind and in the range a field allows.
+    """Check that ``value`` (anything) is a number the field allows; return it as an ``int`` when ``whole``, else a ``float``.
 
     Args:
         name: The field, option or argument, as the message names it.
-        value: What was given (anything: it is checked).
         whole: Only an ``int`` will do (even ``5.0`` is refused: see :func:`whole_float_as_int`); else any finite number.
-        low: The smallest value allowed, or ``None``.
-        high: The largest value allowed, or ``None`` (an infinite bound is no bound).
+        low: The smallest value allowed (``None`` or infinite: no bound).
+        high: The largest value allowed (``None`` or infinite: no bound).
         low_open: ``low`` itself is not allowed (``above 0`` rather than ``at least 0``).
         high_open: ``high`` itself is not allowed (``below 1`` rather than ``at most 1``).
-
-    Returns:
-        ``value`` as an ``int`` when ``whole``, else as a ``float``.
 
     Raises:
         NumberError: Not a number of that kind, not finite, or out of range (a :class:`ConfigError`).

@@ -84,11 +84,10 @@ class TrainConfig:
     val_size: int | None = None
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for values that cannot work.
+        """Raise a one-line :class:`ConfigError` for values that cannot work.
 
         Raises:
-            ConfigError: A number out of :data:`NUMBER_FIELDS`' bounds, a switch that is not true or false, an
-                unknown choice, model options out of bounds, or settings that do not go together; in one line.
+            ConfigError: A number or model option out of bounds, a switch not true or false, an unknown choice, or settings that clash.
         """
         for name, allowed in NUMBER_FIELDS.items():
             check_number(name, getattr(self, name), **allowed)

@@ -33,11 +33,10 @@ class MNISTArrays:
 
 
 def read_idx(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
-    """Read an IDX file of unsigned bytes that must hold exactly ``shape`` (MNIST's: the header says so, then the bytes).
+    """Read an IDX file of unsigned bytes that must hold exactly ``shape``, as MNIST's header says.
 
     Raises:
         DataError: Its header or size is not what ``shape`` makes (a truncated, damaged or foreign file).
-        OSError: The file cannot be read.
     """
     header = b"".join(n.to_bytes(4, "big") for n in (0x800 + len(shape), *shape))  # magic: unsigned bytes, dimensions
     size = len(header) + math.prod(shape)
@@ -52,10 +51,9 @@ def read_idx(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def load_split(split: str, data_dir: str | os.PathLike[str] | None = None) -> MNISTArrays:
-    """Load one split as tensors, downloading its files first if they are missing (:func:`mnist_cnn.mnist.find_mnist`).
+    """Load ``"train"`` (60,000 images) or ``"test"`` (10,000), downloading missing files (:func:`mnist_cnn.mnist.find_mnist`).
 
     Args:
-        split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
         data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
 
     Raises:
@@ -74,19 +72,14 @@ def load_split(split: str, data_dir: str | os.PathLike[str] | None = None) -> MN
     return MNISTArrays(images=images, labels=labels.long())
 
 
-#: The validation split: this many training images of each digit are held out of training, chosen with this seed.
-#: Both are constants, independent of a run's ``--seed``, so every run holds out the same images.
+#: The validation split: this many training images of each digit, drawn with this seed (not the run's ``--seed``,
+#: so every run holds out the same images).
 VALIDATION_PER_CLASS = 500
 VALIDATION_SEED = 20_240_801
 
 
 def validation_indices(labels: torch.Tensor, per_class: int = VALIDATION_PER_CLASS, seed: int = VALIDATION_SEED) -> torch.Tensor:
-    """Indices of a balanced, seeded hold-out: ``per_class`` random examples of each digit, in ascending order.
-
-    Args:
-        labels: The training labels (int64 ``[N]``).
-        per_class: Examples to hold out per digit.
-        seed: Seed of the draw (a constant, not the run's seed, so the split never changes).
+    """Indices of a balanced, seeded hold-out from ``labels``: ``per_class`` random examples of each digit, ascending.
 
     Raises:
         DataError: A digit has fewer than ``per_class`` examples.
@@ -104,8 +97,8 @@ def validation_indices(labels: torch.Tensor, per_class: int = VALIDATION_PER_CLA
 def validation_split(train: MNISTArrays) -> tuple[MNISTArrays, MNISTArrays]:
     """Split the 60,000 training images into ``(train_rest, validation)``: 55,000 to train on, 5,000 held out, in order.
 
-    The hold-out is :func:`validation_indices`, the same for every run: per-epoch curves and every choice of
-    recipe are judged on it, and the test set is measured once, after training.
+    The hold-out (:func:`validation_indices`) is the same for every run: curves and choices of recipe are judged on it,
+    and the test set is measured once, after training.
     """
     held_out = validation_indices(train.labels)
     keep = torch.ones(len(train), dtype=torch.bool)
@@ -114,12 +107,10 @@ def validation_split(train: MNISTArrays) -> tuple[MNISTArrays, MNISTArrays]:
 
 
 def describe_validation(train: MNISTArrays, held_out: bool = True) -> dict[str, Any]:
-    """What identifies the validation split, recorded in checkpoints and ``metrics.json``.
+    """What identifies the validation split drawn from the full ``train`` split, for checkpoints and ``metrics.json``.
 
     Args:
-        train: The full training split the hold-out is drawn from.
-        held_out: Whether the run trained without these images (``False`` for the ``seed`` preset, which trains
-            on all 60,000, so its validation numbers are measured on images it has seen).
+        held_out: Whether the run trained without these images (``False`` for the ``seed`` preset, trained on all 60,000).
 
     Returns:
         ``size``, ``per_class``, ``seed``, ``indices_sha256`` (of the int64 indices) and ``held_out``.
@@ -133,7 +124,6 @@ def scale_images(images: torch.Tensor, scaling: str = "unit") -> torch.Tensor:
     """Turn uint8 images ``[N, 28, 28]`` (or ``[N, 1, 28, 28]``) into the model's float input ``[N, 1, 28, 28]``.
 
     Args:
-        images: uint8 pixel values 0-255.
         scaling: ``"unit"`` for [0, 1] (as ``ToTensor``), ``"standard"`` for MNIST mean/std normalisation.
     """
     if scaling not in INPUT_SCALINGS:
@@ -159,11 +149,10 @@ def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
 class InMemoryBatches:
     """Batches ``(images, labels)`` sliced from tensors in memory; ``len()`` is the number of batches.
 
-    Shuffling draws a permutation from ``generator`` each epoch, so the order is reproducible and independent of
-    the model's random state. With ``world_size > 1`` (several processes) this process serves only its shard:
-    every process draws the same permutation and takes every ``world_size``-th example from position ``rank``, so
-    shards are disjoint. A shuffled (training) split drops the last ``N % world_size`` examples of each permutation
-    so that every process runs as many batches, which ``DistributedDataParallel`` needs; an evaluation split keeps all.
+    Shuffling draws a permutation from ``generator`` each epoch: reproducible, and independent of the model's random
+    state. With ``world_size > 1`` this process serves its shard: every ``world_size``-th example of the same
+    permutation from position ``rank``. A shuffled (training) split drops the last ``N % world_size`` examples so every
+    process runs as many batches, as ``DistributedDataParallel`` needs; an evaluation split keeps all.
     """
 
     images: torch.Tensor
@@ -203,8 +192,5 @@ class InMemoryBatches:
 
 
 def memory_batches(split: MNISTArrays, batch_size: int, scaling: str = "unit", **order: Any) -> InMemoryBatches:
-    """Scale a split once (:func:`scale_images`) and serve it as :class:`InMemoryBatches` of ``batch_size``.
-
-    ``order`` takes :class:`InMemoryBatches`' ``shuffle``, ``generator``, ``rank`` and ``world_size``.
-    """
+    """Scale a split once and serve it as :class:`InMemoryBatches`; ``order``: its ``shuffle``, ``generator``, ``rank``, ``world_size``."""
     return InMemoryBatches(scale_images(split.images, scaling), split.labels, batch_size, **order)

@@ -17,13 +17,7 @@ NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 def select_device(name: str | None = "auto") -> torch.device:
-    """Pick the device to run on.
-
-    Args:
-        name: ``"auto"`` (cuda, then mps, then cpu), or one of ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
-
-    Returns:
-        The chosen ``torch.device``.
+    """Pick the device to run on: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
 
     Raises:
         ConfigError: The name is unknown or that device is not available here.
@@ -62,12 +56,7 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 
 
 def bf16_is_native(device: torch.device, flags: set[str] | None = None) -> bool:
-    """Whether ``device`` runs bf16 autocast on native instructions, so that it pays (docs/benchmarks.md).
-
-    Args:
-        device: Where a run computes.
-        flags: CPU feature flags (default: this machine's).
-    """
+    """Whether ``device`` runs bf16 autocast on native instructions, so that it pays (docs/benchmarks.md); ``flags``: the CPU's."""
     import torch
 
     if device.type == "cuda":

@@ -1,8 +1,6 @@
 """The training loop, read top to bottom: one batch (:func:`train_batch`), one epoch (:func:`train_epoch`), the epochs
-(:func:`train`) and a pass of evaluation (:func:`evaluate`); everything optional around it is a :class:`Callback`.
-
-A :class:`Run` holds what the loop works on and its callbacks, which it calls at five events (:data:`EVENTS`): the
-loop knows no callback, and several processes plug in through ``Run.reduce``, which averages their metrics.
+(:func:`train`) and an evaluation pass (:func:`evaluate`). Everything optional is a :class:`Callback` that the
+:class:`Run` calls at its :data:`EVENTS`; several processes plug in through ``Run.reduce``, which averages their metrics.
 """
 
 from __future__ import annotations
@@ -66,12 +64,9 @@ class TrainParts:
     """Everything a training step uses besides the model and the batch.
 
     Attributes:
-        loss_fn: The training loss, e.g. ``nn.CrossEntropyLoss(label_smoothing=0.1)``.
-        optimizer: Updates the model's parameters after each batch.
-        scheduler: Stepped after every batch (e.g. ``OneCycleLR``), or ``None`` for a constant rate.
-        augment: Applied to each image batch on the device before the forward pass, or ``None``.
-        device: Where to compute.
-        autocast_dtype: ``torch.bfloat16`` to run the forward pass under autocast, else ``None``.
+        scheduler: Stepped after every batch (e.g. ``OneCycleLR``); ``None`` keeps the rate constant.
+        augment: Applied to each image batch on the device, before the forward pass.
+        autocast_dtype: ``torch.bfloat16`` to run the forward pass under autocast, else ``None`` (fp32).
         channels_last: Feed images in channels-last memory format.
     """
 
@@ -90,12 +85,7 @@ class TrainParts:
 
 
 def train_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, parts: TrainParts) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on one batch (``[B, 1, 28, 28]`` images, ``[B]`` labels): to the device, augment, forward,
-    loss, backward, step, schedule.
-
-    Returns:
-        The batch's loss (a scalar) and logits ``[B, 10]``, both detached.
-    """
+    """One optimisation step (to the device, augment, forward, loss, backward, step, schedule); returns loss and logits, detached."""
     images, labels = _to_device(images, labels, parts.device, parts.channels_last)
     if parts.augment is not None:
         images = parts.augment(images)
@@ -120,16 +110,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> Metrics:
-    """Mean loss and accuracy of ``model`` over ``batches`` of ``(images, labels)``, in eval mode without gradients.
-
-    Args:
-        model: The network.
-        batches: The batches.
-        device: Where to compute.
-        loss_fn: The loss to report (default: plain cross-entropy, whatever the training loss was).
-        autocast_dtype: ``torch.bfloat16`` for mixed precision, else ``None``.
-        channels_last: Feed images in channels-last memory format.
-    """
+    """Mean loss (``loss_fn``, default plain cross-entropy whatever the training loss) and accuracy over ``batches``, in eval mode."""
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     model.eval()
     loss_sum, accuracy, seen = torch.zeros((), device=device), _accuracy_metric(device), 0
@@ -145,14 +126,7 @@ def evaluate(
 
 @dataclass
 class TrainingState:
-    """Where a run stands: the live counters the loop advances (a checkpoint adds the optimizer and random states).
-
-    Attributes:
-        epoch: Epochs finished.
-        step: Optimizer steps taken.
-        history: One row per epoch (:data:`HISTORY_KEYS`).
-        step_history: One row every few steps (:data:`STEP_HISTORY_KEYS`).
-    """
+    """Where a run stands: epochs finished, optimizer steps taken and their rows (a checkpoint adds optimizer and random states)."""
 
     epoch: int = 0
     step: int = 0
@@ -164,13 +138,11 @@ class Callback:
     """Something optional around the loop: override any of the five events, each called with the :class:`Run`.
 
     ``after_fit`` also runs when training stops early, so a callback can tidy up; ``after_epoch`` also follows the
-    untrained model's epoch-0 row. A callback stops training by raising :class:`mnist_cnn.errors.TrainingStopped`,
-    and reports through the run (``run.facts``, ``run.checkpoint``) or its own attributes. Callbacks run in ascending
-    :attr:`order`, those of equal order as added: the ones that change the run (0 and below) before the one that
-    writes checkpoints (50), and a request to stop last (90).
+    epoch-0 row. A callback stops training by raising :class:`mnist_cnn.errors.TrainingStopped` and reports through
+    ``run.facts``, ``run.checkpoint`` or its own attributes. Callbacks run by ascending ``order``, ties as added: those
+    that change the run (0 and below), then the checkpoint writer (50), then a request to stop (90).
     """
 
-    #: Where this callback runs among the others at each event (lower first).
     order: int = 0
 
     def before_fit(self, run: Run) -> None:
@@ -195,10 +167,8 @@ class Run:
 
     Attributes:
         model: The network (or a multi-process wrapper of it), on ``parts.device``.
-        parts: Loss, optimizer, schedule, augmentation and precision.
         epochs: Total number of epochs (counting any already done).
-        state: The live counters: fresh, or restored to resume.
-        callbacks: Called at each event, by their ``order``.
+        state: Fresh, or restored to resume.
         config: The recipe being trained (``None`` for a loop assembled by hand).
         generator: The data generator (shuffling and augmentation draw from it), recorded in checkpoints.
         steps_per_epoch: Batches in one training epoch (``None`` when unknown), for progress bars.
@@ -237,7 +207,7 @@ class Run:
 
 
 def train_epoch(run: Run, batches: Batches) -> Metrics:
-    """Train for one pass over ``batches``, recording the mean loss and learning rate every ``run.log_every`` steps.
+    """One pass over ``batches``, recording the mean loss and learning rate every ``run.log_every`` steps.
 
     Returns:
         This process's mean training loss and accuracy over the pass (on the augmented batches, in training mode).
@@ -266,11 +236,7 @@ def train_epoch(run: Run, batches: Batches) -> Metrics:
 
 
 def record_step(state: TrainingState, mean_loss: float, lr: float) -> None:
-    """Append a ``step_history`` row: the mean training loss since the last row and the learning rate it used.
-
-    Raises:
-        TrainingDiverged: The loss became NaN or infinite.
-    """
+    """Append a ``step_history`` row (the mean loss since the last row, the rate it used), or raise TrainingDiverged if not finite."""
     epoch = state.epoch + 1
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(
@@ -282,14 +248,9 @@ def record_step(state: TrainingState, mean_loss: float, lr: float) -> None:
 
 
 def train(run: Run, train_batches: Batches, val_batches: Batches) -> TrainingState:
-    """Train until ``run.epochs``, measuring the validation split (never the test set) after every epoch.
+    """Train until ``run.epochs`` and return ``run.state``, measuring the validation split (never the test set) after every epoch.
 
-    When nothing has been trained yet, the untrained model is measured first, giving an epoch-0 row. Each later row
-    holds that epoch's running training loss and accuracy and the validation ones after it; ``seconds`` is the wall
-    time of the training pass alone.
-
-    Returns:
-        ``run.state``, after the last epoch.
+    An untrained run first measures the model as it is (the epoch-0 row); ``seconds`` times the training pass alone.
 
     Raises:
         TrainingStopped: The loss diverged, or a callback stopped training.
@@ -325,9 +286,8 @@ def record_epoch(run: Run, train_metrics: Metrics, val_metrics: Metrics, seconds
     """Append ``run.state.epoch``'s row to the history, then call every callback's ``after_epoch``.
 
     Raises:
-        TrainingDiverged: A loss or accuracy is NaN or infinite. The last steps of an epoch can break the model after
-            its training losses were recorded, and only the validation split shows it: the row is then neither
-            recorded nor seen by a callback, so no checkpoint of the broken model is written.
+        TrainingDiverged: A loss or accuracy is not finite (the epoch's last steps can break a model only validation
+            shows): the row is neither recorded nor seen by a callback, so no checkpoint of the broken model is written.
     """
     if not all(math.isfinite(value) for value in (*train_metrics, *val_metrics)):
         raise TrainingDiverged(

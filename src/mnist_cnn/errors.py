@@ -33,7 +33,6 @@ class TrainingStopped(MnistCnnError):
     """Training ended before its last epoch; says where it stopped and what was saved.
 
     Args:
-        message: What happened, in one sentence.
         epoch: The epoch in progress when training stopped (0 for the evaluation before the first).
         checkpoint_path: The last resumable checkpoint written, or ``None`` if there is none.
         checkpoint_epoch: The epoch that checkpoint ends with.

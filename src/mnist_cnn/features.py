@@ -34,8 +34,6 @@ def collect_activations(model: nn.Module, images: torch.Tensor, layers: Sequence
     """Run scaled ``images`` ``[N, 1, 28, 28]`` through ``model`` (in eval mode) once; forward hooks keep what ``layers`` output.
 
     Args:
-        model: Any network: its ``forward`` is not changed.
-        images: A batch scaled as the model expects.
         layers: Names from ``model.named_modules()`` (default: :func:`default_layers`); one it lacks is a :class:`ConfigError`.
 
     Returns:
@@ -69,15 +67,11 @@ def extract_features(model: nn.Module, images: torch.Tensor, batch_size: int = 1
 
 
 def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int = 0, tsne_iterations: int = 500) -> np.ndarray:
-    """Project ``[N, D]`` features to ``[N, 2]`` with scikit-learn, for a scatter plot.
+    """Project ``[N, D]`` features to ``[N, 2]`` with scikit-learn, for a scatter plot; ``seed`` keeps the picture the same.
 
     Args:
-        features: ``[N, D]``.
-        method: ``"pca"`` (linear, fast, keeps global distances) or ``"tsne"`` (non-linear, keeps neighbourhoods;
-            seconds per thousand points, so subsample first).
-        seed: Random state, so the picture is the same each run.
-        tsne_iterations: t-SNE steps: 500 rather than scikit-learn's 1,000 halves the time, and a trained
-            network's clusters are settled by then.
+        method: ``"pca"`` (linear, fast, keeps global distances) or ``"tsne"`` (keeps neighbourhoods; subsample first).
+        tsne_iterations: 500 rather than scikit-learn's 1,000 halves the time; a trained network's clusters are settled by then.
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -101,9 +95,7 @@ def embed_2d(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int
 def nearest_centroid_accuracy(points: np.ndarray, labels: torch.Tensor | np.ndarray) -> float:
     """How well classes separate in an embedding: the share of points nearer their own class's centroid than any other.
 
-    Returns:
-        A fraction in [0, 1]: 1 when every point is closest to its own class's mean, about ``1 / classes`` when
-        the classes are mixed at random.
+    1 when every point is closest to its own class's mean, about ``1 / classes`` when the classes are mixed at random.
     """
     from sklearn.neighbors import NearestCentroid
 

@@ -24,7 +24,7 @@ def _temporary_beside(target: Path) -> tuple[Path, int]:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it, flushed to disk and renamed over ``path``.
 
-    On any failure (a full disk, a permission, an interrupt) the temporary file is removed and ``path`` is left as it was.
+    On any failure (a full disk, a permission, an interrupt) the temporary file is removed and ``path`` left as it was.
 
     Raises:
         OSError: The write failed; its ``filename`` is ``path``, so the message names the file meant.

@@ -22,15 +22,14 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, eps: float = WHITE
     """Set the first convolution's filters to the training patches' principal directions, each scaled to unit variance.
 
     Why it helps: a random first layer spends the first epochs learning to see edges and strokes; the principal
-    directions of the image patches already are those edges (ordered by how much of the images they explain),
-    and scaling each to unit variance gives every later layer inputs of the same size. Filters come in +/- pairs
-    so that the ReLU after them keeps both signs of every direction. Filters beyond twice the patch size keep
-    their random start; with a bias, each filter is centred on the mean patch.
+    directions of the image patches already are those edges (ordered by how much of the images they explain), and
+    scaling each to unit variance gives every later layer inputs of the same size. Filters come in +/- pairs so that
+    the ReLU after them keeps both signs of every direction. Filters beyond twice the patch size keep their random
+    start; with a bias, each filter is centred on the mean patch.
 
     Args:
         model: A network whose first :class:`~torch.nn.Conv2d` reads the images.
         images: Training images as the model sees them, ``[N, C, H, W]`` (only the first :data:`WHITEN_IMAGES` are read).
-        eps: Added to each eigenvalue before the square root.
 
     Returns:
         How many filters were set.
@@ -50,18 +49,12 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, eps: float = WHITE
 
 @torch.no_grad()
 def identity_init(model: nn.Module) -> int:
-    """Make every convolution after the first start as (part of) the identity: its first filters copy its inputs.
+    """Make every convolution after the first start as (part of) the identity, in place; returns how many were changed.
 
-    Why it helps: a stack of random 3x3 convolutions starts by scrambling the image; started as the identity
-    (plus the random filters beyond the input's channels), a deep block first passes its input through and learns
-    only what to add, so early steps are not spent undoing the scramble. The first convolution is left alone:
-    it reads the image and is :func:`whiten_first_conv`'s to set.
-
-    Args:
-        model: The network; its convolutions are changed in place.
-
-    Returns:
-        How many convolutions were changed.
+    Why it helps: a stack of random 3x3 convolutions starts by scrambling the image; started as the identity (its first
+    filters copy its inputs, the rest stay random), a deep block first passes its input through and learns only what to
+    add, so early steps are not spent undoing the scramble. The first convolution reads the image and is
+    :func:`whiten_first_conv`'s to set.
     """
     changed = convolutions(model)[1:]
     for conv in changed:

@@ -33,13 +33,11 @@ def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool, batch_nor
 class VGG(nn.Module):
     """A VGG-style CNN for 28x28 digits: two blocks of three 3x3 convolutions, each block then 2x2 max-pool.
 
-    With ``batch_norm=False`` (the default) the layer names match the seed project's published
-    weights exactly: ``conv_block_1.{0,2,4}``, ``conv_block_2.{0,2,4}``, ``fully_connected_linear.1``.
+    With ``batch_norm=False`` (the default) the layer names match the seed project's published weights exactly:
+    ``conv_block_1.{0,2,4}``, ``conv_block_2.{0,2,4}``, ``fully_connected_linear.1``.
 
     Args:
         hidden_units: Channels in every convolution (16 in the seed).
-        in_channels: Image channels (1 for MNIST).
-        num_classes: Output logits.
         batch_norm: Add ``BatchNorm2d`` layers (convolutions they follow drop their bias).
         batch_norm_at: ``"conv"`` to normalise after every convolution, ``"block"`` once per block, after the
             max-pool (lighter: two normalisations on pooled maps instead of six on full ones).
@@ -77,16 +75,12 @@ class VGG(nn.Module):
 class SmallCNN(nn.Module):
     """A small, fast two-convolution CNN in the style of the fastest public MNIST recipes.
 
-    28x28 -> conv 5x5 -> 24x24 -> pool -> 12x12 -> conv 3x3 -> 10x10 -> pool -> 5x5 -> fc -> fc.
+    28x28 -> conv 5x5 (``channels1``) -> 24x24 -> pool -> 12x12 -> conv 3x3 (``channels2``) -> 10x10 -> pool -> 5x5 -> fc
+    (``fc_units``) -> fc.
 
     Args:
-        channels1: Filters in the first convolution.
-        channels2: Filters in the second convolution.
-        fc_units: Width of the hidden fully connected layer.
         batch_norm: Add ``BatchNorm2d`` after each convolution (which then drops its bias).
-        num_classes: Output logits.
-        batch_norm_at: ``"conv"`` to normalise the convolution's output, ``"block"`` to normalise after the
-            max-pool instead (a quarter of the values).
+        batch_norm_at: ``"conv"`` to normalise the convolution's output, ``"block"`` after the max-pool (a quarter of the values).
     """
 
     def __init__(
@@ -123,14 +117,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"vgg": VGG, "small_cnn": SmallCNN}
 
 
 def build_model(arch: str = "vgg", **options: Any) -> nn.Module:
-    """Build a network by name.
-
-    Args:
-        arch: ``"vgg"`` or ``"small_cnn"``.
-        **options: Constructor arguments of that class (e.g. ``hidden_units=16``).
-
-    Returns:
-        A freshly initialised model.
+    """A freshly initialised ``"vgg"`` or ``"small_cnn"`` with that class's ``options`` (e.g. ``hidden_units=16``).
 
     Raises:
         ConfigError: Unknown architecture or option.
@@ -140,11 +127,7 @@ def build_model(arch: str = "vgg", **options: Any) -> nn.Module:
 
 
 def layer_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Run ``example`` through the model's top-level children and record each output's shape.
-
-    Args:
-        model: A model whose top-level children are applied in order (true for ``VGG`` and ``SmallCNN``).
-        example: An input batch.
+    """Run ``example`` through the model's top-level children in order (as ``VGG`` and ``SmallCNN`` run) and record each output's shape.
 
     Returns:
         ``[("input", shape), (child name, shape after it), ...]``.

@@ -37,7 +37,6 @@ class OptionError(ConfigError):
     """An architecture or option that cannot be built.
 
     Args:
-        message: What is wrong, in one sentence.
         field: ``"arch"`` or ``"model_options.<name>"``.
         unknown: The architecture or option does not exist at all (rather than having a bad value).
     """
@@ -48,11 +47,7 @@ class OptionError(ConfigError):
 
 
 def check_options(arch: str, options: dict[str, Any]) -> None:
-    """Check an architecture's options against :data:`OPTION_BOUNDS`.
-
-    Args:
-        arch: ``"vgg"`` or ``"small_cnn"``.
-        options: Constructor arguments of that class.
+    """Check an architecture (``"vgg"`` or ``"small_cnn"``) and its constructor arguments against :data:`OPTION_BOUNDS`.
 
     Raises:
         OptionError: An unknown architecture or option, a value of the wrong type, or out of bounds.

@@ -93,15 +93,13 @@ def plot_mean_digits(images: Values, labels: Values) -> Figure:
 def plot_history(history: History, step_history: History | None = None, label_smoothing: float | None = None) -> Figure:
     """Learning curves: loss, accuracy and (with ``step_history``) the learning rate.
 
-    The training loss is drawn every few steps with ``step_history`` (else once per epoch); it is the loss the
-    optimizer minimised, label-smoothed when the recipe smooths labels (named then), so it never reaches 0. The
-    held-out loss is plain cross-entropy, once per epoch: validation, or test for old runs that recorded their
-    per-epoch curves on the test set (``test_loss``/``test_acc``).
+    The training loss is drawn every few steps with ``step_history`` (else once per epoch); it is what the optimizer
+    minimised, so with ``label_smoothing`` (then named) it never reaches 0. The held-out loss is plain cross-entropy per
+    epoch: validation, or test for old runs that recorded their per-epoch curves on it (``test_loss``/``test_acc``).
 
     Args:
         history: Per-epoch rows (``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``).
         step_history: Per-step rows (``step``, ``epoch``, ``train_loss``, ``lr``), if recorded.
-        label_smoothing: The recipe's label smoothing.
     """
     held_out, name = ("val", "validation") if "val_acc" in history else ("test", "test")
     steps = step_history if step_history and step_history.get("step") else None
@@ -135,12 +133,10 @@ def plot_history(history: History, step_history: History | None = None, label_sm
 
 
 def plot_confusion_matrix(confusion: np.ndarray, normalize: bool = False, title: str = "Confusion matrix") -> Figure:
-    """Draw a ``[10, 10]`` confusion matrix (rows: true digit, columns: predicted) with scikit-learn's display.
+    """Draw a ``[10, 10]`` confusion matrix of counts (rows: true digit, columns: predicted) with scikit-learn's display.
 
     Args:
-        confusion: Counts, e.g. from :func:`mnist_cnn.analysis.confusion`.
         normalize: Show each row as fractions of that digit's images.
-        title: Axes title.
     """
     matrix = confusion / confusion.sum(axis=1, keepdims=True) if normalize else confusion
     fig, ax = plt.subplots(figsize=(7, 6))

@@ -83,11 +83,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 def get_preset(name: str, **overrides: Any) -> TrainConfig:
-    """A copy of the named preset with some fields replaced.
-
-    Args:
-        name: One of :data:`PRESETS`.
-        **overrides: Fields to change; ``None`` values are ignored.
+    """A validated copy of the preset ``name`` (one of :data:`PRESETS`), with the ``overrides`` that are not ``None``.
 
     Raises:
         ConfigError: Unknown preset or field.

@@ -16,10 +16,9 @@ from mnist_cnn.model import build_model
 def parameter_groups(config: TrainConfig, model: nn.Module) -> list[dict]:
     """The model's parameters in the optimizer's groups: batch-norm scales and shifts apart when ``norm_lr_scale`` is set.
 
-    Why a separate rate helps: a batch norm's scale and shift are a handful of numbers per channel that set each
-    layer's output size and offset; with the network's learning rate they move slowly under weight decay's pull,
-    a larger one (with the decay divided by it, so the pull per step stays the same) lets them settle in the first
-    epoch. Each group carries its own peak ``lr`` for the one-cycle schedule.
+    Why: a batch norm's scale and shift (a few numbers per channel setting each layer's output size and offset) move slowly at the
+    network's rate under weight decay's pull; a larger rate, with the decay divided by it so the pull per step stays the same, lets them
+    settle in the first epoch. Each group carries its own peak ``lr`` for the one-cycle schedule.
     """
     norms = (nn.BatchNorm1d, nn.BatchNorm2d)
     norm_ids = {id(p) for m in model.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
@@ -72,10 +71,8 @@ def model_for(config: TrainConfig, device: torch.device, train_images: torch.Ten
     """The network ``config`` names, freshly initialised on ``device``, in channels-last memory when it asks for that.
 
     Args:
-        config: The recipe (``arch``, ``model_options``, ``identity_init``, ``whiten``, ``channels_last``).
-        device: Where the parameters live.
-        train_images: Training images as the model sees them; :func:`~mnist_cnn.initialise.whiten_first_conv`
-            reads them when ``config.whiten`` is set (without them the first convolution keeps its random start).
+        train_images: Training images as the model sees them, for ``config.whiten`` (without them the first convolution
+            keeps its random start).
     """
     model = build_model(config.arch, **config.model_options)
     # neither step draws random numbers, so a run's random stream is the same with or without them
@@ -88,21 +85,9 @@ def model_for(config: TrainConfig, device: torch.device, train_images: torch.Ten
 
 
 def build_parts(
-    config: TrainConfig,
-    model: nn.Module,
-    steps_per_epoch: int,
-    device: torch.device,
-    generator: torch.Generator,
+    config: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device, generator: torch.Generator
 ) -> TrainParts:
-    """The loss, optimizer, schedule, augmentation and precision ``config`` names, for ``model`` on ``device``.
-
-    Args:
-        config: The recipe.
-        model: The network the optimizer updates.
-        steps_per_epoch: Batches per epoch (the one-cycle schedule is planned over all epochs).
-        device: Where to compute.
-        generator: The run's data generator (augmentation draws from it).
-    """
+    """The loss, optimizer, schedule (over all epochs), augmentation (from the data ``generator``) and precision ``config`` names."""
     optimizer = build_optimizer(config, model)
     return TrainParts(
         loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),

@@ -15,8 +15,7 @@ def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's and torch's random generators (every CUDA device's included).
 
     Returns:
-        A fresh ``torch.Generator`` seeded with ``seed``, for data shuffling that does not depend on how many random
-        numbers model initialisation consumed.
+        A fresh ``torch.Generator`` seeded with ``seed``: data shuffling then does not depend on what initialisation drew.
     """
     random.seed(seed)
     torch.manual_seed(seed)
@@ -24,10 +23,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Every random state training draws from, as tensors and plain lists (NumPy's is not: training never draws from it).
-
-    Args:
-        generator: The data-shuffling and augmentation generator, if any.
+    """Every random state training draws from, the data ``generator``'s included, as tensors and plain lists (not NumPy's: unused).
 
     Returns:
         ``{"torch": ..., "cuda": [...] or None, "python": [version, [ints], gauss], "generator": ... or None}``.

@@ -30,12 +30,10 @@ class RunData:
 
 
 def load_data(config: TrainConfig, data_dir: str | None, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> RunData:
-    """Read MNIST and serve it as ``config`` says, holding the validation split out of the training images.
+    """Read MNIST from ``data_dir`` and serve it as ``config`` says, holding the validation split out of the training images.
 
     Args:
         config: Pipeline, batch sizes, input scaling and the optional ``train_size``/``val_size``/``test_size`` slices.
-        data_dir: MNIST root (default: ``$MNIST_DATA_DIR``, else ``data/``).
-        generator: Shuffles the training batches.
         rank: This process's index among ``world_size`` processes; each serves its shard of every split.
         world_size: Number of processes (``batch_size`` is the total over all of them).
     """
@@ -60,8 +58,7 @@ def load_data(config: TrainConfig, data_dir: str | None, generator: torch.Genera
 def torchvision_loader(split: str, batch_size: int, data_dir: str | os.PathLike[str] | None = None, **order: Any) -> DataLoader:
     """The seed project's pipeline, ``torchvision.datasets.MNIST`` with per-image ``ToTensor`` in a ``DataLoader``.
 
-    Kept for the ``seed`` preset so its timing stays comparable with the original project; ``order`` takes the
-    ``DataLoader``'s ``shuffle`` and ``generator``.
+    Kept for the ``seed`` preset so its timing stays comparable; ``order`` takes the loader's ``shuffle`` and ``generator``.
     """
     from torchvision import datasets, transforms  # over a second to import, and only this pipeline needs it
 

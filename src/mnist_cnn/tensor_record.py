@@ -1,12 +1,11 @@
 """A nested record of plain values and tensors as one safetensors file: no pickle, nothing to run when it is read.
 
 The file's tensors are every tensor in the record, named by the dotted path to it (``state_dict.conv_block_1.0.weight``,
-``training_state.optimizer.state.0.momentum_buffer``; ``#2``, ``#3``... added should two paths read the same). Its
-``__metadata__`` entry :data:`RECORD_KEY` holds the rest of the record as JSON text, in which a tensor is
-``{"$tensor": "<its name>"}``, a tuple ``{"$tuple": [items...]}`` (Adam's ``betas``), a dict whose keys are not all text
-or one of whose keys starts with ``$`` is ``{"$dict": [[key, value], ...]}`` (an optimizer's ``state`` is keyed by
-parameter numbers), and a NaN or infinite float ``{"$float": "nan"}`` (``"inf"``, ``"-inf"``); ``None``, booleans,
-numbers, text, lists and other dicts are themselves. Reading it back gives the same values, types included.
+``training_state.optimizer.state.0.momentum_buffer``; ``#2``, ``#3``... added should two paths read the same). Its ``__metadata__`` entry
+:data:`RECORD_KEY` holds the rest as JSON text, in which a tensor is ``{"$tensor": "<its name>"}``, a tuple ``{"$tuple": [items...]}``
+(Adam's ``betas``), a dict whose keys are not all text or one of whose keys starts with ``$`` is ``{"$dict": [[key, value], ...]}`` (an
+optimizer's ``state`` is keyed by parameter numbers), and a NaN or infinite float ``{"$float": "nan"}`` (``"inf"``, ``"-inf"``); ``None``,
+booleans, numbers, text, lists and other dicts are themselves. Reading it back gives the same values, types included.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
-#: The ``__metadata__`` entry that holds the record as JSON text.
 RECORD_KEY = "record"
 
 _TENSOR, _TUPLE, _DICT, _FLOAT = "$tensor", "$tuple", "$dict", "$float"
@@ -27,11 +25,7 @@ _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 def to_bytes(record: dict[str, Any]) -> bytes:
-    """The record as the bytes of a safetensors file.
-
-    Raises:
-        TypeError: The record holds something other than the values listed above (a programming error).
-    """
+    """The record as the bytes of a safetensors file; a value of a kind not listed above raises TypeError (a programming error)."""
     tensors: dict[str, torch.Tensor] = {}
     storages: set[int] = set()
 
@@ -73,7 +67,6 @@ def decode(metadata: Any, tensors: Mapping[str, torch.Tensor] | None) -> Any:
     """The record from a safetensors file's ``__metadata__`` and tensors, checking every tag and reference.
 
     Args:
-        metadata: The file's ``__metadata__``.
         tensors: The file's tensors by name; ``None`` to read the record alone (each tensor then reads ``None``).
 
     Raises:

@@ -8,11 +8,8 @@ import os
 def escape_text(text: str) -> str:
     """Write every unprintable character as a Python-style escape, so the text prints as one harmless line.
 
-    Args:
-        text: Any string: controls, escape sequences, line breaks, bidi overrides and lone surrogates included.
-
-    Returns:
-        ``text`` with those characters as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``; printable characters unchanged.
+    Controls, escape sequences, line breaks, bidi overrides and lone surrogates become ``\\xNN``, ``\\uNNNN`` or
+    ``\\UNNNNNNNN``; printable characters stay as they are.
     """
     out = []
     for char in text:
@@ -25,14 +22,10 @@ def escape_text(text: str) -> str:
 
 
 def display_name(path: str | os.PathLike[str]) -> str:
-    """A file name safe to print, so a newline or a terminal escape sequence in it can neither forge an extra
-    result line nor recolour the terminal, and printing never fails on a name that is not valid UTF-8.
+    """A file name safe to print: a newline or terminal escape in it can neither forge a result line nor recolour the terminal.
 
-    Args:
-        path: The path as Python holds it (bytes that are not UTF-8 arrive as lone surrogates).
-
-    Returns:
-        The name with bytes that are not UTF-8 as ``\\xNN`` and unprintable characters escaped (:func:`escape_text`).
+    Bytes that are not UTF-8 (lone surrogates in ``path`` as Python holds it) become ``\\xNN``, so printing never fails;
+    unprintable characters are escaped (:func:`escape_text`).
     """
     try:
         raw = os.fsencode(path)  # the bytes on disk (undoes Python's surrogateescape decoding)

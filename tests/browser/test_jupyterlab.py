@@ -111,7 +111,8 @@ def jupyterlab(tmp_path_factory) -> Iterator[Server]:
     # notebook 3 having run first nor waits for training, and always draws for the same network.
     artifacts = work / "artifacts"
     if SEED_WEIGHTS.is_file():  # the seed's torch pickle, read as the commands read it, saved in this project's format
-        from mnist_cnn.checkpoint import build_payload, load_checkpoint, save_checkpoint
+        from mnist_cnn.checkpoint import load_checkpoint
+        from mnist_cnn.results import build_payload, save_checkpoint
         from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
         seed = load_checkpoint(SEED_WEIGHTS, reader=read_checkpoint_file)

@@ -15,12 +15,9 @@ from mnist_cnn.errors import ImageError
 
 @contextmanager
 def decoding_errors(label: str) -> Iterator[None]:
-    """Turn what Pillow (or opening the file) raises on a bad image into one :class:`ImageError` line.
+    """Turn what Pillow (or opening the file) raises on a bad image into one :class:`ImageError` line beginning with ``label``.
 
     Pillow's decompression-bomb *warning* is silenced inside: above twice its limit its error still applies.
-
-    Args:
-        label: What the image is, to begin the message (a file name, or "the drawing could not be decoded").
     """
     try:
         with warnings.catch_warnings():
@@ -44,10 +41,7 @@ def decoding_errors(label: str) -> Iterator[None]:
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and decode an image file, upright (a photo's EXIF rotation applied); a multi-frame file gives its first frame.
-
-    Args:
-        path: Any format Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP, ...).
+    """Open and decode an image file Pillow reads, upright (a photo's EXIF rotation applied); of several frames, the first.
 
     Raises:
         ImageError: Missing, a directory, unreadable, not an image, or truncated.

@@ -1,8 +1,7 @@
 """A notebook drawing pad whose drawings the network classifies as they are drawn.
 
-:class:`DrawingPad` is an `anywidget <https://anywidget.dev>`_ whose front end (``drawpad.js``) is a canvas for mouse,
-pen or finger. It sends each drawing (checked here: :func:`read_message`, :func:`decode_data_url`) and draws the answer,
-the 28x28 image the network saw and its top digits, from :func:`predict_drawing`, which works without a browser too.
+:class:`DrawingPad` is an `anywidget <https://anywidget.dev>`_ whose canvas (``drawpad.js``, mouse, pen or finger) sends
+each drawing (checked by :func:`read_message`, :func:`decode_data_url`) and draws :func:`predict_drawing`'s answer.
 """
 
 from __future__ import annotations
@@ -43,12 +42,11 @@ MAX_SEQ = 2**53
 
 
 def predict_drawing(pixels: np.ndarray | Image.Image, model: nn.Module, input_scaling: str, top_k: int = 3) -> Prediction:
-    """Classify a drawing: MNIST-style preprocessing, the model and the "not a digit?" rule, as ``predict`` does.
+    """Classify a drawing as ``predict`` does (MNIST-style preprocessing, the model, the "not a digit?" rule), without a browser.
 
     Args:
         pixels: ``[H, W]`` grayscale 0-255 (dark ink on light or light on dark), or a Pillow image.
-        model: A trained network (e.g. ``load_checkpoint(...).model``).
-        input_scaling: The scaling it was trained with (``LoadedCheckpoint.input_scaling``).
+        input_scaling: The scaling ``model`` was trained with (``LoadedCheckpoint.input_scaling``).
         top_k: How many of the most likely digits to list (1-10).
 
     Returns:
@@ -71,15 +69,11 @@ def pad_message(result: Prediction, seq: int = 0) -> dict[str, Any]:
 
 
 def draw_strokes(strokes: Sequence[Sequence[tuple[float, float]]], size: int = PAD_SIZE, width: float | None = None) -> np.ndarray:
-    """Draw strokes as the pad does (black round-capped lines on white), for tests and examples.
+    """Draw strokes as the pad does (black round-capped lines on white), for tests and examples: ``[size, size]`` uint8, 255 = paper.
 
     Args:
-        strokes: Each stroke a sequence of ``(x, y)`` points in pixels of a ``size`` x ``size`` pad.
-        size: Side of the pad.
+        strokes: Each stroke a sequence of ``(x, y)`` points in pixels of the ``size`` x ``size`` pad.
         width: Line width in pixels (default: ``size * STROKE_RATIO``, as in the widget).
-
-    Returns:
-        ``[size, size]`` uint8 grayscale, 255 = paper.
     """
     radius = (size * STROKE_RATIO if width is None else width) / 2
     image = Image.new("L", (size, size), 255)
@@ -94,10 +88,7 @@ def draw_strokes(strokes: Sequence[Sequence[tuple[float, float]]], size: int = P
 
 
 def read_message(message: object) -> tuple[int, str]:
-    """Check a ``drawing`` message from the front end: ``{"seq": n, "png": data URL or ""}``.
-
-    Returns:
-        ``(seq, png)``: the sequence number (0 when absent) and the data URL (``""`` when cleared).
+    """Check a front end's ``{"seq": n, "png": data URL or ""}`` into ``(seq, png)``: ``seq`` 0 when absent, ``png`` ``""`` when cleared.
 
     Raises:
         ImageError: Not a dict, a sequence number that is not a whole number in range, or ``png`` not a string.
@@ -123,7 +114,6 @@ def decode_data_url(url: object, max_side: int) -> np.ndarray:
     """Decode the pad's ``data:image/png;base64,...`` URL into ``[H, W]`` float32 grayscale 0-255 (:func:`to_grayscale`).
 
     Args:
-        url: The data URL as received (anything: it is checked).
         max_side: The largest width or height accepted, in pixels; checked from the PNG header before decoding.
 
     Raises:
@@ -148,10 +138,8 @@ def decode_data_url(url: object, max_side: int) -> np.ndarray:
 class DrawingPad(anywidget.AnyWidget):
     """A canvas to draw a digit on; the widget shows what the network sees and its top digits as you draw.
 
-    Example (in a notebook): ``DrawingPad(checkpoint.model, checkpoint.input_scaling)``.
-
-    Attributes:
-        last: The :class:`~mnist_cnn.digits.inference.Prediction` of the latest drawing (``None`` before one or after Clear).
+    Example (in a notebook): ``DrawingPad(checkpoint.model, checkpoint.input_scaling)``; :attr:`last` holds the
+    :class:`~mnist_cnn.digits.inference.Prediction` of the latest drawing (``None`` before one or after Clear).
     """
 
     _esm = Path(__file__).with_name("drawpad.js")
@@ -168,10 +156,7 @@ class DrawingPad(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, model: nn.Module, input_scaling: str, top_k: int = 3, size: int = PAD_SIZE, **kwargs: Any) -> None:
-        """Create a pad that classifies with ``model`` (trained with ``input_scaling``), showing ``top_k`` digits.
-
-        ``size`` is the canvas side in CSS pixels (the stroke width scales with it); ``kwargs`` go to ``AnyWidget``.
-        """
+        """A pad classifying with ``model`` (trained with ``input_scaling``); ``size``: canvas side in CSS px; ``kwargs``: AnyWidget's."""
         super().__init__(size=size, stroke_width=size * STROKE_RATIO, **kwargs)
         self.model, self.input_scaling, self.top_k = model, input_scaling, top_k
         self.last: Prediction | None = None

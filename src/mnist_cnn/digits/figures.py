@@ -31,12 +31,7 @@ def _bars(ax: Axes, top_k: list[tuple[int, float]], title: str) -> list[float]:
 
 
 def plot_preprocessing(steps: PreprocessedImage, prediction: Prediction | None = None) -> Figure:
-    """Show how an image became the model's 28x28 input, step by step, and (optionally) what the model said.
-
-    Args:
-        steps: From :func:`mnist_cnn.digits.preprocess.preprocess` (or ``Prediction.steps``).
-        prediction: Adds a bar chart of its top-k probabilities.
-    """
+    """Show step by step how an image became the model's 28x28 input and, given a ``prediction``, its top-k probabilities."""
     top, left, bottom, right = steps.box
     panels = [
         (steps.grayscale, f"grayscale {steps.grayscale.shape[1]}x{steps.grayscale.shape[0]}", 255),
@@ -58,12 +53,7 @@ def plot_preprocessing(steps: PreprocessedImage, prediction: Prediction | None =
 
 
 def plot_drawing(result: Prediction, title: str | None = None) -> Figure:
-    """What the drawing pad shows, as a still figure: the drawing, the 28x28 image the network saw, the top digits.
-
-    Args:
-        result: From :func:`mnist_cnn.digits.drawpad.predict_drawing` (or ``DrawingPad.last``).
-        title: Figure title.
-    """
+    """A still of what the drawing pad shows for ``result`` (e.g. ``DrawingPad.last``): the drawing, the 28x28 input, the top digits."""
     fig, (drawn_ax, seen_ax, bar_ax) = plt.subplots(1, 3, figsize=(8.4, 2.8), gridspec_kw={"width_ratios": [1, 1, 1.3]})
     steps = result.steps
     _picture(drawn_ax, None if steps is None else steps.grayscale, "drawing", 255, 10)

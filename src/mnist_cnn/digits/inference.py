@@ -32,8 +32,7 @@ class Prediction:
 
     Attributes:
         file: The path as given, unescaped (print :func:`display_name` of it); ``""`` for a drawing.
-        digit: The predicted digit, ``None`` when the input failed.
-        probability: Softmax probability of ``digit`` (the confidence).
+        digit: The predicted digit, and its softmax ``probability`` (the confidence); ``None`` when the input failed.
         top_k: ``(digit, probability)`` pairs, most likely first.
         error: Why the input could not be classified, else ``None``.
         not_a_digit: Why the input looks unlike any digit (:func:`not_a_digit_reason`), else ``None``.
@@ -59,16 +58,11 @@ class Prediction:
 
 
 def classify_digits(model: nn.Module, input_scaling: str, digits: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax probabilities for 28x28 digits, in batches.
+    """Softmax probabilities ``[N, 10]``, on the CPU, of ``[N, 28, 28]`` uint8 MNIST-style digits, in batches.
 
     Args:
-        model: A trained network.
-        input_scaling: The scaling it was trained with (``"unit"`` or ``"standard"``).
-        digits: ``[N, 28, 28]`` uint8 MNIST-style images (e.g. :attr:`PreprocessedImage.digit` stacked).
-        batch_size: Images per forward pass.
-
-    Returns:
-        ``[N, 10]`` probabilities on the CPU.
+        input_scaling: The scaling ``model`` was trained with (``"unit"`` or ``"standard"``).
+        digits: E.g. :attr:`PreprocessedImage.digit` stacked.
     """
     images = torch.as_tensor(np.asarray(digits, dtype=np.uint8))
     if len(images) == 0:
@@ -78,10 +72,7 @@ def classify_digits(model: nn.Module, input_scaling: str, digits: np.ndarray | t
 
 
 def read_digit(path: Path, keep_steps: bool = False, opener: Opener = load_image) -> Prediction:
-    """A file's result before the model: its 28x28 digit (and every step, when kept), or why it cannot be read.
-
-    Only the digit is kept unless asked, so the full-size arrays go when this returns.
-    """
+    """A file's result before the model: its 28x28 digit (the full-size steps only when kept), or why it cannot be read."""
     result = Prediction(file=str(path))
     try:
         steps = preprocess(opener(path))
@@ -93,14 +84,11 @@ def read_digit(path: Path, keep_steps: bool = False, opener: Opener = load_image
 
 
 def classify_results(model: nn.Module, input_scaling: str, results: list[Prediction], top_k: int = 3, batch_size: int = 256) -> None:
-    """Fill in the model's answer and the "not a digit?" verdict of each result whose digit awaits the model.
+    """Fill in the model's answer and the "not a digit?" verdict of each result whose ``image`` awaits the model.
 
     Args:
-        model: A trained network.
-        input_scaling: The scaling it was trained with.
-        results: Each with its ``image`` (failed ones are left as they are).
+        input_scaling: The scaling ``model`` was trained with.
         top_k: How many of the most likely digits to list (1-10).
-        batch_size: Images per forward pass.
     """
     good = [result for result in results if result.image is not None and result.digit is None]
     if not good:
@@ -123,18 +111,13 @@ def predict_files(
     keep_steps: bool = False,
     opener: Opener = load_image,
 ) -> list[Prediction]:
-    """Classify image files; a file that fails does not stop the others.
+    """Classify image files: one :class:`Prediction` each, in order; one that fails gets ``error`` and does not stop the others.
 
     Args:
-        checkpoint: A loaded model (:func:`mnist_cnn.checkpoint.load_checkpoint`).
         files: Image files; a :class:`Prediction` among them (e.g. why a folder could not be listed) is passed through.
         top_k: How many of the most likely digits to list (1-10).
-        batch_size: Images per forward pass.
         keep_steps: Keep every preprocessing step in :attr:`Prediction.steps` (e.g. to plot them).
         opener: Opens each file (the predict command passes a guarded one).
-
-    Returns:
-        One :class:`Prediction` per file, in order; failed ones have ``error`` set.
     """
     results = [item if isinstance(item, Prediction) else read_digit(Path(item), keep_steps, opener) for item in files]
     classify_results(checkpoint.model, checkpoint.input_scaling, results, top_k, batch_size)

@@ -49,15 +49,11 @@ _FEATURE_TEXT = {
 
 
 def ink_features(digit: np.ndarray) -> dict[str, float]:
-    """Measures of the amount and shape of ink in a 28x28 digit, to tell digits from things that are not.
+    """Measures of the ink in a ``[28, 28]`` uint8 digit (light on black), to tell digits from things that are not.
 
-    Args:
-        digit: ``[28, 28]`` uint8 0-255, light ink on black (a preprocessed digit, or an MNIST image).
-
-    Returns:
-        ``ink``: total ink in pixels (sum of values / 255); ``solid``: pixels at least half inked; ``fill``: ink /
-        area of the bounding box of every non-zero pixel; ``pieces``: connected groups of half-inked pixels
-        (8-connected); ``width``: shorter side of that box, in pixels (1 for a one-pixel line).
+    ``ink``: total ink in pixels (sum of values / 255); ``solid``: pixels at least half inked; ``fill``: ink / area of the
+    bounding box of every non-zero pixel; ``pieces``: 8-connected groups of half-inked pixels; ``width``: shorter side
+    of that box, in pixels (1 for a one-pixel line).
     """
     values = np.asarray(digit, dtype=np.float32) / 255.0
     solid = values >= 0.5
@@ -83,7 +79,7 @@ def _outside(features: dict[str, float]) -> list[str]:
 
 
 def not_a_digit_reason(features: dict[str, float], probability: float, digit_score: float | None = None) -> str | None:
-    """Why an input looks unlike any MNIST digit, or ``None`` when it looks like one.
+    """Why an input looks unlike any MNIST digit (``"ink 20.0 px (MNIST digits: at least 24.8)"``), or ``None``.
 
     Flagged when the ink is outside :data:`FAR_RANGES`, or the detector's score is below :data:`MIN_DIGIT_SCORE`, or
     the model's top probability is below :data:`MIN_CONFIDENCE`: together at most 0.5 % of MNIST test digits. The
@@ -93,9 +89,6 @@ def not_a_digit_reason(features: dict[str, float], probability: float, digit_sco
         features: :func:`ink_features` of the 28x28 input.
         probability: The model's top softmax probability for it.
         digit_score: Its :func:`digit_scores` value; ``None`` leaves the detector out.
-
-    Returns:
-        A short reason such as ``"ink 20.0 px (MNIST digits: at least 24.8)"``, or ``None``.
     """
     far = _outside(features)
     if far:
@@ -108,10 +101,7 @@ def not_a_digit_reason(features: dict[str, float], probability: float, digit_sco
 
 
 class DigitDetector(nn.Module):
-    """A tiny CNN (about 6,000 weights) that tells MNIST-style digits from letters, symbols, shapes and scribbles.
-
-    It sees only the 28x28 input, so it works with any classifier. Trained by ``benchmarks/train_not_a_digit.py``.
-    """
+    """A tiny CNN (about 6,000 weights) that tells MNIST-style digits from letters, symbols, shapes and scribbles by the input alone."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -140,13 +130,10 @@ def _detector() -> DigitDetector:
 
 @torch.no_grad()
 def digit_scores(digits: np.ndarray) -> np.ndarray:
-    """How digit-like each 28x28 input is, by the shipped detector (a logit; below :data:`MIN_DIGIT_SCORE`: flagged).
+    """How digit-like each input is by the shipped detector: ``[N]`` logits (below :data:`MIN_DIGIT_SCORE`: flagged).
 
     Args:
         digits: ``[N, 28, 28]`` uint8 0-255, light ink on black (preprocessed digits, or MNIST images).
-
-    Returns:
-        ``[N]`` float scores.
     """
     images, model = torch.as_tensor(np.asarray(digits, dtype=np.float32)).reshape(-1, 1, 28, 28) / 255, _detector()
     return torch.cat([model(images[i : i + 1024]) for i in range(0, len(images), 1024)]).reshape(-1).numpy()

@@ -56,10 +56,7 @@ class PreprocessedImage:
 
 
 def _high_bit_depth_peak(values: np.ndarray) -> float:
-    """The white level of an integer or float image: the most its bit depth (inferred from its largest value) holds.
-
-    A 16-bit PNG from a 12-bit sensor holds 0-4095: dividing by 65535 would make it look blank. Floats within 0-1 are unit.
-    """
+    """The white level of an integer or float image: 1 for floats within 0-1, else the most its inferred bit depth holds."""
     top = float(values.max(initial=0))
     if values.dtype.kind == "f" and top <= 1.0:
         return 1.0
@@ -72,10 +69,7 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     Transparent pixels get a background that keeps the ink visible: when most of the image is transparent (a
     drawing exported from an app) the visible pixels are the ink, so white behind dark ink and black behind light
     ink; when most is opaque (a photo with transparent corners) the paper's colour. ``I;16``, ``I`` and ``F``
-    images are scaled from the range their bit depth holds (a 12-bit image in a 16-bit PNG from 0-4095).
-
-    Args:
-        image: Any mode: 1, L, P, RGB, RGBA, LA, CMYK, I;16, I, F, ...
+    images are scaled from the range their bit depth holds (a 12-bit image in a 16-bit PNG from 0-4095, not 65535).
     """
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         values = np.clip(np.nan_to_num(np.asarray(image).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0), 0, None)
@@ -173,18 +167,13 @@ def _scale_to_box(cropped: np.ndarray) -> np.ndarray:
 
 
 def preprocess(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> PreprocessedImage:
-    """Turn a digit image of any size and polarity into an MNIST-style 28x28 digit.
+    """Turn a digit image of any size and polarity into an MNIST-style 28x28 digit: ``.digit``, with every step kept.
 
-    Steps: grayscale; invert when the border (the background) is light; stretch the contrast so the background is
-    0 and the ink 1; crop to the ink's bounding box; scale the longer side to 20 px (Lanczos, anti-aliased); paste
-    into 28x28 with the centre of mass at the centre.
+    Steps: grayscale; invert when the border (the background) is light; stretch the contrast so the background is 0 and
+    the ink 1; crop to the ink; scale the longer side to 20 px (Lanczos); paste into 28x28, centre of mass at the centre.
 
     Args:
-        image: A file path (opened by :func:`~mnist_cnn.digits.decode.load_image`), a Pillow image, or a ``[H, W]``
-            array of 0-255 values.
-
-    Returns:
-        Every intermediate step; ``.digit`` is the result.
+        image: A file path (opened by :func:`~mnist_cnn.digits.decode.load_image`), a Pillow image, or a ``[H, W]`` 0-255 array.
 
     Raises:
         ImageError: The file cannot be read, or no ink stands out from the background (a blank image).

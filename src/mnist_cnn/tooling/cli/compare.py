@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{display_name(args.models_dir)} is not a folder (train a run first: python -m mnist_cnn.train, or pass --models-dir)"
         )
     # pandas (through catalog) only after the arguments are known good: --help and mistakes answer at once
-    from mnist_cnn.catalog import format_table, runs_table
+    from mnist_cnn.tooling.cli.catalog import format_table, runs_table
 
     table = runs_table(args.models_dir)
     if table.empty:

@@ -30,7 +30,8 @@ from mnist_cnn.tooling.cli.args import ArgumentParser, learning_rate, positive_i
 
 if TYPE_CHECKING:  # for annotations only: importing them here would load torch before --help can answer
     from mnist_cnn.config import TrainConfig
-    from mnist_cnn.runs import RunOptions, TrainResult
+    from mnist_cnn.results import TrainResult
+    from mnist_cnn.runs import RunOptions
     from mnist_cnn.tooling.runctl.controls import Controls
     from mnist_cnn.tooling.runctl.distributed import DistributedContext
 
@@ -213,7 +214,7 @@ def describe(config: TrainConfig, world_size: int) -> str:
 
 def save_finished_run(result: TrainResult, out: Path, started: float) -> None:
     """Write ``model.pt`` and ``metrics.json``, remove the per-epoch ``last.pt``, and print the results."""
-    from mnist_cnn.runs import save_run
+    from mnist_cnn.results import save_run
 
     model_path, metrics_path = save_run(result, out, {"total_seconds": time.perf_counter() - started})
     # model.pt now holds the same resumable state, so the per-epoch file would only be a stale duplicate

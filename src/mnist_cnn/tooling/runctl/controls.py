@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from mnist_cnn.checkpoint import LoadedCheckpoint, save_checkpoint
+from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.devices import select_device
 from mnist_cnn.engine import Callback, Run
-from mnist_cnn.runs import RunOptions, TrainResult, checkpoint_payload, fit, result_from
+from mnist_cnn.results import TrainResult, checkpoint_payload, result_from, save_checkpoint
+from mnist_cnn.runs import RunOptions, fit
 from mnist_cnn.tooling.runctl.distributed import (
     SINGLE_PROCESS,
     DistributedContext,
@@ -29,7 +30,7 @@ from mnist_cnn.tooling.runctl.threads import thread_policy
 
 
 class SaveCheckpoint(Callback):
-    """Writes a resumable checkpoint (the run as :func:`~mnist_cnn.runs.result_from` sees it) after every epoch, and
+    """Writes a resumable checkpoint (the run as :func:`~mnist_cnn.results.result_from` sees it) after every epoch, and
     names it as ``run.checkpoint``, the state to resume from if training stops.
 
     It runs after the callbacks that change the run (``order`` 50), so what they recorded in ``run.facts`` is saved.

@@ -47,7 +47,7 @@ def field_of(checkpoint: LoadedCheckpoint, name: str) -> Iterator[None]:
 
 
 def training_state_of(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
-    """The resumable state stored in a checkpoint written by :func:`~mnist_cnn.runs.fit` or :func:`~mnist_cnn.runs.save_run`.
+    """The resumable state stored in a checkpoint written by :func:`~mnist_cnn.runs.fit` or :func:`~mnist_cnn.results.save_run`.
 
     Raises:
         CheckpointError: The checkpoint holds no training state (a seed-format file, or one saved without it), or
@@ -158,7 +158,7 @@ def restore(checkpoint: LoadedCheckpoint, model: nn.Module, parts: TrainParts, g
     """Load a checkpoint's weights, optimizer, schedule and random states into a run, and return its counters.
 
     Args:
-        checkpoint: A checkpoint written by :func:`~mnist_cnn.runs.fit` or :func:`~mnist_cnn.runs.save_run`.
+        checkpoint: A checkpoint written by :func:`~mnist_cnn.runs.fit` or :func:`~mnist_cnn.results.save_run`.
         model: The freshly built network (same architecture).
         parts: The freshly built optimizer and schedule.
         generator: The run's data generator.

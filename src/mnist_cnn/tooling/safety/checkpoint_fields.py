@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from mnist_cnn.checkpoint import CHECKPOINT_FORMAT, model_fields
+from mnist_cnn import CHECKPOINT_FORMAT
+from mnist_cnn.checkpoint import model_fields
 from mnist_cnn.checks import shown
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.mnist import INPUT_SCALINGS

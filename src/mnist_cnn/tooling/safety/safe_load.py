@@ -24,8 +24,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 
-from mnist_cnn import tensor_record
-from mnist_cnn.checkpoint import CHECKPOINT_FORMAT, is_torch_pickle, unreadable
+from mnist_cnn import CHECKPOINT_FORMAT, tensor_record
+from mnist_cnn.checkpoint import is_torch_pickle, unreadable
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.text import display_name, escape_text
 from mnist_cnn.tooling.safety.checkpoint_fields import validate_record

@@ -1,6 +1,6 @@
 """Every training run under ``models/`` as a table: one row per run (:func:`runs_table`), or per run and epoch.
 
-A run is a folder ``models/<run>/`` written by ``python -m mnist_cnn.train`` (or :func:`mnist_cnn.runs.save_run`):
+A run is a folder ``models/<run>/`` written by ``python -m mnist_cnn.train`` (or :func:`mnist_cnn.results.save_run`):
 ``metrics.json`` holds the final numbers, the configuration and the per-epoch history. Runs from older versions (no
 validation split: ``test_loss``/``test_acc`` per epoch), unfinished runs (only ``last.pt``) and folders with missing
 or corrupt files still get a row with what is known and a note saying what is missing; reading them never raises.
