@@ -41,6 +41,9 @@ LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
 # Sphinx cross-reference roles in docstrings (":func:`fit`"), which Markdown renders as the role's name followed
 # by code; the API pages show the code alone.
 SPHINX_ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|exc|obj):(?=<code>)")
+#: A link in a notebook's rendered HTML to a page of ``docs/`` (``../docs/benchmarks.md#anchor``), as GitHub and
+#: JupyterLab follow it from ``notebooks/``.
+NOTEBOOK_DOCS_LINK = re.compile(r'href="(\.\./docs/[^"#]+\.md)(#[^"]*)?"')
 GITHUB_ONLY_BADGE = re.compile(r"^\[!\[[^\]]*\]\(\.\./\.\./[^)]*\)\]\(\.\./\.\./[^)]*\)[ \t]*\n", re.MULTILINE)
 
 
@@ -170,7 +173,18 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
 
 
 def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
-    """On the API pages, drop the Sphinx role names that docstrings put before a name in backticks."""
+    """On the API pages, drop the Sphinx role names that docstrings put before a name in backticks; on the notebook
+    pages, point links to ``docs/`` pages at those pages on the site."""
     if page.file.src_uri.startswith("api/"):
         return SPHINX_ROLE.sub("", html)
+    if page.file.src_uri.startswith("notebooks/"):
+
+        def on_the_site(match: re.Match[str]) -> str:
+            uri = site_uri(posixpath.normpath(posixpath.join("notebooks", match.group(1))))
+            target = files.get_file_from_path(uri) if uri else None
+            if target is None:  # not a page of the site: left as written, and the link check reports it
+                return match.group(0)
+            return f'href="{posixpath.relpath(target.url or ".", page.url or ".")}/{match.group(2) or ""}"'
+
+        return NOTEBOOK_DOCS_LINK.sub(on_the_site, html)
     return html

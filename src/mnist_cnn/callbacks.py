@@ -43,7 +43,7 @@ class ProgressBar(Callback):
 
 
 class PrintEpochs(Callback):
-    """One line per epoch to ``log``: training and validation loss and accuracy, and the epoch's seconds."""
+    """One line per epoch: training and validation loss and accuracy, and the epoch's seconds (to ``log``, default print)."""
 
     def __init__(self, log: Callable[[str], Any] = print) -> None:
         self.log = log
@@ -57,7 +57,7 @@ class PrintEpochs(Callback):
 
 
 class LivePlot(Callback):
-    """Learning curves (:func:`mnist_cnn.plots.plot_history`) redrawn in place in a notebook while training runs.
+    """Learning curves redrawn in place in a notebook while training runs (:func:`mnist_cnn.plots.plot_history`).
 
     Each drawing replaces one output (IPython's ``display_id``), so nbconvert and nbval keep the last; outside IPython
     nothing is drawn until :meth:`figure` is asked for.
