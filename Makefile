@@ -9,6 +9,10 @@ PYTHON ?= python3
 VENV ?= .venv
 # The cell timeout guards against a hung kernel only: on a busy machine notebook 3's training cell alone can take 10 min.
 PYTEST_NOTEBOOKS = --nbval-lax --nbval-current-env --nbval-cell-timeout=1800
+# Two workers (pytest-xdist): each test file, and the notebooks in order, stay on one worker (conftest.py); on
+# 2 cores the whole of `make test` took 0.66 of its serial time (docs/contributing.md). PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 .DEFAULT_GOAL := help
 # PRESET and SEED from make's command line reach the programs through the environment, never as shell text or as
 # make code, so a value holding `;`, a space or `$(...)` is passed whole to the program that checks it.
@@ -87,10 +91,10 @@ evaluate: install ## Evaluate models/<preset>/model.pt and write reports/
 	$(PY) -m mnist_cnn.evaluate --checkpoint "models/$${MAKE_PRESET:-default}/model.pt" --out reports
 
 test: install ## Set up, then run the unit tests and execute every notebook (nbval)
-	$(PY) -m pytest $(PYTEST_NOTEBOOKS) tests notebooks
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_NOTEBOOKS) tests notebooks
 
 unit: install ## Unit tests only
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests
 
 notebooks: install ## Execute the notebooks only
 	$(PY) -m pytest $(PYTEST_NOTEBOOKS) notebooks
