@@ -243,3 +243,24 @@ def test_reports_and_metrics_are_created_0644_respecting_the_umask(tmp_path: Pat
         assert (tmp_path / "group.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)
+
+
+def test_train_escapes_the_output_folder_in_its_own_lines(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """An --out holding a terminal escape and a line break can neither recolour the terminal nor forge a line."""
+    out = tmp_path / "run\x1b[31m\nforged"
+    status = run_cli(train.main, ["--preset", "fast", "--smoke", "--quiet", "--data-dir", str(data_dir), "--out", str(out)])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    saved = [line for line in printed.out.splitlines() if line.startswith("saved ")]
+    assert len(saved) == 1 and "\\x1b[31m\\x0aforged/model.pt" in saved[0], printed.out
+    assert "\x1b" not in printed.out and not any(line.startswith("forged") for line in printed.out.splitlines())
+    assert (out / "model.pt").is_file(), "the folder itself is named as the user asked"
+
+
+def test_the_interrupted_line_escapes_the_checkpoint_path() -> None:
+    from mnist_cnn.errors import TrainingInterrupted
+
+    args = train.build_parser().parse_args(["--out", "x"])
+    error = TrainingInterrupted("stopped", epoch=2, checkpoint_path=Path("run\x1b[31m\nforged/last.pt"), checkpoint_epoch=1)
+    line = train._interrupted_message(error, args, world_size=1)
+    assert "\n" not in line and "\x1b" not in line and "\\x1b[31m\\x0aforged/last.pt" in line

@@ -24,6 +24,7 @@ from mnist_cnn import LAST_FILE, MODELS_DIR
 from mnist_cnn.devices import DEVICE_CHOICES
 from mnist_cnn.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from mnist_cnn.presets import PRESETS, get_preset
+from mnist_cnn.text import display_name, escape_text
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.tooling.cli.args import ArgumentParser, learning_rate, positive_int, run_cli, seed_int, thread_count
@@ -225,7 +226,7 @@ def save_finished_run(result: TrainResult, out: Path, started: float) -> None:
         f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f}; "
         f"training {m['train_seconds']:.1f}s on {m['device']} ({m['precision']})"
     )
-    print(f"saved {model_path} and {metrics_path}")
+    print(f"saved {display_name(model_path)} and {display_name(metrics_path)}")  # an --out may hold escapes or line breaks
 
 
 def _diverged(error: TrainingDiverged) -> TrainingDiverged:
@@ -242,11 +243,12 @@ def _diverged(error: TrainingDiverged) -> TrainingDiverged:
 
 
 def _interrupted_message(error: TrainingInterrupted, args: argparse.Namespace, world_size: int) -> str:
+    """The one line printed when training stops on a signal; what the user typed (the paths) is escaped."""
     if error.checkpoint_path is None:
         return f"interrupted in epoch {error.epoch} before any checkpoint was saved; nothing to resume"
-    return (
-        f"interrupted in epoch {error.epoch}: its partial progress is discarded and {error.checkpoint_path} holds the state "
-        f"after epoch {error.checkpoint_epoch}; resume with: {resume_command(error.checkpoint_path, args, world_size)}"
+    return escape_text(
+        f"interrupted in epoch {error.epoch}: its partial progress is discarded and {display_name(error.checkpoint_path)} holds the "
+        f"state after epoch {error.checkpoint_epoch}; resume with: {resume_command(error.checkpoint_path, args, world_size)}"
     )
 
 
