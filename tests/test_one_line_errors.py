@@ -10,13 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from mnist_cnn import files
 from mnist_cnn.mnist import raw_folder
 from mnist_cnn.model import VGG
 from mnist_cnn.results import build_payload, save_checkpoint
-from mnist_cnn.tooling.cli import evaluate, train
+from mnist_cnn.tooling.cli import evaluate, predict, train
 from mnist_cnn.tooling.cli.args import MAX_SEED, run_cli
 
 
@@ -264,3 +267,23 @@ def test_the_interrupted_line_escapes_the_checkpoint_path() -> None:
     error = TrainingInterrupted("stopped", epoch=2, checkpoint_path=Path("run\x1b[31m\nforged/last.pt"), checkpoint_epoch=1)
     line = train._interrupted_message(error, args, world_size=1)
     assert "\n" not in line and "\x1b" not in line and "\\x1b[31m\\x0aforged/last.pt" in line
+
+
+def test_a_model_whose_outputs_overflow_is_refused_by_predict_and_evaluate(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Finite weights that overflow to NaN outputs: no "8 (nan%)" and no report of a broken model, one line instead."""
+    model = VGG(hidden_units=1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(1e30)
+    path = tmp_path / "overflow.pt"
+    save_checkpoint(path, build_payload(model, arch="vgg", model_options={"hidden_units": 1}, input_scaling="unit"))
+    page = np.full((28, 28), 255, dtype=np.uint8)
+    page[5:23, 12:16] = 0  # a 1
+    Image.fromarray(page).save(tmp_path / "one.png")
+    status = run_cli(predict.main, ["--checkpoint", str(path), str(tmp_path / "one.png")])
+    assert "outputs are NaN or infinite for 1 of 1 images" in one_line_error(capsys, status)
+    status = run_cli(evaluate.main, ["--checkpoint", str(path), "--data-dir", str(data_dir), "--out", str(tmp_path / "report"), "--no-figures"])
+    assert "outputs are NaN or infinite for 10,000 of 10,000 images: the model is broken" in one_line_error(capsys, status)
+    assert not (tmp_path / "report" / "metrics.json").exists()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mnist_cnn.errors import CheckpointError
 from mnist_cnn.mnist import CLASS_NAMES, NUM_CLASSES
 
 if TYPE_CHECKING:  # pandas, scikit-learn and scipy load where a table, a matrix or an interval is made: predict needs none
@@ -43,13 +44,20 @@ class Predictions:
 
 @torch.inference_mode()
 def predict(model: nn.Module, batches: Batches, device: torch.device) -> Predictions:
-    """Run the model (put in eval mode; already on ``device``) over ``(images, labels)`` batches; float32 results on the CPU, in order."""
+    """Run the model (put in eval mode; already on ``device``) over ``(images, labels)`` batches; float32 results on the CPU, in order.
+
+    Raises:
+        CheckpointError: The model's outputs are NaN or infinite (weights that overflow): no answer it gives means anything.
+    """
     model.eval()
     targets, probabilities = [], []
     for images, labels in batches:
         probabilities.append(torch.softmax(model(images.to(device, non_blocking=True)).float(), dim=1).cpu())
         targets.append(labels.cpu())
     probs = torch.cat(probabilities)
+    broken = int((~torch.isfinite(probs).all(dim=1)).sum())
+    if broken:
+        raise CheckpointError(f"the model's outputs are NaN or infinite for {broken:,} of {len(probs):,} images: the model is broken (retrain it)")
     return Predictions(targets=torch.cat(targets), predicted=probs.argmax(dim=1), probabilities=probs)
 
 
