@@ -211,3 +211,19 @@ def test_callbacks_run_by_order_then_as_added() -> None:
     run = engine.Run(model, parts_for(model), 0, callbacks=[named("late", 90), named("first", -10), named("a", 0), named("b", 0)])
     run.emit("after_fit")
     assert seen == ["first", "a", "b", "late"]
+
+
+def test_a_failing_after_fit_does_not_hide_why_training_stopped() -> None:
+    class FailsToTidyUp(engine.Callback):
+        def after_fit(self, run: engine.Run) -> None:
+            raise RuntimeError("disk gone")
+
+    model = VGG(hidden_units=2)
+    asked = iter([False, True])
+    run = engine.Run(model, parts_for(model), 2, callbacks=[StopOnRequest(lambda: next(asked)), FailsToTidyUp()])
+    with pytest.raises(TrainingInterrupted) as caught:
+        engine.train(run, batches(320), batches(50))
+    assert caught.value.__notes__ == ["a callback's after_fit then failed too: RuntimeError: disk gone"]
+    finished = engine.Run(model, parts_for(model), 0, callbacks=[FailsToTidyUp()])
+    with pytest.raises(RuntimeError, match="disk gone"):  # when training ends normally, the failure is the error
+        engine.train(finished, batches(64), batches(50))

@@ -98,6 +98,9 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=f"another training run \\(process {os.getpid()}\\)"):
             RunLock(tmp_path).acquire()
         assert lock.stale_pid is None
+        (tmp_path / LOCK_NAME).write_text("1\n")  # a pid written by anyone: the kernel's table names the real holder
+        with pytest.raises(ConfigError, match=f"another training run \\(process {os.getpid()}\\)"):
+            RunLock(tmp_path).acquire()
     assert not (tmp_path / LOCK_NAME).exists()
     with RunLock(tmp_path):  # free again
         pass

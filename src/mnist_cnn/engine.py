@@ -268,9 +268,22 @@ def train(run: Run, train_batches: Batches, val_batches: Batches) -> TrainingSta
             seconds = time.perf_counter() - started
             state.epoch = epoch
             record_epoch(run, train_metrics, measure(run, val_batches), seconds)
-    finally:
-        run.emit("after_fit")
+    except BaseException as stopped:
+        after_fit_despite(run, stopped)
+        raise
+    run.emit("after_fit")
     return state
+
+
+def after_fit_despite(run: Run, stopped: BaseException) -> None:
+    """Let the callbacks tidy up after training stopped early; one that fails then is noted on ``stopped``, never raised in its place.
+
+    Otherwise a failing ``after_fit`` would hide why training stopped (an interruption and its resume hint, a divergence).
+    """
+    try:
+        run.emit("after_fit")
+    except Exception as failure:  # noqa: BLE001 - the stop is the error the caller must see; this one is only noted
+        stopped.add_note(f"a callback's after_fit then failed too: {type(failure).__name__}: {failure}")
 
 
 def measure(run: Run, batches: Batches, loss_fn: nn.Module | None = None) -> Metrics:

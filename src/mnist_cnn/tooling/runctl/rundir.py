@@ -8,9 +8,10 @@ after. Then three guards, used by ``python -m mnist_cnn.train``:
   ``--overwrite``;
 - :class:`RunLock` holds an exclusive ``fcntl.flock`` on ``<out>/.train.lock`` for as long as the run
   lasts. The kernel drops the lock when the process ends, however it ends (even ``kill -9``), so a lock
-  file left by a dead process is stale by construction and the next run simply takes it over; the pid
-  written inside is only there to say who holds a live lock. The lock file is never followed through a
-  link: a ``.train.lock`` that is a symbolic link, a hard link or not a plain file is refused untouched;
+  file left by a dead process is stale by construction and the next run simply takes it over; a refused
+  run names the holder as the kernel lists it (``/proc/locks``), not the pid written in the file. The lock
+  file is never followed through a link: a ``.train.lock`` that is a symbolic link, a hard link or not a
+  plain file is refused untouched;
 - with ``--overwrite``, the old run's ``model.pt`` and ``metrics.json`` are moved aside (renamed to
   ``.replaced.<name>``) as soon as the folder is claimed, so the folder never shows the old results beside
   the new run's ``last.pt``. When the lock is released they are deleted if the new run wrote a checkpoint,
@@ -145,7 +146,7 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
-                pid = _read_pid(fd)
+                pid = holder_pid(fd)
                 os.close(fd)
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
@@ -230,6 +231,25 @@ class RunLock:
             f"another training run ({holder}) is writing to {display_name(self.path.parent)} (it holds {display_name(self.path)}); "
             "wait for it to finish or choose another --out"
         )
+
+
+def holder_pid(fd: int) -> int | None:
+    """The process that holds the ``flock`` on the open file ``fd``, as the kernel lists it in ``/proc/locks``; ``None`` if unknown.
+
+    The pid written inside a lock file is only what its writer said (it may be stale, or forged); the kernel's table
+    names the process that holds the lock now. Where there is no such table (not Linux), the holder is not named.
+    """
+    found = os.fstat(fd)
+    where = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    try:
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    for line in table.splitlines():
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF" ("->" marks a waiter, not a holder)
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where and fields[4].isdigit():
+            return int(fields[4])
+    return None
 
 
 def _read_pid(fd: int) -> int | None:
