@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -10,11 +11,23 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from wcwidth import wcswidth
 
 from mnist_cnn import MODELS_DIR
 from mnist_cnn.model import build_model
 from mnist_cnn.results import build_payload, save_checkpoint
-from mnist_cnn.tooling.cli.catalog import COLUMNS, CURVE_COLUMNS, OLD_FORMAT_NOTE, find_runs, learning_curves, runs_table
+from mnist_cnn.tooling.cli import compare
+from mnist_cnn.tooling.cli.args import run_cli
+from mnist_cnn.tooling.cli.catalog import (
+    COLUMNS,
+    CURVE_COLUMNS,
+    OLD_FORMAT_NOTE,
+    _read_metrics_json,
+    find_runs,
+    format_table,
+    learning_curves,
+    runs_table,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -276,3 +289,36 @@ def test_run_names_with_escapes_and_line_breaks_print_as_one_row(tmp_path: Path)
     assert len(lines) == 4 and "\x1b" not in done.stdout and "\r" not in done.stdout
     assert any(line.startswith("evil\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x0afast-9  fast  1 ") for line in lines), lines
     assert any(line.startswith("odd-device ") and "cpu\\x1b[31m\\x0aforged" in line for line in lines), lines
+
+
+def test_wide_and_combining_run_names_keep_the_columns_aligned(tmp_path: Path) -> None:
+    """Columns are measured in terminal cells, not characters: 数字 takes four, e + a combining accent one."""
+    root = tmp_path / "models"
+    for seed, name in enumerate(["plain", "数字のラン", "cafe\u0301"], start=1):
+        write_run(root, name, new_format(seed))
+    lines = format_table(runs_table(root)).splitlines()
+    starts = {wcswidth(line[: line.index(" fast")]) for line in lines[1:]}
+    assert len(lines) == 4 and starts == {wcswidth("数字のラン") + 1}, lines
+
+
+def test_a_metrics_json_that_is_a_fifo_is_noted_without_waiting(tmp_path: Path) -> None:
+    folder = write_run(tmp_path, "run", None)
+    os.mkfifo(folder / "metrics.json")
+    assert _read_metrics_json(folder / "metrics.json") == (None, "metrics.json unreadable (a FIFO)")
+
+
+def test_compare_csv_is_replaced_whole_or_not_at_all(models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Before, the CSV was rewritten in place: a full disk left half a table and the old one gone."""
+    csv = tmp_path / "runs.csv"
+    csv.write_text("the previous table\n")
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    status = run_cli(compare.main, ["--models-dir", str(models), "--csv", str(csv)])
+    monkeypatch.undo()
+    assert status == 1 and capsys.readouterr().err.strip() == f"error: cannot write {csv}: No space left on device"
+    assert csv.read_text() == "the previous table\n" and [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert run_cli(compare.main, ["--models-dir", str(models), "--csv", str(csv)]) == 0
+    assert len(pd.read_csv(csv)) == len(runs_table(models))

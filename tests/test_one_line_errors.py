@@ -284,6 +284,7 @@ def test_a_model_whose_outputs_overflow_is_refused_by_predict_and_evaluate(
     Image.fromarray(page).save(tmp_path / "one.png")
     status = run_cli(predict.main, ["--checkpoint", str(path), str(tmp_path / "one.png")])
     assert "outputs are NaN or infinite for 1 of 1 images" in one_line_error(capsys, status)
-    status = run_cli(evaluate.main, ["--checkpoint", str(path), "--data-dir", str(data_dir), "--out", str(tmp_path / "report"), "--no-figures"])
+    report = ["--data-dir", str(data_dir), "--out", str(tmp_path / "report"), "--no-figures"]
+    status = run_cli(evaluate.main, ["--checkpoint", str(path), *report])
     assert "outputs are NaN or infinite for 10,000 of 10,000 images: the model is broken" in one_line_error(capsys, status)
     assert not (tmp_path / "report" / "metrics.json").exists()

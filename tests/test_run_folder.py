@@ -10,7 +10,7 @@ import pytest
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.model import SmallCNN
 from mnist_cnn.results import build_payload, save_checkpoint
-from mnist_cnn.tooling.cli import train
+from mnist_cnn.tooling.cli import evaluate, train
 from mnist_cnn.tooling.cli.args import run_cli
 from mnist_cnn.tooling.cli.catalog import read_run
 from mnist_cnn.tooling.runctl.rundir import ASIDE_PREFIX, LOCK_NAME, RunLock, claim_run_folder
@@ -130,7 +130,62 @@ def test_results_set_aside_by_a_killed_run_come_back_when_it_wrote_nothing(finis
     assert snapshot(finished_run) == before
 
 
+def killed_overwrite(folder: Path) -> dict[str, bytes]:
+    """The folder as a ``train --overwrite`` killed after its first checkpoint leaves it: the old run aside, a new last.pt."""
+    before = snapshot(folder)
+    for name in ("model.pt", "metrics.json"):
+        (folder / name).rename(folder / f"{ASIDE_PREFIX}{name}")
+    save_checkpoint(folder / "last.pt", build_payload(SmallCNN(), arch="small_cnn", model_options={}, input_scaling="standard"))
+    return before
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_run_set_aside_beside_newer_files_is_refused_into_until_the_user_decides(finished_run: Path, overwrite: bool) -> None:
+    """Before, a fresh start was not stopped and a later --overwrite replaced the set-aside run for good."""
+    killed_overwrite(finished_run)
+    kept = snapshot(finished_run)
+    with pytest.raises(ConfigError) as caught:
+        claim_run_folder(finished_run, resume=None, overwrite=overwrite)
+    assert str(caught.value) == (
+        f"{finished_run} holds a run set aside by an --overwrite that did not finish (.replaced.model.pt) beside newer files; "
+        "nothing was changed: rename it back (without '.replaced.') to keep it, or delete it; "
+        f"or continue the run that replaced it with --resume {finished_run / 'last.pt'}"
+    )
+    assert snapshot(finished_run) == kept and not (finished_run / LOCK_NAME).exists()
+
+
+def test_continuing_the_killed_overwrite_completes_it(finished_run: Path) -> None:
+    killed_overwrite(finished_run)
+    with claim_run_folder(finished_run, resume=finished_run / "last.pt", overwrite=False):
+        pass  # refused or failed before writing: the set-aside run stays aside, not back beside the new last.pt
+    assert {p.name for p in finished_run.iterdir()} == {"last.pt", ".replaced.model.pt", ".replaced.metrics.json"}
+    with claim_run_folder(finished_run, resume=finished_run / "last.pt", overwrite=False):
+        save_checkpoint(finished_run / "last.pt", build_payload(SmallCNN(), arch="small_cnn", model_options={}, input_scaling="standard"))
+    assert sorted(p.name for p in finished_run.iterdir()) == ["last.pt"], "the overwrite the user asked for is done"
+
+
 def test_an_overwrite_that_fails_on_its_data_keeps_the_old_run(finished_run: Path, tmp_path: Path, offline: None) -> None:
     before = snapshot(finished_run)
     status = run_cli(train.main, [*SHORT_RUN, "--data-dir", str(tmp_path / "none"), "--out", str(finished_run), "--overwrite"])
     assert status == 1 and snapshot(finished_run) == before
+
+
+# --- evaluate --out never writes into a run's folder ---
+
+
+def test_evaluate_refuses_a_folder_holding_a_run_set_aside(finished_run: Path, capsys: pytest.CaptureFixture) -> None:
+    killed_overwrite(finished_run)
+    (finished_run / "last.pt").unlink()
+    (finished_run / "metrics.json").write_text('{"test_accuracy": 0.5}\n')  # a report there already: not restored over
+    kept = snapshot(finished_run)
+    message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", "missing.pt", "--out", str(finished_run)]))
+    assert f"{finished_run} holds a training run (.replaced.model.pt, set aside by an --overwrite that did not finish)" in message
+    assert snapshot(finished_run) == kept
+
+
+def test_evaluate_refuses_a_folder_a_live_run_holds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Before, a report was written into a folder whose lock a live training run held (it had not written a file yet)."""
+    with RunLock(tmp_path):
+        message = one_line_error(capsys, run_cli(evaluate.main, ["--checkpoint", "missing.pt", "--out", str(tmp_path)]))
+    assert message.startswith(f"error: another training run (process {os.getpid()}) is writing to {tmp_path}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -57,7 +57,9 @@ def predict(model: nn.Module, batches: Batches, device: torch.device) -> Predict
     probs = torch.cat(probabilities)
     broken = int((~torch.isfinite(probs).all(dim=1)).sum())
     if broken:
-        raise CheckpointError(f"the model's outputs are NaN or infinite for {broken:,} of {len(probs):,} images: the model is broken (retrain it)")
+        raise CheckpointError(
+            f"the model's outputs are NaN or infinite for {broken:,} of {len(probs):,} images: the model is broken (retrain it)"
+        )
     return Predictions(targets=torch.cat(targets), predicted=probs.argmax(dim=1), probabilities=probs)
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from wcwidth import wcswidth
 
 from mnist_cnn import LAST_FILE, MODEL_FILE, MODELS_DIR
 from mnist_cnn.checks import read_number, whole_float_as_int
 from mnist_cnn.text import display_name, escape_text
+from mnist_cnn.tooling.safety.regular_files import FileTooLarge, NotARegularFile, read_regular
 
 #: The table's columns, in order, with their pandas types.
 DTYPES = {
@@ -67,9 +69,11 @@ def _first(*values: Any) -> Any:
 def _read_metrics_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The parsed file and ``None``, or ``None`` and why it could not be used (one bad file never ends the table)."""
     try:
-        if path.stat().st_size > MAX_METRICS_BYTES:
-            return None, f"metrics.json unreadable (larger than {MAX_METRICS_BYTES >> 20} MB)"
-        loaded = json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(read_regular(path, MAX_METRICS_BYTES).decode("utf-8"))
+    except FileTooLarge:
+        return None, f"metrics.json unreadable (larger than {MAX_METRICS_BYTES >> 20} MB)"
+    except NotARegularFile as error:  # never opened for reading: a FIFO would block the table
+        return None, f"metrics.json unreadable ({error.kind})"
     except (OSError, UnicodeDecodeError) as error:
         return None, f"metrics.json unreadable ({type(error).__name__})"
     except json.JSONDecodeError as error:
@@ -222,12 +226,23 @@ def format_table(table: pd.DataFrame) -> str:
     """The table as plain text for a terminal: numbers right-aligned (accuracies to 4 decimals), text left, missing as ``-``.
 
     Text is escaped (:func:`mnist_cnn.text.escape_text`): a run folder named with a line break or an escape sequence
-    prints as one row.
+    prints as one row. Columns are as wide as the terminal shows their text, so wide (CJK) and combining characters
+    keep the table aligned.
     """
     if table.empty:
         return "(no runs)"
     columns = list(table.columns)
     lines = [columns, *([_cell(c, v) for c, v in zip(columns, row, strict=True)] for row in table.itertuples(index=False))]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
-    aligned = ([v.rjust(w) if c in _NUMERIC else v.ljust(w) for c, v, w in zip(columns, line, widths, strict=True)] for line in lines)
+    widths = [max(_width(line[i]) for line in lines) for i in range(len(columns))]
+    aligned = ([_pad(v, w, right=c in _NUMERIC) for c, v, w in zip(columns, line, widths, strict=True)] for line in lines)
     return "\n".join("  ".join(line).rstrip() for line in aligned)
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: a CJK character 2, a combining accent 0 (wcwidth's table, as terminals use)."""
+    return max(wcswidth(text), 0)  # -1 only for a control character, which escape_text has already replaced
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    spaces = " " * (width - _width(text))
+    return spaces + text if right else text + spaces

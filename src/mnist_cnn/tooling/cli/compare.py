@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mnist_cnn import MODELS_DIR
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.files import atomic_write_bytes
 from mnist_cnn.text import display_name
 from mnist_cnn.tooling.cli.args import ArgumentParser, run_cli
 
@@ -61,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.csv is not None:
         try:
             args.csv.parent.mkdir(parents=True, exist_ok=True)
-            # surrogateescape: a folder name that is not UTF-8 is written back as the bytes it is on disk
-            table.to_csv(args.csv, index=False, errors="surrogateescape")
+            # surrogateescape: a folder name that is not UTF-8 is written back as the bytes it is on disk; written whole
+            # beside the old file and renamed over it, so a failed write leaves the previous table as it was
+            atomic_write_bytes(args.csv, table.to_csv(index=False).encode("utf-8", errors="surrogateescape"))
         except OSError as error:
             raise ConfigError(f"cannot write {display_name(args.csv)}: {error.strerror or error}") from None
         print(f"wrote {display_name(args.csv)}")

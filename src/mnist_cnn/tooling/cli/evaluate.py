@@ -5,14 +5,19 @@ Example: ``python -m mnist_cnn.evaluate --checkpoint models/default/model.pt``
 
 from __future__ import annotations
 
+from argparse import Namespace
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnist_cnn import REPORTS_DIR
 from mnist_cnn.devices import DEVICE_CHOICES
 
 # Only modules that import without torch: --help and usage errors answer before the heavy libraries load.
 from mnist_cnn.tooling.cli.args import ArgumentParser, positive_int, run_cli
+
+if TYPE_CHECKING:
+    import torch
 
 
 def build_parser() -> ArgumentParser:
@@ -49,18 +54,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     matplotlib.use("Agg")  # a command writes files; it never opens windows
 
-    from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.devices import select_device
-    from mnist_cnn.text import display_name
-    from mnist_cnn.tooling.cli.measure import measure_checkpoint
-    from mnist_cnn.tooling.cli.report import check_not_a_run_folder, write_report
-    from mnist_cnn.tooling.runctl.rundir import ensure_writable_dir
-    from mnist_cnn.tooling.safety.mnist_files import ensure_mnist
-    from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
+    from mnist_cnn.tooling.cli.report import check_not_a_run_folder
+    from mnist_cnn.tooling.runctl.rundir import RunLock, ensure_writable_dir
 
     check_not_a_run_folder(args.out)
     device = select_device(args.device)
     out = ensure_writable_dir(args.out)
+    with RunLock(out):  # held while the report is made: no training run can claim the folder meanwhile, nor hold it now
+        check_not_a_run_folder(out)
+        evaluate_into(args, out, device)
+    return 0
+
+
+def evaluate_into(args: Namespace, out: Path, device: torch.device) -> None:
+    """Load the checkpoint, measure it on ``device`` on the test set, print the results and write the report into ``out``."""
+    from mnist_cnn.checkpoint import load_checkpoint
+    from mnist_cnn.text import display_name
+    from mnist_cnn.tooling.cli.measure import measure_checkpoint
+    from mnist_cnn.tooling.cli.report import write_report
+    from mnist_cnn.tooling.safety.mnist_files import ensure_mnist
+    from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
+
     checkpoint = load_checkpoint(args.checkpoint, device=device, reader=read_checkpoint_file)
     ensure_mnist(args.data_dir, splits=["test"])  # the test files there and matching the published MD5s; nothing else is read
     result = measure_checkpoint(checkpoint, args.data_dir, device, args.batch_size)
@@ -76,7 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"test accuracy with test-time augmentation ({len(SHIFTS)} views): {extra['test_accuracy_tta']:.4f}")
     for path in write_report(checkpoint, result, out, args.data_dir, figures=not args.no_figures, extra=extra):
         print(f"wrote {display_name(path)}")
-    return 0
 
 
 def console_main() -> int:

@@ -25,6 +25,8 @@ from mnist_cnn.errors import ConfigError
 from mnist_cnn.files import atomic_write_bytes, strict_json_value
 from mnist_cnn.text import display_name
 from mnist_cnn.tooling.cli.measure import EvaluationResult, mistakes, plot_mistakes, plot_per_class
+from mnist_cnn.tooling.runctl.rundir import ASIDE_PREFIX, set_aside_leftovers
+from mnist_cnn.tooling.safety.regular_files import FileTooLarge, read_regular
 
 #: The per-step rows :func:`mnist_cnn.plots.plot_history` draws, all lists of numbers of one length.
 STEP_KEYS = ("step", "epoch", "train_loss", "lr")
@@ -41,11 +43,12 @@ def check_not_a_run_folder(out: str | os.PathLike[str]) -> None:
         out: The report folder asked for.
 
     Raises:
-        ConfigError: ``out`` holds a ``model.pt`` or ``last.pt``, or a ``metrics.json`` with a run's
-            configuration or history.
+        ConfigError: ``out`` holds a ``model.pt`` or ``last.pt``, a run's results set aside by an ``--overwrite``
+            that did not finish, or a ``metrics.json`` with a run's configuration or history.
     """
     folder = Path(out)
     found = [name for name in (MODEL_FILE, LAST_FILE) if (folder / name).is_file()]
+    found += [f"{ASIDE_PREFIX}{name}, set aside by an --overwrite that did not finish" for name in set_aside_leftovers(folder)]
     if not found and _is_run_record(folder / "metrics.json"):
         found = ["metrics.json with the run's history"]
     if found:
@@ -57,10 +60,10 @@ def check_not_a_run_folder(out: str | os.PathLike[str]) -> None:
 
 def _is_run_record(path: Path) -> bool:
     try:
-        if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
-            return path.is_file()  # too large to be a report of ours: keep it
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        loaded = json.loads(read_regular(path, MAX_RECORD_BYTES).decode("utf-8"))
+    except FileTooLarge:
+        return True  # too large to be a report of ours: keep it
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # a FIFO is refused unread, never waited on
         return False  # nothing readable to lose: a previous report cut short, say
     return isinstance(loaded, dict) and any(key in loaded for key in RUN_RECORD_KEYS)
 

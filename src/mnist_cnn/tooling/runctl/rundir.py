@@ -124,6 +124,8 @@ class RunLock:
         #: The result files this run moved aside, and the key of ``last.pt`` when it did.
         self._aside: list[str] = []
         self._last_key: tuple[int, int] | None = None
+        #: The results moved aside were found, left by a killed run this one continues: never put back beside it.
+        self._adopted = False
 
     def __enter__(self) -> RunLock:
         if self._fd is None:  # claim_run_folder hands over a lock already taken
@@ -210,6 +212,15 @@ class RunLock:
                 os.replace(source, folder / f"{ASIDE_PREFIX}{name}")
                 self._aside.append(name)
 
+    def adopt_aside(self, names: list[str]) -> None:
+        """Take over results a killed ``--overwrite`` run had moved aside, when this run continues that one.
+
+        The overwrite the user asked for then completes as it would have: they are deleted once this run writes a
+        checkpoint, and otherwise left aside as found.
+        """
+        self._aside, self._adopted = list(names), True
+        self._last_key = _same_file_key(self.path.parent / LAST_FILE)
+
     def _settle_aside(self) -> None:
         if not self._aside:
             return
@@ -221,7 +232,7 @@ class RunLock:
             with contextlib.suppress(FileNotFoundError):
                 if wrote:
                     aside.unlink()
-                else:
+                elif not self._adopted:
                     os.replace(aside, folder / name)
         self._aside = []
 
@@ -274,21 +285,22 @@ def claim_run_folder(out: str | os.PathLike[str], *, resume: str | os.PathLike[s
 
     The lock comes first, so that a live run's ``last.pt`` is reported as a live run, not as an interrupted one.
     With ``overwrite``, a new run (not one continuing in its own folder) then moves the old results aside
-    (:meth:`RunLock.set_aside_results`). Results a killed run had moved aside are put back first when the
-    folder holds no run files (it died before writing anything); otherwise they stay hidden until replaced.
+    (:meth:`RunLock.set_aside_results`). Results a killed ``--overwrite`` run had moved aside are settled first
+    (:func:`_settle_leftovers`): put back, carried on by the run that continues it, or the run is refused.
 
     Returns:
         The held lock: release it (or use it as a context manager) when the run's files are written.
 
     Raises:
-        ConfigError: Another live run holds the folder, or it holds another run's ``last.pt``/``model.pt``.
+        ConfigError: Another live run holds the folder, it holds another run's ``last.pt``/``model.pt``, or results
+            set aside by a killed ``--overwrite`` lie beside newer files.
     """
     lock = RunLock(out)
     lock.acquire()
     try:
-        _restore_leftovers(Path(out))
-        check_not_another_run(out, resume=resume, overwrite=overwrite)
         continuing = resume is not None and _same_file_key(Path(resume).parent) == _same_file_key(Path(out))
+        _settle_leftovers(lock, Path(out), continuing)
+        check_not_another_run(out, resume=resume, overwrite=overwrite)
         if overwrite and not continuing:
             lock.set_aside_results()
     except BaseException:
@@ -297,10 +309,33 @@ def claim_run_folder(out: str | os.PathLike[str], *, resume: str | os.PathLike[s
     return lock
 
 
-def _restore_leftovers(folder: Path) -> None:
-    """Put back results a killed ``--overwrite`` run had moved aside, when nothing shows that it wrote anything."""
-    if any((folder / name).exists() for name in (LAST_FILE, *RESULT_FILES)):
+def set_aside_leftovers(folder: Path) -> list[str]:
+    """The names of the results (``model.pt``, ``metrics.json``) a killed ``--overwrite`` run left moved aside in ``folder``."""
+    return [name for name in RESULT_FILES if os.path.lexists(folder / f"{ASIDE_PREFIX}{name}")]
+
+
+def _settle_leftovers(lock: RunLock, folder: Path, continuing: bool) -> None:
+    """Results a killed ``--overwrite`` run moved aside: put back, carried on, or kept until the user decides.
+
+    Put back when the folder shows nothing newer (the killed run wrote nothing); taken over by a run that continues
+    the killed one in its own folder (:meth:`RunLock.adopt_aside`); otherwise the run is refused, whatever its
+    options, so neither a fresh start nor another ``--overwrite`` can delete the old run unseen.
+
+    Raises:
+        ConfigError: Results set aside lie beside newer files and this run does not continue the killed one.
+    """
+    leftovers = set_aside_leftovers(folder)
+    newer = [name for name in (LAST_FILE, *RESULT_FILES) if os.path.lexists(folder / name)]
+    if not leftovers:
         return
-    for name in RESULT_FILES:
-        with contextlib.suppress(FileNotFoundError):
+    if not newer:
+        for name in leftovers:
             os.replace(folder / f"{ASIDE_PREFIX}{name}", folder / name)
+    elif continuing:
+        lock.adopt_aside(leftovers)
+    else:
+        hint = f"; or continue the run that replaced it with --resume {display_name(folder / LAST_FILE)}" if LAST_FILE in newer else ""
+        raise ConfigError(
+            f"{display_name(folder)} holds a run set aside by an --overwrite that did not finish ({ASIDE_PREFIX}{leftovers[0]}) "
+            f"beside newer files; nothing was changed: rename it back (without '{ASIDE_PREFIX}') to keep it, or delete it{hint}"
+        )

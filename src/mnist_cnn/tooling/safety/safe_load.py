@@ -15,7 +15,6 @@ import json
 import os
 import pickle
 import re
-import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from mnist_cnn.checkpoint import is_torch_pickle, unreadable
 from mnist_cnn.errors import CheckpointError
 from mnist_cnn.text import display_name, escape_text
 from mnist_cnn.tooling.safety.checkpoint_fields import validate_record
+from mnist_cnn.tooling.safety.regular_files import FileTooLarge, NotARegularFile, read_regular
 from mnist_cnn.tooling.safety.weights import check_model
 
 #: The largest checkpoint read, and the most a seed-format zip archive may inflate to: the largest model
@@ -46,14 +46,6 @@ MAX_DIMENSIONS = 8
 MAX_DEPTH = 32
 #: Bytes of the little-endian header length that opens every safetensors file.
 LENGTH_BYTES = 8
-
-_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a device",
-    stat.S_IFBLK: "a device",
-    stat.S_IFSOCK: "a socket",
-}
 
 
 def read_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -123,43 +115,23 @@ def _check_depth(value: Any, depth: int = 0) -> None:
 
 
 def read_regular_file(source: Path, max_bytes: int) -> bytes:
-    """The bytes of ``source``, a regular file of at most ``max_bytes``; never blocks on a FIFO or a device.
-
-    Its kind and size are checked before it is opened, and again on the file opened (which may have been swapped
-    in between): it is opened without blocking (``O_NONBLOCK``), so a FIFO can never hold the read.
+    """The bytes of ``source``, a regular file of at most ``max_bytes`` (:func:`read_regular`), its failures worded for a checkpoint.
 
     Raises:
         CheckpointError: Missing, not a regular file, unreadable, or larger than ``max_bytes``.
     """
     shown = display_name(source)
     try:
-        _check_kind_and_size(os.stat(source), source, max_bytes)
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        try:
-            _check_kind_and_size(os.fstat(fd), source, max_bytes)
-            chunks, total = [], 0
-            while chunk := os.read(fd, min(1 << 24, max_bytes + 1 - total)):
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > max_bytes:  # it grew while being read
-                    raise CheckpointError(f"{shown} is too large for a checkpoint: more than the {max_bytes:,} bytes allowed")
-        finally:
-            os.close(fd)
+        return read_regular(source, max_bytes)
+    except NotARegularFile as error:
+        raise CheckpointError(f"checkpoint {shown} is not a file ({error.kind}); it was not read") from None
+    except FileTooLarge as error:
+        size = f"{error.size:,} bytes, more than the {max_bytes:,} allowed" if error.size else f"more than the {max_bytes:,} bytes allowed"
+        raise CheckpointError(f"{shown} is too large for a checkpoint: {size}") from None
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {shown}") from None
     except (OSError, ValueError) as error:  # ValueError: a name with a NUL byte
         raise CheckpointError(f"cannot read checkpoint {shown}: {escape_text(getattr(error, 'strerror', None) or str(error))}") from None
-    return b"".join(chunks)
-
-
-def _check_kind_and_size(status: os.stat_result, source: Path, max_bytes: int) -> None:
-    if not stat.S_ISREG(status.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(status.st_mode), "not a regular file")
-        raise CheckpointError(f"checkpoint {display_name(source)} is not a file ({kind}); it was not read")
-    if status.st_size > max_bytes:
-        raise CheckpointError(
-            f"{display_name(source)} is too large for a checkpoint: {status.st_size:,} bytes, more than the {max_bytes:,} allowed"
-        )
 
 
 def check_tensor_table(header: dict[str, Any], source: Path) -> None:
