@@ -13,7 +13,7 @@ from mnist_cnn.checkpoint import load_checkpoint, read_payload
 from mnist_cnn.errors import TrainingDiverged
 from mnist_cnn.model import VGG
 from mnist_cnn.presets import get_preset
-from mnist_cnn.results import result_from, save_run
+from mnist_cnn.results import TrainResult, keep_previous_run, result_from, save_run
 from mnist_cnn.run_data import load_data
 from mnist_cnn.runs import RunOptions, fit
 from mnist_cnn.tooling.runctl.controls import SaveCheckpoint
@@ -46,16 +46,33 @@ def test_a_finished_run_records_validation_curves_and_one_test_measurement(tmp_p
     assert written["step_history"] == result.step_history and written["config"]["val_size"] == 500
 
 
-def test_a_model_trained_outside_fit_is_saved_without_a_test_measurement(tmp_path: Path) -> None:
+def trained_outside_fit() -> TrainResult:
+    """A one-epoch run of a tiny VGG as a notebook builds it: its own loop, no test measurement."""
     model = VGG(hidden_units=4)
     parts = engine.TrainParts(torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
     state = engine.TrainingState(epoch=1, step=3)
     for key, value in zip(engine.HISTORY_KEYS, (1, 0.5, 0.8, 0.4, 0.85, 2.0), strict=True):
         state.history[key].append(value)
-    result = result_from(engine.Run(model, parts, epochs=1, state=state, config=get_preset("default")))
+    return result_from(engine.Run(model, parts, epochs=1, state=state, config=get_preset("default")))
+
+
+def test_a_model_trained_outside_fit_is_saved_without_a_test_measurement(tmp_path: Path) -> None:
+    result = trained_outside_fit()
     assert result.metrics["val_accuracy"] == 0.85 and "test_accuracy" not in result.metrics
     model_path, _ = save_run(result, tmp_path)
     assert read_payload(model_path)["training_state"]["step"] == 3
+
+
+def test_a_notebook_keeps_the_run_it_would_save_over(tmp_path: Path) -> None:
+    """Before, notebook 3 replaced models/<preset>/ silently, a run trained from the command line included."""
+    result = trained_outside_fit()
+    assert keep_previous_run(tmp_path / "none") is None and keep_previous_run(tmp_path) is None
+    save_run(result, tmp_path)
+    (tmp_path / "last.pt").write_bytes(b"an interrupted run's checkpoint")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    kept = keep_previous_run(tmp_path)
+    assert kept is not None and kept.parent == tmp_path and kept.name.startswith("previous-")
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before and [p.name for p in tmp_path.iterdir()] == [kept.name]
 
 
 def test_fit_reports_the_last_good_checkpoint_when_validation_diverges(data_dir: Path, tmp_path: Path) -> None:

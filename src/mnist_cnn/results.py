@@ -1,7 +1,8 @@
 """A finished run: its :class:`TrainResult` (model, recipe, metrics, state to resume from) and the files it is saved as.
 
 :func:`save_run` writes ``metrics.json`` and ``model.pt`` (:func:`build_payload`: the weights and every tensor of the
-resumable state as safetensors, the rest as JSON in its header, :mod:`mnist_cnn.tensor_record`).
+resumable state as safetensors, the rest as JSON in its header, :mod:`mnist_cnn.tensor_record`);
+:func:`keep_previous_run` first moves a run already there aside, for a notebook that saves where others train.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +19,7 @@ import torch
 from torch import nn
 
 import mnist_cnn
-from mnist_cnn import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MODEL_FILE, tensor_record
+from mnist_cnn import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, LAST_FILE, MODEL_FILE, tensor_record
 from mnist_cnn.files import atomic_write_bytes, write_json
 from mnist_cnn.reproducibility import rng_state
 
@@ -108,6 +110,25 @@ def save_run(result: TrainResult, out: Path, extra_metrics: dict | None = None) 
         metrics_path, {**result.metrics, "config": result.config.to_dict(), "history": result.history, "step_history": result.step_history}
     )
     return model_path, metrics_path
+
+
+def keep_previous_run(out: Path) -> Path | None:
+    """Move a run already saved in ``out`` into ``out/previous-<UTC time>/``, so that saving a new one there loses nothing.
+
+    The notebooks save to ``models/<preset>/``, which the command line also trains into: a run found there (its
+    ``model.pt``, ``metrics.json`` and ``last.pt``) is kept, one file rename each, and the caller says where.
+
+    Returns:
+        The folder the run was moved to, or ``None`` when ``out`` held none.
+    """
+    found = [out / name for name in (MODEL_FILE, "metrics.json", LAST_FILE) if (out / name).is_file()]
+    if not found:
+        return None
+    kept = out / f"previous-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    kept.mkdir(exist_ok=False)  # two saves within one second: the second stops rather than mix two runs
+    for path in found:
+        os.replace(path, kept / path.name)
+    return kept
 
 
 def build_payload(model: nn.Module, *, arch: str, model_options: dict[str, Any], input_scaling: str, **record: Any) -> dict[str, Any]:
