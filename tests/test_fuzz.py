@@ -1,22 +1,28 @@
-"""Property-based tests: any value in any field of a resumable checkpoint, and any message from the drawing pad,
+"""Property-based tests: any value in any field of a resumable checkpoint or of a recipe given to fit, and any message from the drawing pad,
 ends in an answer or in one of the project's one-line errors, never in another exception."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_hostile_checkpoints import resumable_payload
 
 from mnist_cnn.checkpoint import load_checkpoint
+from mnist_cnn.config import TrainConfig
 from mnist_cnn.digits.drawpad import DrawingPad
-from mnist_cnn.errors import MnistCnnError
+from mnist_cnn.engine import Callback, Run
+from mnist_cnn.errors import MnistCnnError, TrainingInterrupted
+from mnist_cnn.presets import get_preset
 from mnist_cnn.results import save_checkpoint
+from mnist_cnn.runs import RunOptions, fit
 from mnist_cnn.tooling.runctl.resume import resume_config
 from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
@@ -92,3 +98,50 @@ def test_any_pad_message_is_answered_in_the_pad(pad: DrawingPad, message: Any) -
     answered = pad.error or pad.result
     assert answered or message is None or message == {}, f"no answer to {message!r}"
     assert "could not be classified" not in pad.error, pad.error  # that line is kept for bugs
+
+
+#: A recipe small enough to train for a moment: 64 training images, a two-channel VGG.
+TINY = {"train_size": 64, "val_size": 32, "test_size": 32, "epochs": 1, "batch_size": 32, "eval_batch_size": 64}
+#: Values that mean something to some field, so the draws reach training and not only the checks.
+MEANINGFUL = st.sampled_from(
+    [0, 1, 2, 3, 0.5, 1e-3, 0.999, 1000, 10**6, -1, "", "sgd", "adam", "adamw", "onecycle", "constant", "memory", "torchvision"]
+    + ["unit", "standard", "vgg", "small_cnn", (0.9, 0.99), [0.5, 0.5], {"hidden_units": 2}, {"max_shift": 2}, {"max_scale": 0.5}]
+)
+
+
+class StopAfterFiveSteps(Callback):
+    """Cuts a drawn run short (epochs or sizes can be large) with the project's own interruption."""
+
+    def after_step(self, run: Run) -> None:
+        if run.state.step >= 5:
+            raise TrainingInterrupted("stopped by the test", epoch=run.state.epoch)
+
+
+def near(value: Any) -> st.SearchStrategy:
+    """Values close to a field's own: the other switch position, a number halved, doubled or zeroed."""
+    if isinstance(value, bool):
+        return st.just(not value)
+    if isinstance(value, (int, float)):
+        return st.sampled_from([value * 2, value / 2, type(value)(0), value + 1])
+    return MEANINGFUL
+
+
+def field_and_value(name: str) -> st.SearchStrategy:
+    own = getattr(get_preset("fast", **TINY), name)
+    return st.tuples(st.just(name), near(own) | MEANINGFUL | VALUES)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(drawn=st.sampled_from([f.name for f in dataclasses.fields(TrainConfig)]).flatmap(field_and_value))
+def test_any_value_in_any_recipe_field_trains_or_is_refused_in_one_line(data_dir: Path, drawn: tuple[str, Any]) -> None:
+    """Through fit itself, as the Python API is used: the checks must catch what training would fail on later."""
+    config = get_preset("fast", **TINY)
+    object.__setattr__(config, *drawn)  # as a user's assignment does: unchecked until fit checks it
+    try:
+        result = fit(config, RunOptions(data_dir=str(data_dir), device="cpu", quiet=True), [StopAfterFiveSteps()])
+    except MnistCnnError as error:
+        event(type(error).__name__)  # --hypothesis-show-statistics: how many draws were refused, and how
+        assert "\n" not in str(error) and "\x1b" not in str(error), str(error)
+    else:
+        event("trained")
+        assert all(math.isfinite(result.metrics[key]) for key in ("val_loss", "test_loss")), result.metrics
