@@ -212,45 +212,74 @@ def test_a_broken_link_fails_the_build(built: Site, tmp_path: Path) -> None:
     assert len(warnings) == 1 and "no-such-page.md" in warnings[0], warnings
 
 
-def test_the_navigation_reaches_every_page(site: Site, browser: Any) -> None:
+@dataclass
+class Visited:
+    """Every page of the site opened once in Chromium, and what each showed.
+
+    Attributes:
+        reached: The pages reached by following the navigation from the home page, as a reader clicking through.
+        nav_links: Per page, where its navigation links; ``images``: its images (``IMAGES_JS``); ``content_links``:
+            the links in its text.
+    """
+
+    reached: set[str]
+    nav_links: dict[str, list[str]]
+    images: dict[str, list[dict[str, Any]]]
+    content_links: dict[str, list[str]]
+
+
+@pytest.fixture(scope="module")
+def visited(site: Site, browser: Any) -> Visited:
+    """Each page opened once (loading pages is the slow part), the navigation followed first, then any page it missed."""
+    result = Visited(reached={site.url}, nav_links={}, images={}, content_links={})
+
+    def visit(url: str) -> None:
+        _open(browser, url)
+        result.nav_links[url] = [urldefrag(link).url for link in browser.evaluate(NAV_LINKS_JS)]
+        result.images[url] = browser.evaluate(IMAGES_JS)
+        result.content_links[url] = [urldefrag(link).url for link in browser.evaluate(CONTENT_LINKS_JS)]
+
+    queue = [site.url]
+    while queue:
+        url = queue.pop()
+        visit(url)
+        for target in result.nav_links[url]:
+            if urlparse(target).netloc == urlparse(site.url).netloc and target not in result.reached:
+                result.reached.add(target)
+                queue.append(target)
+    for url in sorted(site.pages() - result.nav_links.keys()):
+        visit(url)
+    return result
+
+
+def test_the_navigation_reaches_every_page(site: Site, visited: Visited) -> None:
     pages = site.pages()
     # The site holds what it must: the README as home, every notebook and every module of the package.
     expected = {site.url}
     expected |= {urljoin(site.url, f"notebooks/{notebook.stem}/") for notebook in NOTEBOOKS_DIR.glob("*.ipynb")}
     expected |= {urljoin(site.url, f"api/mnist_cnn.{module}/") for module in package_modules()}
     assert expected <= pages, f"missing from the site: {sorted(expected - pages)}"
-    # Follow the navigation from the home page, page by page, as a reader clicking through would.
-    reached, queue = {site.url}, [site.url]
-    while queue:
-        url = queue.pop()
-        _open(browser, url)
-        for link in browser.evaluate(NAV_LINKS_JS):
-            target = urldefrag(link).url
-            if urlparse(target).netloc == urlparse(site.url).netloc and target not in reached:
-                reached.add(target)
-                queue.append(target)
+    reached = visited.reached
     assert pages - reached == set(), f"pages the navigation does not reach: {sorted(pages - reached)}"
     assert reached - pages == set(), f"navigation links to pages that do not exist: {sorted(reached - pages)}"
 
 
-def test_every_page_shows_its_images_and_links_to_pages_that_exist(site: Site, browser: Any) -> None:
+def test_every_page_shows_its_images_and_links_to_pages_that_exist(site: Site, visited: Visited, browser: Any) -> None:
     figures = {urljoin(site.url, f"notebooks/{notebook.stem}/"): image_outputs(notebook) for notebook in NOTEBOOKS_DIR.glob("*.ipynb")}
     assert sum(figures.values()) > 0, "the committed notebooks hold figures"
     broken, too_few, links = [], [], set()
     for url in sorted(site.pages()):
-        _open(browser, url)
-        images = browser.evaluate(IMAGES_JS)
+        images = visited.images[url]
         # the site's own images; an external one (the "Open in Colab" badge) cannot load where there is no internet
         own = [image for image in images if urlparse(image["src"]).netloc in ("", urlparse(site.url).netloc)]
         broken += [f"{url}: {image['src']}" for image in own if not image["loaded"]]
         shown = sum(image["output"] and image["loaded"] for image in images)
         if shown < figures.get(url, 0):
             too_few.append(f"{url}: {shown} figures shown, the notebook holds {figures[url]}")
-        links |= {urldefrag(link).url for link in browser.evaluate(CONTENT_LINKS_JS) if urlparse(link).netloc == urlparse(site.url).netloc}
+        links |= {link for link in visited.content_links[url] if urlparse(link).netloc == urlparse(site.url).netloc}
     assert broken == [] and too_few == [], "\n".join(["images that do not load:", *broken, "notebook pages short of figures:", *too_few])
     # The README's picture is on the home page.
-    _open(browser, site.url)
-    assert any("drawing_pad" in image["src"] and image["loaded"] for image in browser.evaluate(IMAGES_JS))
+    assert any("drawing_pad" in image["src"] and image["loaded"] for image in visited.images[site.url])
     dead = []
     for link in sorted(links):
         response = browser.request.get(link)
