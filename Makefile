@@ -93,8 +93,8 @@ evaluate: install ## Evaluate models/<preset>/model.pt and write reports/
 test: install ## Set up, then run the unit tests and execute every notebook (nbval)
 	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_NOTEBOOKS) tests notebooks
 
-unit: install ## Unit tests only
-	$(PY) -m pytest $(PYTEST_PARALLEL) tests
+unit: install ## Unit tests only, without the slow end-to-end and browser tests (make test runs those)
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" tests
 
 notebooks: install ## Execute the notebooks only
 	$(PY) -m pytest $(PYTEST_NOTEBOOKS) notebooks

@@ -28,10 +28,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
+#: Notebooks run on one worker, in order: 4-6 load the model notebook 3 saves (alone, each would train its own).
+#: Notebooks 1, 2 and 7 need nothing another saves, so each is a group of its own and may run beside them.
+MODEL_NOTEBOOKS = ("03_training.ipynb", "04_evaluation.ipynb", "05_inside_the_network.ipynb", "06_draw_a_digit.ipynb")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist, keep each test file on one worker (its module fixtures are built once) and the notebooks
-    together, in order, in one kernel each: notebooks 4-7 load the model notebook 3 saves."""
+    """Under pytest-xdist, keep each test file on one worker (its module fixtures are built once), and notebooks
+    3-6 together, in order, in one kernel each (see :data:`MODEL_NOTEBOOKS`)."""
     for item in items:
-        group = "notebooks" if item.path.suffix == ".ipynb" else item.path.name
+        group = "model-notebooks" if item.path.name in MODEL_NOTEBOOKS else item.path.name
         item.add_marker(pytest.mark.xdist_group(group))

@@ -61,6 +61,7 @@ def test_corrupt_data_file_via_cli(data_copy: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "model.pt").exists()
 
 
+@pytest.mark.slow  # end-to-end: make unit leaves it out
 def test_smoke_train_then_evaluate(tmp_path: Path, data_dir: Path) -> None:
     out, reports = tmp_path / "model", tmp_path / "reports"
     result = run("mnist_cnn.train", "--preset", "default", "--smoke", "--quiet", "--seed", "3", "--out", str(out))

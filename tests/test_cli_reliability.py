@@ -85,6 +85,7 @@ def start_and_wait_for_epoch(out: Path, epoch: int, *args: str) -> subprocess.Po
     pytest.fail(f"training ended (status {process.returncode}) before epoch {epoch}: {process.stderr.read()}")
 
 
+@pytest.mark.slow  # end-to-end: make unit leaves it out
 def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "interrupted"
     process = start_and_wait_for_epoch(out, 1, *SHORT_RUN)
@@ -112,6 +113,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path: Path, data_dir
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow  # end-to-end: make unit leaves it out
 def test_kill_9_leaves_a_loadable_checkpoint_and_earlier_files(previous_run: Path, data_dir: Path) -> None:
     before = snapshot(previous_run)
     process = start_and_wait_for_epoch(previous_run, 1, "--preset", "fast", "--smoke", "--epochs", "6", "--overwrite")
@@ -130,6 +132,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_earlier_files(previous_run: Pat
     assert all(name.startswith(ASIDE_PREFIX) or name in ("last.pt", ".train.lock") or name.endswith(".tmp") for name in after)
 
 
+@pytest.mark.slow  # end-to-end: make unit leaves it out
 def test_divergence_keeps_the_last_good_checkpoint(previous_run: Path, data_dir: Path) -> None:
     before = snapshot(previous_run)
     result = run("--preset", "seed", "--smoke", "--batch-size", "250", "--lr", "1e6", "--quiet", "--out", str(previous_run), "--overwrite")

@@ -70,6 +70,7 @@ def test_multi_process_runs_refuse_what_cannot_work() -> None:
     check_distributed(get_preset("default"), two)
 
 
+@pytest.mark.slow  # end-to-end: make unit leaves it out
 def test_torchrun_two_processes_train_and_save_once(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "ddp"
     result = subprocess.run(

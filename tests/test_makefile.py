@@ -56,7 +56,7 @@ def test_without_an_environment_make_creates_and_uses_dot_venv(project: Path) ->
     lines = dry_run(project, "unit", USE_UV="0")
     assert any(line.startswith("python3 -m venv .venv") for line in lines), lines
     assert ".venv/bin/python -m pip install -q -r requirements.txt" in lines
-    assert lines[-1] == ".venv/bin/python -m pytest -n 2 --dist loadgroup tests"
+    assert lines[-1] == '.venv/bin/python -m pytest -n 2 --dist loadgroup -m "not slow" tests'
 
 
 def test_uv_is_used_when_asked(project: Path) -> None:
@@ -68,7 +68,7 @@ def test_uv_is_used_when_asked(project: Path) -> None:
 def test_installed_venv_is_reused_until_requirements_change(project: Path) -> None:
     fake_venv(project)
     lines = dry_run(project, "unit", USE_UV="0")
-    assert lines == [".venv/bin/python -m pytest -n 2 --dist loadgroup tests"], "nothing to install"
+    assert lines == ['.venv/bin/python -m pytest -n 2 --dist loadgroup -m "not slow" tests'], "nothing to install"
     later = time.time() + 10
     os.utime(project / "requirements.txt", (later, later))
     lines = dry_run(project, "unit", USE_UV="0")
@@ -83,7 +83,7 @@ def test_an_active_environment_is_respected(project: Path, tmp_path: Path, varia
     assert not any(".venv" in line for line in lines), lines
     assert "python -m pip install -q -r requirements.txt" in lines
     assert f"touch {env_dir}/{STAMP}" in lines
-    assert lines[-1] == "python -m pytest -n 2 --dist loadgroup tests"
+    assert lines[-1] == 'python -m pytest -n 2 --dist loadgroup -m "not slow" tests'
 
 
 def test_clean_keeps_the_venv_and_distclean_removes_it(project: Path) -> None:

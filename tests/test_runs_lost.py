@@ -69,6 +69,7 @@ def test_resume_into_another_folder_is_checked_too(finished_run: Path, tmp_path:
     check_not_another_run(tmp_path / "empty", resume=None, overwrite=False)
 
 
+@pytest.mark.slow  # end-to-end: make unit leaves it out
 def test_interrupted_run_is_kept_and_two_runs_never_share_a_folder(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     first = start_training(out, "--preset", "fast", "--smoke", "--epochs", "20")  # long enough to be live throughout

@@ -37,6 +37,7 @@ def stopped_message(process: subprocess.Popen, *signals: int) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # end-to-end: make unit leaves it out
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"])
 def test_signal_stops_like_ctrl_c(tmp_path: Path, data_dir: Path, signum: int, status: int) -> None:
     out = tmp_path / "run"
@@ -55,6 +56,7 @@ def test_signal_stops_like_ctrl_c(tmp_path: Path, data_dir: Path, signum: int, s
         assert load_checkpoint(out / "model.pt").payload["training_state"]["epoch"] == 3
 
 
+@pytest.mark.slow  # end-to-end: make unit leaves it out
 def test_two_quick_ctrl_c_still_print_the_resume_hint(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "run"
     process = start_training(out, 20)

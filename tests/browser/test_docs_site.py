@@ -34,6 +34,9 @@ from browser_tools import CHROMIUM, CHROMIUM_ARGS, free_port, require_browser_to
 
 from mnist_cnn import NOTEBOOKS_DIR, PROJECT_ROOT
 
+#: End-to-end: real commands in subprocesses, or real browsers; `make unit` leaves them out, `make test` runs them.
+pytestmark = pytest.mark.slow
+
 CONFIG = PROJECT_ROOT / "mkdocs.yml"
 PACKAGE_DIR = PROJECT_ROOT / "src" / "mnist_cnn"
 BUILD_SECONDS = 600

@@ -31,6 +31,9 @@ from browser_tools import CHROMIUM, CHROMIUM_ARGS, free_port, require_browser_to
 import mnist_cnn
 from mnist_cnn import ARTIFACTS_ROOT, NOTEBOOKS_DIR
 
+#: End-to-end: real commands in subprocesses, or real browsers; `make unit` leaves them out, `make test` runs them.
+pytestmark = pytest.mark.slow
+
 NOTEBOOK = "01_data_exploration.ipynb"
 DRAW_NOTEBOOK = "06_draw_a_digit.ipynb"
 TRAINING_NOTEBOOK = "03_training.ipynb"
