@@ -325,9 +325,9 @@ def _settle_leftovers(lock: RunLock, folder: Path, continuing: bool) -> None:
         ConfigError: Results set aside lie beside newer files and this run does not continue the killed one.
     """
     leftovers = set_aside_leftovers(folder)
-    newer = [name for name in (LAST_FILE, *RESULT_FILES) if os.path.lexists(folder / name)]
     if not leftovers:
         return
+    newer = [name for name in (LAST_FILE, *RESULT_FILES) if os.path.lexists(folder / name)]
     if not newer:
         for name in leftovers:
             os.replace(folder / f"{ASIDE_PREFIX}{name}", folder / name)
