@@ -22,10 +22,11 @@ os.environ.setdefault("MNIST_CNN_ARTIFACTS", str(ROOT / "build" / "test-artifact
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Tests in parallel (pytest -n 2, as `make test` runs them): one thread per worker, so two workers fill two
-    # cores without torch's OpenMP threads spinning against each other (that costs 3-5x, not a few per cent).
-    # Set before anything imports torch; notebook kernels and the commands tests start inherit it.
-    os.environ["OMP_NUM_THREADS"] = "1"
+    # Tests in parallel (pytest -n 2, as `make test` runs them): torch keeps a thread per core, but its OpenMP
+    # threads sleep when they wait instead of spinning. Spinning threads of two workers on two cores cost each
+    # other 3-5x; sleeping ones cost nothing measurable, and a worker whose neighbour is waiting (on a browser, a
+    # command starting) gets both cores. Set before anything imports torch; kernels and commands inherit it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 #: Notebooks run on one worker, in order: 4-6 load the model notebook 3 saves (alone, each would train its own).

@@ -252,6 +252,35 @@ def run_child(args: list[str], env: dict | None = None, timeout: float | None = 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+#: Nominal vector throughput of the AMD cores this has run on, by (family, model): FLOP per cycle per core in fp32
+#: and in bf16 (None where bf16 has no instruction), and the microarchitecture in words.
+NOMINAL = {
+    (25, 17): (
+        32,
+        64,
+        "Zen 4 (EPYC 9004 'Genoa'): AVX-512 on two 256-bit FMA pipes, 16 fp32 FMAs = 32 FLOP per cycle; "
+        "AVX512_BF16 (VDPBF16PS) does 2 bf16 products per fp32 lane, 64 FLOP per cycle",
+    ),
+    (25, 1): (32, None, "Zen 3 (EPYC 7003 'Milan'): AVX2 on two 256-bit FMA pipes, 16 fp32 FMAs = 32 FLOP per cycle; no bf16 instruction"),
+}
+CLOCK_GHZ = 3.7
+
+
+def nominal_peak(info: dict, cores: int) -> dict:
+    """The nominal peak GFLOP/s of this CPU where its microarchitecture is known here, else ``None`` with the reason."""
+    known = NOMINAL.get((info.get("cpu_family"), info.get("cpu_model")))
+    if known is None:
+        reason = f"no nominal peak assumed for family {info.get('cpu_family')} model {info.get('cpu_model')}"
+        return {"assumptions": reason, "fp32_gflops": None, "bf16_gflops": None}
+    fp32, bf16, words = known
+    return {
+        "assumptions": f"AMD family {info['cpu_family']} model {info['cpu_model']} = {words}; {cores} cores (1 thread each); "
+        f"an assumed {CLOCK_GHZ} GHz all-core clock (the VM reports none)",
+        "fp32_gflops": cores * CLOCK_GHZ * fp32,
+        "bf16_gflops": None if bf16 is None else cores * CLOCK_GHZ * bf16,
+    }
+
+
 def contention(config: TrainConfig, steps: int, rounds: int) -> list[dict]:
     """Each policy alone and beside one busy process, each slice in a fresh subprocess, interleaved over rounds."""
     policies = [
@@ -349,7 +378,8 @@ def print_tables(result: dict) -> None:
     achieved = ", ".join(f"{k} {v:.0f}" for k, v in flops["achieved_gflops_default_by_numerics"].items())
     print(f"Achieved GFLOP/s of the default step: {achieved}")
     matmul = peak["attainable_matmul_gflops_2048"]
-    print(f"Peak estimate: fp32 {peak['fp32_gflops']:.0f}, bf16 {peak['bf16_gflops']:.0f} GFLOP/s ({peak['assumptions']})")
+    nominal = ", ".join(f"{kind} {peak[kind + '_gflops']:.0f}" for kind in ("fp32", "bf16") if peak[kind + "_gflops"] is not None)
+    print(f"Peak estimate: {nominal or 'none'} GFLOP/s ({peak['assumptions']})")
     print(f"Attainable (2048^3 matmul): fp32 {matmul['fp32']:.0f}, bf16 {matmul['bf16']:.0f} GFLOP/s")
 
 
@@ -419,18 +449,7 @@ def main() -> None:
     step_flops = 3 * flops["forward_flops"]
     achieved = {row["variant"]: step_flops / (row["ms_per_step"] / 1000) / 1e9 for row in numerics if row["block"] == "default"}
     attainable = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    cores = os.cpu_count() or 1
-    clock_ghz = 3.7
-    peak = {
-        "assumptions": (
-            f"AMD family 25 model 17 = Zen 4 (EPYC 9004 'Genoa'); {cores} cores (1 thread each); an assumed {clock_ghz} GHz "
-            "all-core clock (the VM reports none); Zen 4 runs AVX-512 on two 256-bit FMA pipes, so 16 fp32 FMAs = 32 FLOP "
-            "per cycle per core; AVX512_BF16 (VDPBF16PS) does 2 bf16 products per fp32 lane, so 64 FLOP/cycle/core in bf16"
-        ),
-        "fp32_gflops": cores * clock_ghz * 2 * 8 * 2,
-        "bf16_gflops": cores * clock_ghz * 2 * 8 * 2 * 2,
-        "attainable_matmul_gflops_2048": attainable,
-    }
+    peak = {**nominal_peak(info, os.cpu_count() or 1), "attainable_matmul_gflops_2048": attainable}
 
     result = {
         "what": "training-step timings (ms/step) of benchmarks/cpu_numerics.py; no preset changed",

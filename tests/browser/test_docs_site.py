@@ -59,6 +59,8 @@ IMAGES_JS = """() => Array.from(document.images).map(img => ({
 NAV_LINKS_JS = "() => Array.from(document.querySelectorAll('nav.md-nav--primary a.md-nav__link[href]')).map(a => a.href)"
 #: The links in a page's content.
 CONTENT_LINKS_JS = "() => Array.from(document.querySelectorAll('article a[href]')).map(a => a.href)"
+#: The three above in one call to the page.
+PAGE_JS = f"() => ({{nav: ({NAV_LINKS_JS})(), images: ({IMAGES_JS})(), content: ({CONTENT_LINKS_JS})()}})"
 
 
 def build_site(config: Path, site_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -183,6 +185,10 @@ def browser(site: Site) -> Iterator[Any]:
         try:
             page = chromium.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(PAGE_SECONDS * 1000)
+            # Each page load fetches the search index (half a megabyte) and indexes it in a worker; nothing here
+            # reads it, and skipping it takes about a fifth off opening the site's ~80 pages.
+            page.route("**/search/search_index.json", lambda route: route.abort())
+            page.route("**/assets/javascripts/workers/search.*", lambda route: route.abort())
             yield page
         finally:
             chromium.close()
@@ -238,9 +244,10 @@ def visited(site: Site, browser: Any) -> Visited:
 
     def visit(url: str) -> None:
         _open(browser, url)
-        result.nav_links[url] = [urldefrag(link).url for link in browser.evaluate(NAV_LINKS_JS)]
-        result.images[url] = browser.evaluate(IMAGES_JS)
-        result.content_links[url] = [urldefrag(link).url for link in browser.evaluate(CONTENT_LINKS_JS)]
+        shown = browser.evaluate(PAGE_JS)
+        result.nav_links[url] = [urldefrag(link).url for link in shown["nav"]]
+        result.images[url] = shown["images"]
+        result.content_links[url] = [urldefrag(link).url for link in shown["content"]]
 
     queue = [site.url]
     while queue:
