@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -204,3 +206,23 @@ def test_deterministic_mode_restores_previous_settings() -> None:
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_deterministic_mode_does_not_load_inductor_and_sets_it_once_loaded() -> None:
+    """Setting deterministic kernels costs a command no Inductor import, and keeps Inductor's flag in step with
+    torch's where something has loaded it."""
+    script = """
+import sys, torch
+from mnist_cnn.reproducibility import deterministic_mode
+with deterministic_mode(True):
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+assert not torch.are_deterministic_algorithms_enabled()
+assert "torch._inductor.config" not in sys.modules, "Inductor was loaded"
+import torch._inductor.config as inductor
+with deterministic_mode(True):
+    assert torch.are_deterministic_algorithms_enabled() and inductor.deterministic
+assert not torch.are_deterministic_algorithms_enabled() and not inductor.deterministic
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
