@@ -22,9 +22,11 @@ def select_device(name: str | None = "auto") -> torch.device:
     Raises:
         ConfigError: The name is unknown or that device is not available here.
     """
+    name = (name or "auto").lower()
+    if name not in DEVICE_CHOICES and not name.startswith("cuda:"):  # a typo is answered before torch loads (seconds)
+        raise ConfigError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
     import torch
 
-    name = (name or "auto").lower()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
@@ -32,14 +34,13 @@ def select_device(name: str | None = "auto") -> torch.device:
         if name == "mps" and not mps:
             raise ConfigError("device 'mps' was requested but Apple's MPS backend is not available on this machine")
         return torch.device(name)
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} was requested but CUDA is not available on this machine")
-        device = torch.device(name)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return device
-    raise ConfigError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+    # "cuda" or "cuda:N", the only names left
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was requested but CUDA is not available on this machine")
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:

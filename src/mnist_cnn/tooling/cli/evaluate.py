@@ -55,8 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     matplotlib.use("Agg")  # a command writes files; it never opens windows
 
     from mnist_cnn.devices import select_device
-    from mnist_cnn.tooling.cli.report import check_not_a_run_folder
-    from mnist_cnn.tooling.runctl.rundir import RunLock, ensure_writable_dir
+    from mnist_cnn.tooling.runctl.rundir import RunLock, check_not_a_run_folder, ensure_writable_dir
 
     check_not_a_run_folder(args.out)
     device = select_device(args.device)
@@ -71,13 +70,16 @@ def evaluate_into(args: Namespace, out: Path, device: torch.device) -> None:
     """Load the checkpoint, measure it on ``device`` on the test set, print the results and write the report into ``out``."""
     from mnist_cnn.checkpoint import load_checkpoint
     from mnist_cnn.text import display_name
-    from mnist_cnn.tooling.cli.measure import measure_checkpoint
-    from mnist_cnn.tooling.cli.report import write_report
     from mnist_cnn.tooling.safety.mnist_files import ensure_mnist
     from mnist_cnn.tooling.safety.safe_load import read_checkpoint_file
 
     checkpoint = load_checkpoint(args.checkpoint, device=device, reader=read_checkpoint_file)
     ensure_mnist(args.data_dir, splits=["test"])  # the test files there and matching the published MD5s; nothing else is read
+    # The measuring and plotting libraries (seconds to import) load only once the checkpoint and data are accepted:
+    # a refused file is answered without them.
+    from mnist_cnn.tooling.cli.measure import measure_checkpoint
+    from mnist_cnn.tooling.cli.report import write_report
+
     result = measure_checkpoint(checkpoint, args.data_dir, device, args.batch_size)
     kind = "seed-format state_dict" if checkpoint.is_seed_format else "checkpoint"
     print(f"{kind} {display_name(checkpoint.path)}: {checkpoint.arch} {checkpoint.model_options}, inputs '{checkpoint.input_scaling}'")

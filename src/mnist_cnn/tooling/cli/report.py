@@ -3,69 +3,28 @@
 Every file is rendered in memory first, so a figure that cannot be drawn leaves nothing half written; then
 each is written atomically (a temporary file renamed into place), ``metrics.json`` last: a full disk or an
 interrupt leaves the previous report's files as they were and no temporary file behind. A folder holding a
-training run's own record is refused: its ``metrics.json`` (history, configuration) is not ours to replace.
+training run is refused before any of this (:func:`mnist_cnn.tooling.runctl.rundir.check_not_a_run_folder`).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from mnist_cnn import LAST_FILE, MODEL_FILE, features, plots
+from mnist_cnn import features, plots
 from mnist_cnn.checkpoint import LoadedCheckpoint
 from mnist_cnn.checks import read_number
 from mnist_cnn.data import load_split
-from mnist_cnn.errors import ConfigError
 from mnist_cnn.files import atomic_write_bytes, strict_json_value
-from mnist_cnn.text import display_name
 from mnist_cnn.tooling.cli.measure import EvaluationResult, mistakes, plot_mistakes, plot_per_class
-from mnist_cnn.tooling.runctl.rundir import ASIDE_PREFIX, set_aside_leftovers
-from mnist_cnn.tooling.safety.regular_files import FileTooLarge, read_regular
 
 #: The per-step rows :func:`mnist_cnn.plots.plot_history` draws, all lists of numbers of one length.
 STEP_KEYS = ("step", "epoch", "train_loss", "lr")
-#: A run's own ``metrics.json`` has these; an evaluation report has none of them.
-RUN_RECORD_KEYS = ("config", "history")
-#: Larger than any run's ``metrics.json``: a bigger file is not read to find out whose it is.
-MAX_RECORD_BYTES = 64 << 20
-
-
-def check_not_a_run_folder(out: str | os.PathLike[str]) -> None:
-    """Refuse to write a report into a training run's folder, where it would replace the run's ``metrics.json``.
-
-    Args:
-        out: The report folder asked for.
-
-    Raises:
-        ConfigError: ``out`` holds a ``model.pt`` or ``last.pt``, a run's results set aside by an ``--overwrite``
-            that did not finish, or a ``metrics.json`` with a run's configuration or history.
-    """
-    folder = Path(out)
-    found = [name for name in (MODEL_FILE, LAST_FILE) if (folder / name).is_file()]
-    found += [f"{ASIDE_PREFIX}{name}, set aside by an --overwrite that did not finish" for name in set_aside_leftovers(folder)]
-    if not found and _is_run_record(folder / "metrics.json"):
-        found = ["metrics.json with the run's history"]
-    if found:
-        raise ConfigError(
-            f"{display_name(folder)} holds a training run ({found[0]}): the report's metrics.json would replace the run's record; "
-            "choose another --out (for example reports/<run>)"
-        )
-
-
-def _is_run_record(path: Path) -> bool:
-    try:
-        loaded = json.loads(read_regular(path, MAX_RECORD_BYTES).decode("utf-8"))
-    except FileTooLarge:
-        return True  # too large to be a report of ours: keep it
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # a FIFO is refused unread, never waited on
-        return False  # nothing readable to lose: a previous report cut short, say
-    return isinstance(loaded, dict) and any(key in loaded for key in RUN_RECORD_KEYS)
 
 
 def build_report(

@@ -17,12 +17,16 @@ after. Then three guards, used by ``python -m mnist_cnn.train``:
   the new run's ``last.pt``. When the lock is released they are deleted if the new run wrote a checkpoint,
   or put back if it wrote nothing (it failed on its data, say): the user asked to replace a run, not to lose
   one for nothing.
+
+``python -m mnist_cnn.evaluate`` uses :func:`check_not_a_run_folder`: a report never goes into a folder that holds
+a run (its ``metrics.json`` is the run's record), nor one whose set-aside run waits to be restored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import tempfile
@@ -32,6 +36,7 @@ from typing import Any
 from mnist_cnn import LAST_FILE, MODEL_FILE
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.text import display_name
+from mnist_cnn.tooling.safety.regular_files import FileTooLarge, read_regular
 
 try:  # POSIX only; without it (Windows) runs are not locked
     import fcntl
@@ -339,3 +344,41 @@ def _settle_leftovers(lock: RunLock, folder: Path, continuing: bool) -> None:
             f"{display_name(folder)} holds a run set aside by an --overwrite that did not finish ({ASIDE_PREFIX}{leftovers[0]}) "
             f"beside newer files; nothing was changed: rename it back (without '{ASIDE_PREFIX}') to keep it, or delete it{hint}"
         )
+
+
+#: A run's own ``metrics.json`` has these; an evaluation report has none of them.
+RUN_RECORD_KEYS = ("config", "history")
+#: Larger than any run's ``metrics.json``: a bigger file is not read to find out whose it is.
+MAX_RECORD_BYTES = 64 << 20
+
+
+def check_not_a_run_folder(out: str | os.PathLike[str]) -> None:
+    """Refuse to write a report into a training run's folder, where it would replace the run's ``metrics.json``.
+
+    Args:
+        out: The report folder asked for.
+
+    Raises:
+        ConfigError: ``out`` holds a ``model.pt`` or ``last.pt``, a run's results set aside by an ``--overwrite``
+            that did not finish, or a ``metrics.json`` with a run's configuration or history.
+    """
+    folder = Path(out)
+    found = [name for name in (MODEL_FILE, LAST_FILE) if (folder / name).is_file()]
+    found += [f"{ASIDE_PREFIX}{name}, set aside by an --overwrite that did not finish" for name in set_aside_leftovers(folder)]
+    if not found and _is_run_record(folder / "metrics.json"):
+        found = ["metrics.json with the run's history"]
+    if found:
+        raise ConfigError(
+            f"{display_name(folder)} holds a training run ({found[0]}): the report's metrics.json would replace the run's record; "
+            "choose another --out (for example reports/<run>)"
+        )
+
+
+def _is_run_record(path: Path) -> bool:
+    try:
+        loaded = json.loads(read_regular(path, MAX_RECORD_BYTES).decode("utf-8"))
+    except FileTooLarge:
+        return True  # too large to be a report of ours: keep it
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # a FIFO is refused unread, never waited on
+        return False  # nothing readable to lose: a previous report cut short, say
+    return isinstance(loaded, dict) and any(key in loaded for key in RUN_RECORD_KEYS)
