@@ -40,7 +40,7 @@ STAMP := $(ENV_DIR)/.mnist-cnn-requirements.stamp
 USE_UV ?= $(if $(shell command -v uv 2>/dev/null),1,0)
 
 .PHONY: help venv install setup-git data run train evaluate test unit notebooks execute-notebooks executed-notebooks \
-        check-notebooks study docs lint format benchmark ladder ablation sweep notebook-timing clean distclean
+        check-notebooks study docs lint format benchmark ladder design-space ablation sweep notebook-timing clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -134,6 +134,10 @@ benchmark: install ## The presets against the seed and public recipes, the conte
 ladder: install ## The fast-training ladder: each technique's step on validation, 5 seeds for fast, 3 for default (about 50 min on 2 cores)
 	$(PY) benchmarks/ladder.py --family fast --seeds 5 --out benchmarks/ladder_fast.json
 	$(PY) benchmarks/ladder.py --family default --seeds 3 --out benchmarks/ladder_default.json
+	$(PY) benchmarks/frontier.py
+
+design-space: install ## VGG layouts by cost (stem, widths, convolutions per block, epochs) on validation, 3 seeds (about 30 min on 2 cores)
+	$(PY) benchmarks/design_space.py
 	$(PY) benchmarks/frontier.py
 
 sweep: install ## Recipe candidates ranked on the validation split (hours on 2 cores; minutes with --device cuda --jobs 14)

@@ -1,11 +1,12 @@
 """The accuracy frontier: validation and test accuracy against training FLOPs and seconds, for every preset and ladder step.
 
-Reads ``benchmarks/results.json`` (the presets and the seed and public baselines, from ``benchmark.py``) and every
-``benchmarks/ladder_*.json`` (the ladder's steps, from ``ladder.py``; validation only) and draws two panels
+Reads ``benchmarks/results.json`` (the presets and the seed and public baselines, from ``benchmark.py``), every
+``benchmarks/ladder_*.json`` (the ladder's steps, from ``ladder.py``; validation only) and every
+``benchmarks/design_space_*.json`` (VGG layouts, from ``design_space.py``; validation only), and draws two panels
 sharing the accuracy axis. Presets are drawn with their validation mean (filled) and test mean (open) joined
 by a line, so the one-time test measurement is never mistaken for what the recipe was chosen on.
 
-Usage: ``python benchmarks/frontier.py [--results FILE] [--ladder FILE ...] [--out docs/images/frontier.png]``
+Usage: ``python benchmarks/frontier.py [--results FILE] [--ladder FILE ...] [--design FILE ...] [--out docs/images/frontier.png]``
 """
 
 from __future__ import annotations
@@ -53,7 +54,16 @@ def ladder_points(ladder: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def draw(presets: list[dict[str, Any]], steps: list[dict[str, Any]], title: str) -> plt.Figure:
+def design_points(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One point per layout of ``design_space.py``: its name, training GFLOP, median seconds and validation mean."""
+    return [
+        {"name": r["name"], "gflop": r["train_gflop"], "seconds": r["train_seconds_median"], "val": r["val_mean"]}
+        for r in report["summary"]
+        if r["name"] != "default"  # the preset itself is drawn from results.json
+    ]
+
+
+def draw(presets: list[dict[str, Any]], steps: list[dict[str, Any]], title: str, layouts: list[dict[str, Any]] | None = None) -> plt.Figure:
     """The two panels: accuracy against training GFLOP and against training seconds (both log scales)."""
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for axis, key, label in (
@@ -70,6 +80,11 @@ def draw(presets: list[dict[str, Any]], steps: list[dict[str, Any]], title: str)
                 color=COLOURS.get(family, "k"),
                 alpha=0.6,
                 label=f"{family} ladder steps (validation)",
+            )
+        for index, point in enumerate(layouts or []):
+            axis.plot(point[key], point["val"], "s", color="tab:olive", ms=5, label="VGG layouts (validation)" if index == 0 else None)
+            axis.annotate(
+                point["name"], (point[key], point["val"]), textcoords="offset points", xytext=(4, -9), fontsize=6, color="tab:olive"
             )
         for point in presets:
             colour = COLOURS.get(point["name"], "k")
@@ -94,12 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--results", type=Path, default=HERE / "results.json", help="benchmark.py's output")
     parser.add_argument("--ladder", type=Path, nargs="*", default=sorted(HERE.glob("ladder_*.json")), help="ladder.py outputs")
+    parser.add_argument("--design", type=Path, nargs="*", default=sorted(HERE.glob("design_space_*.json")), help="design_space.py outputs")
     parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "images" / "frontier.png", help="the figure")
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text())
     steps = [point for path in args.ladder for point in ladder_points(json.loads(path.read_text()))]
     cpu = results["machine"]["gpu"] or f"{results['machine']['cpu']}, {results['machine']['threads']} threads"
-    figure = draw(preset_points(results), steps, f"Accuracy against training cost on {cpu}")
+    layouts = [point for path in args.design for point in design_points(json.loads(path.read_text()))]
+    figure = draw(preset_points(results), steps, f"Accuracy against training cost on {cpu}", layouts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

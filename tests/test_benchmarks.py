@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 from mnist_cnn.model import build_model
 from mnist_cnn.presets import get_preset
@@ -153,9 +154,50 @@ def test_frontier_points_and_figure(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps(results))
     (tmp_path / "ladder_fast.json").write_text(json.dumps(ladder))
     assert frontier.preset_points(results) == [{"name": "fast", "gflop": 220.0, "seconds": 4.0, "val": 0.992, "test": 0.993}]
+    design = {
+        "summary": [
+            {"name": "default", "train_gflop": 5000.0, "train_seconds_median": 75.0, "val_mean": 0.9933},
+            {"name": "stem16|16x2|32x2 e4", "train_gflop": 2000.0, "train_seconds_median": 50.0, "val_mean": 0.9945},
+        ]
+    }
+    (tmp_path / "design_space_test.json").write_text(json.dumps(design))
+    # the preset itself comes from results.json; only the other layouts are drawn from the design space
+    assert frontier.design_points(design) == [{"name": "stem16|16x2|32x2 e4", "gflop": 2000.0, "seconds": 50.0, "val": 0.9945}]
     out = tmp_path / "frontier.png"
-    frontier.main(["--results", str(tmp_path / "results.json"), "--ladder", str(tmp_path / "ladder_fast.json"), "--out", str(out)])
+    frontier.main(
+        [
+            *("--results", str(tmp_path / "results.json"), "--ladder", str(tmp_path / "ladder_fast.json")),
+            *("--design", str(tmp_path / "design_space_test.json"), "--out", str(out)),
+        ]
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_design_space_layout_is_a_valid_vgg_recipe() -> None:
+    design = _load("design_space")
+    assert next(iter(design.CANDIDATES)) == design.REFERENCE and design.CANDIDATES[design.REFERENCE] == {}
+    for name, changes in design.CANDIDATES.items():
+        config = get_preset("default", **changes)
+        assert config.arch == "vgg", name
+        model = build_model(config.arch, **config.model_options)
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10), name
+
+
+def test_design_space_summary_pairs_each_time_with_the_reference_of_its_seed() -> None:
+    design = _load("design_space")
+    runs = [
+        {"name": "default", "seed": 42, "changes": {}, "val_accuracy": 0.993, "train_seconds": 80.0, "train_gflop": 5000.0},
+        {"name": "default", "seed": 43, "changes": {}, "val_accuracy": 0.994, "train_seconds": 60.0, "train_gflop": 5000.0},
+        {"name": "cheap", "seed": 42, "changes": {"epochs": 2}, "val_accuracy": 0.990, "train_seconds": 40.0, "train_gflop": 3000.0},
+        {"name": "cheap", "seed": 43, "changes": {"epochs": 2}, "val_accuracy": 0.992, "train_seconds": 45.0, "train_gflop": 3000.0},
+    ]
+    rows = {row["name"]: row for row in design.summarise(runs)}
+    # ratios per seed, 40/80 and 45/60, then their median: not the ratio of the medians (42.5/70)
+    assert rows["cheap"]["ratio_to_default_median"] == pytest.approx((0.5 + 0.75) / 2)
+    assert rows["cheap"]["val_mean"] == pytest.approx(0.991) and rows["cheap"]["val_min"] == 0.990
+    assert rows["default"]["ratio_to_default_median"] == 1.0 and rows["default"]["train_seconds_median"] == 70.0
+    text = design.format_table(list(rows.values()))
+    assert "| cheap | 2 | 0.9910 (0.9900) |" in text and "test" not in text
 
 
 def test_ladder_smoke_run_records_validation_tta_and_ema(tmp_path: Path, data_dir: Path) -> None:
@@ -173,3 +215,11 @@ def test_ladder_smoke_run_records_validation_tta_and_ema(tmp_path: Path, data_di
     again = json.loads(out.read_text())
     assert [(r["step"], r["seed"]) for r in again["runs"]][-1] == ("baseline", 1)
     assert next(r for r in again["summary"] if r["step"] == "baseline")["seeds"] == 2
+
+
+def test_design_space_names_its_file_after_the_cpu_class() -> None:
+    design = _load("design_space")
+    assert design.cpu_tag({"cpu_family": 25, "cpu_model": 1}) == "zen3"
+    assert design.cpu_tag({"cpu_family": 25, "cpu_model": 17}) == "zen4"
+    assert design.cpu_tag({"cpu_family": 6, "cpu_model": 143}) == "family6-model143"
+    assert design.cpu_tag({"cpu_family": None, "cpu_model": None}) == "cpu"

@@ -71,3 +71,25 @@ def test_vgg_pools_before_the_last_relu_and_can_normalise_once_per_block() -> No
     assert [n.num_features for n in norms] == [8, 12]
     assert light(x).shape == (4, 10)
     assert light.fully_connected_linear[1].in_features == 12 * 7 * 7
+
+
+def test_a_stem_and_fewer_convolutions_per_block_set_where_the_cost_goes() -> None:
+    """A stem (one convolution and a pool) moves both blocks to a quarter of the pixels; the seed's layout stays as it was."""
+    x = torch.randn(4, 1, 28, 28)
+    model = VGG(hidden_units=8, block2_units=12, convs_per_block=2, stem_units=6, batch_norm=True, batch_norm_at="block")
+    assert [name for name, _ in layer_shapes(model, x)] == ["input", "stem", "conv_block_1", "conv_block_2", "fully_connected_linear"]
+    assert dict(layer_shapes(model, x)) == {
+        "input": (4, 1, 28, 28),
+        "stem": (4, 6, 14, 14),
+        "conv_block_1": (4, 8, 7, 7),
+        "conv_block_2": (4, 12, 3, 3),
+        "fully_connected_linear": (4, 10),
+    }
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convolutions] == [(1, 6), (6, 8), (8, 8), (8, 12), (12, 12)]
+    assert convolutions[0] is model.stem[0], "the stem's convolution reads the image (whitening sets it)"
+    assert torch.equal(model.features(x), torch.flatten(model.conv_block_2(model.conv_block_1(model.stem(x))), 1))
+    assert not hasattr(VGG(), "stem") and len(VGG().conv_block_1) == 7  # conv, ReLU, conv, ReLU, conv, pool, ReLU
+    for bad, message in (({"convs_per_block": 4}, "4 is out of bounds"), ({"stem_units": -1}, "-1 is out of bounds")):
+        with pytest.raises(ConfigError, match=message):
+            build_model("vgg", **bad)

@@ -11,14 +11,14 @@ from mnist_cnn.mnist import IMAGE_SIZE, NUM_CLASSES
 from mnist_cnn.model_options import check_options
 
 
-def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool, batch_norm_at: str = "conv") -> nn.Sequential:
+def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool, batch_norm_at: str = "conv", convs: int = 3) -> nn.Sequential:
     every_conv = batch_norm and batch_norm_at == "conv"
     layers: list[nn.Module] = []
-    for i in range(3):
+    for i in range(convs):
         layers.append(nn.Conv2d(in_channels if i == 0 else hidden_units, hidden_units, kernel_size=3, padding=1, bias=not every_conv))
         if every_conv:
             layers.append(nn.BatchNorm2d(hidden_units))
-        if i < 2:
+        if i < convs - 1:
             layers.append(nn.ReLU())
     # Pool before the block's last ReLU: max-pool and ReLU commute, and the ReLU then touches a quarter of the
     # values. Parameter names are unchanged (neither layer has any), so the seed's weights still load.
@@ -42,6 +42,10 @@ class VGG(nn.Module):
         batch_norm_at: ``"conv"`` to normalise after every convolution, ``"block"`` once per block, after the
             max-pool (lighter: two normalisations on pooled maps instead of six on full ones).
         block2_units: Channels in the second block (default: ``hidden_units``).
+        convs_per_block: Convolutions in each block (3 in the seed).
+        stem_units: With a positive number, a stem first: one convolution with that many channels at full
+            resolution, then its own 2x2 max-pool, so both blocks run at a quarter and a sixteenth of the pixels
+            (the blocks' cost falls about fourfold; the linear layer then reads a 3x3 map). 0 (the seed): no stem.
     """
 
     def __init__(
@@ -52,24 +56,44 @@ class VGG(nn.Module):
         batch_norm: bool = False,
         batch_norm_at: str = "conv",
         block2_units: int | None = None,
+        convs_per_block: int = 3,
+        stem_units: int = 0,
     ) -> None:
         super().__init__()
         block2_units = hidden_units if block2_units is None else block2_units
-        check_options("vgg", {"hidden_units": hidden_units, "block2_units": block2_units, "batch_norm_at": batch_norm_at})
-        # [N, in, 28, 28] -> [N, h, 28, 28] x3 -> pool -> [N, h, 14, 14]
-        self.conv_block_1 = _conv_block(in_channels, hidden_units, batch_norm, batch_norm_at)
-        # [N, h, 14, 14] -> [N, h2, 14, 14] x3 -> pool -> [N, h2, 7, 7]
-        self.conv_block_2 = _conv_block(hidden_units, block2_units, batch_norm, batch_norm_at)
+        check_options(
+            "vgg",
+            {
+                "hidden_units": hidden_units,
+                "block2_units": block2_units,
+                "batch_norm_at": batch_norm_at,
+                "convs_per_block": convs_per_block,
+                "stem_units": stem_units,
+            },
+        )
+        side = IMAGE_SIZE
+        if stem_units:  # [N, in, 28, 28] -> [N, s, 28, 28] -> pool -> [N, s, 14, 14]
+            self.stem = _conv_block(in_channels, stem_units, batch_norm, batch_norm_at, convs=1)
+            in_channels, side = stem_units, side // 2
+        # [N, in, 28, 28] -> [N, h, 28, 28] x3 -> pool -> [N, h, 14, 14] (after a stem: 14 -> 7)
+        self.conv_block_1 = _conv_block(in_channels, hidden_units, batch_norm, batch_norm_at, convs_per_block)
+        # [N, h, 14, 14] -> [N, h2, 14, 14] x3 -> pool -> [N, h2, 7, 7] (after a stem: 7 -> 3)
+        self.conv_block_2 = _conv_block(hidden_units, block2_units, batch_norm, batch_norm_at, convs_per_block)
         # [N, h2, 7, 7] -> flatten -> [N, h2*49] -> [N, 10]
-        side = IMAGE_SIZE // 4
+        side //= 4
         self.fully_connected_linear = nn.Sequential(nn.Flatten(), nn.Linear(block2_units * side * side, num_classes))
 
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "stem"):
+            x = self.stem(x)
+        return self.conv_block_2(self.conv_block_1(x))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The flattened output of both convolution blocks (the linear layer's input)."""
-        return torch.flatten(self.conv_block_2(self.conv_block_1(x)), 1)
+        """The flattened output of the convolution blocks (the linear layer's input)."""
+        return torch.flatten(self._blocks(x), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fully_connected_linear(self.conv_block_2(self.conv_block_1(x)))
+        return self.fully_connected_linear(self._blocks(x))
 
 
 class SmallCNN(nn.Module):

@@ -21,6 +21,8 @@ OPTION_BOUNDS: dict[str, dict[str, tuple[int, int] | tuple[str, ...] | type]] = 
         "num_classes": (10, 10),
         "batch_norm": bool,
         "batch_norm_at": BATCH_NORM_PLACES,
+        "convs_per_block": (1, 3),
+        "stem_units": (0, 512),
     },
     "small_cnn": {
         "channels1": (1, 512),
