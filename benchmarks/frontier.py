@@ -59,7 +59,6 @@ def design_points(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"name": r["name"], "gflop": r["train_gflop"], "seconds": r["train_seconds_median"], "val": r["val_mean"]}
         for r in report["summary"]
-        if r["name"] != "default"  # the preset itself is drawn from results.json
     ]
 
 

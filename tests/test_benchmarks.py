@@ -156,13 +156,15 @@ def test_frontier_points_and_figure(tmp_path: Path) -> None:
     assert frontier.preset_points(results) == [{"name": "fast", "gflop": 220.0, "seconds": 4.0, "val": 0.992, "test": 0.993}]
     design = {
         "summary": [
-            {"name": "default", "train_gflop": 5000.0, "train_seconds_median": 75.0, "val_mean": 0.9933},
+            {"name": "16x3|16x3 e3", "train_gflop": 5000.0, "train_seconds_median": 75.0, "val_mean": 0.9933},
             {"name": "stem16|16x2|32x2 e4", "train_gflop": 2000.0, "train_seconds_median": 50.0, "val_mean": 0.9945},
         ]
     }
     (tmp_path / "design_space_test.json").write_text(json.dumps(design))
-    # the preset itself comes from results.json; only the other layouts are drawn from the design space
-    assert frontier.design_points(design) == [{"name": "stem16|16x2|32x2 e4", "gflop": 2000.0, "seconds": 50.0, "val": 0.9945}]
+    assert frontier.design_points(design) == [
+        {"name": "16x3|16x3 e3", "gflop": 5000.0, "seconds": 75.0, "val": 0.9933},
+        {"name": "stem16|16x2|32x2 e4", "gflop": 2000.0, "seconds": 50.0, "val": 0.9945},
+    ]
     out = tmp_path / "frontier.png"
     frontier.main(
         [
@@ -175,7 +177,9 @@ def test_frontier_points_and_figure(tmp_path: Path) -> None:
 
 def test_every_design_space_layout_is_a_valid_vgg_recipe() -> None:
     design = _load("design_space")
-    assert next(iter(design.CANDIDATES)) == design.REFERENCE and design.CANDIDATES[design.REFERENCE] == {}
+    assert next(iter(design.CANDIDATES)) == design.REFERENCE
+    reference = get_preset("default", **design.CANDIDATES[design.REFERENCE]).model_options
+    assert reference == {"hidden_units": 16, "batch_norm": True, "batch_norm_at": "block"}, "the seed's layout, with batch norm"
     for name, changes in design.CANDIDATES.items():
         config = get_preset("default", **changes)
         assert config.arch == "vgg", name
@@ -186,16 +190,16 @@ def test_every_design_space_layout_is_a_valid_vgg_recipe() -> None:
 def test_design_space_summary_pairs_each_time_with_the_reference_of_its_seed() -> None:
     design = _load("design_space")
     runs = [
-        {"name": "default", "seed": 42, "changes": {}, "val_accuracy": 0.993, "train_seconds": 80.0, "train_gflop": 5000.0},
-        {"name": "default", "seed": 43, "changes": {}, "val_accuracy": 0.994, "train_seconds": 60.0, "train_gflop": 5000.0},
+        {"name": design.REFERENCE, "seed": 42, "changes": {}, "val_accuracy": 0.993, "train_seconds": 80.0, "train_gflop": 5000.0},
+        {"name": design.REFERENCE, "seed": 43, "changes": {}, "val_accuracy": 0.994, "train_seconds": 60.0, "train_gflop": 5000.0},
         {"name": "cheap", "seed": 42, "changes": {"epochs": 2}, "val_accuracy": 0.990, "train_seconds": 40.0, "train_gflop": 3000.0},
         {"name": "cheap", "seed": 43, "changes": {"epochs": 2}, "val_accuracy": 0.992, "train_seconds": 45.0, "train_gflop": 3000.0},
     ]
     rows = {row["name"]: row for row in design.summarise(runs)}
     # ratios per seed, 40/80 and 45/60, then their median: not the ratio of the medians (42.5/70)
-    assert rows["cheap"]["ratio_to_default_median"] == pytest.approx((0.5 + 0.75) / 2)
+    assert rows["cheap"]["ratio_to_reference_median"] == pytest.approx((0.5 + 0.75) / 2)
     assert rows["cheap"]["val_mean"] == pytest.approx(0.991) and rows["cheap"]["val_min"] == 0.990
-    assert rows["default"]["ratio_to_default_median"] == 1.0 and rows["default"]["train_seconds_median"] == 70.0
+    assert rows[design.REFERENCE]["ratio_to_reference_median"] == 1.0 and rows[design.REFERENCE]["train_seconds_median"] == 70.0
     text = design.format_table(list(rows.values()))
     assert "| cheap | 2 | 0.9910 (0.9900) |" in text and "test" not in text
 
