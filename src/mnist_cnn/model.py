@@ -31,7 +31,7 @@ def _conv_block(in_channels: int, hidden_units: int, batch_norm: bool, batch_nor
 
 
 class VGG(nn.Module):
-    """A VGG-style CNN for 28x28 digits: two blocks of three 3x3 convolutions, each block then 2x2 max-pool.
+    """A VGG-style CNN for 28x28 digits: two blocks of 3x3 convolutions (three each in the seed), each then a 2x2 max-pool.
 
     With ``batch_norm=False`` (the default) the layer names match the seed project's published weights exactly:
     ``conv_block_1.{0,2,4}``, ``conv_block_2.{0,2,4}``, ``fully_connected_linear.1``.
