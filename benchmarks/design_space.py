@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     cpu = cpu_info()
     out = args.out or HERE / f"design_space_{cpu_tag(cpu)}.json"
     names = [REFERENCE, *[n for n in CANDIDATES if n != REFERENCE and (not args.only or n in args.only)]]
+    # FLOPs per training image depend on the layout only: counted once per candidate, outside the timed rounds
+    flops = {name: training_flops_per_image(get_preset("default", **CANDIDATES[name])) for name in names}
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
     for seed in range(42, 42 + args.seeds):
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                     "val_accuracy": result.metrics["val_accuracy"],
                     "train_seconds": result.metrics["train_seconds"],
                     "precision": result.metrics["precision"],
-                    "train_gflop": config.epochs * train_images * training_flops_per_image(config) / 1e9,
+                    "train_gflop": config.epochs * train_images * flops[name] / 1e9,
                 }
             )
             print(f"seed {seed} {name:>22}: validation {runs[-1]['val_accuracy']:.4f} in {runs[-1]['train_seconds']:.1f} s", flush=True)
