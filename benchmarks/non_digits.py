@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 #: Letters and symbols rendered (none of them drawn like a digit by most hands).
 GLYPHS = "ACEFHKLMNPQRTUVWXYacefhkmnprtuvwxy&@#%$?*+=<>~^"
+#: Letters left out because many hands write them like a digit.
+DIGIT_LIKE_LETTERS = "ODIiljJSsZzBbgqGo"
 CANVAS = 160
 Point = tuple[float, float]
 

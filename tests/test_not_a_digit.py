@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 from safetensors.torch import load_file, save_file
+from sklearn.datasets import load_digits
 
 from mnist_cnn.checkpoint import LoadedCheckpoint, load_checkpoint, read_state_dict
-from mnist_cnn.data import load_split
+from mnist_cnn.data import load_split, validation_split
 from mnist_cnn.digits.inference import classify_digits, predict_files
 from mnist_cnn.digits.not_a_digit import DETECTOR_WEIGHTS, MIN_DIGIT_SCORE, DigitDetector, digit_scores, ink_features, not_a_digit_reason
 from mnist_cnn.digits.preprocess import preprocess
@@ -55,13 +56,21 @@ def test_held_apart_mnist_test_digits_pass(checkpoint: LoadedCheckpoint) -> None
 
 
 def test_the_thresholds_spend_at_most_the_budget_on_the_digits_they_were_chosen_on(checkpoint: LoadedCheckpoint) -> None:
-    """On the 5,000 test digits the thresholds were chosen on, the rule flags at most 0.5 %, some by the detector."""
-    flags = rule(checkpoint, list(load_split("test").images[:5000].numpy()))
+    """On the 5,000 validation digits MIN_DIGIT_SCORE was chosen on, the rule flags at most 0.25 %, some by the detector."""
+    _, validation = validation_split(load_split("train"))
+    flags = rule(checkpoint, list(validation.images.numpy()))
     flagged = [flag for flag in flags if flag]
     by_detector = [flag for flag in flagged if flag.startswith("shaped unlike MNIST digits")]
-    assert len(flagged) <= 25, flagged
+    assert len(flagged) <= 12, flagged
     assert by_detector, "MIN_DIGIT_SCORE was chosen so that the detector spends what the ink ranges leave of the budget"
     assert all(f"below {MIN_DIGIT_SCORE:.2f}" in flag for flag in by_detector)
+
+
+def test_scikit_learn_handwritten_digits_pass(checkpoint: LoadedCheckpoint) -> None:
+    """Real handwriting from other writers, scanned at 8x8 (1,797 digits): the rule flags at most 2 % of them."""
+    scans = load_digits()
+    flags = rule(checkpoint, list((scans.images / 16 * 255).round().astype(np.uint8)))
+    assert sum(flag is not None for flag in flags) <= 0.02 * len(flags), [flag for flag in flags if flag]
 
 
 def test_the_detector_flags_symbols_the_network_calls_digits(checkpoint: LoadedCheckpoint) -> None:
@@ -72,9 +81,17 @@ def test_the_detector_flags_symbols_the_network_calls_digits(checkpoint: LoadedC
     assert all(flag and flag.startswith("shaped unlike MNIST digits") for flag in flags), flags
 
 
-@pytest.mark.xfail(strict=True, reason="A, H and + are kinds the detector never saw (benchmark: A 8 %, H 14 %, + 0 % caught)")
-def test_rendered_letters_symbols_and_a_plus_are_flagged(checkpoint: LoadedCheckpoint) -> None:
-    flags = rule(checkpoint, [rendered("A"), rendered("H"), rendered("@"), plus()])
+def test_the_detector_flags_straight_stroke_kinds_it_never_saw(checkpoint: LoadedCheckpoint) -> None:
+    """H, T, U, + and a drawn plus: kinds held apart from the detector's training; without it the rule passes all five."""
+    pages = [rendered(char) for char in "HTU+"] + [plus()]
+    assert not any(rule(checkpoint, pages, detector=False))
+    flags = rule(checkpoint, pages)
+    assert all(flag and flag.startswith("shaped unlike MNIST digits") for flag in flags), flags
+
+
+@pytest.mark.xfail(strict=True, reason="A, = and > are held-apart kinds the rule still misses most often (see docs/not-a-digit.md)")
+def test_rendered_letters_and_symbols_the_rule_still_misses(checkpoint: LoadedCheckpoint) -> None:
+    flags = rule(checkpoint, [rendered("A"), rendered("="), rendered(">")])
     assert all(flags), flags
 
 
@@ -89,8 +106,8 @@ def test_the_detector_weights_are_a_small_state_dict() -> None:
     state = load_file(DETECTOR_WEIGHTS)
     DigitDetector().load_state_dict(state)
     assert DETECTOR_WEIGHTS.suffix == ".safetensors" and DETECTOR_WEIGHTS.read_bytes()[8:9] == b"{"
-    assert sum(value.numel() for value in state.values()) < 10_000
-    assert DETECTOR_WEIGHTS.stat().st_size < 64 * 1024
+    assert sum(value.numel() for value in state.values()) < 120_000
+    assert DETECTOR_WEIGHTS.stat().st_size < 480 * 1024
 
 
 def test_broken_detector_weights_are_refused_in_one_line(tmp_path: Path) -> None:
