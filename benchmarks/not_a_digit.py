@@ -6,7 +6,7 @@
    never saw (``train_not_a_digit.py``), ``MIN_DIGIT_SCORE`` is the largest detector score at which the whole rule
    flags at most 0.25 % of them: half the 0.5 % goal, a margin for the test digits, which come from other writers
    than the training and validation digits. ``MIN_CONFIDENCE`` stays as chosen before the detector (the least
-   confident of the first 5,000 test digits with usual ink, with the seed weights); the script reports the
+   confident of the first 5,000 test digits inside the ink ranges of the time, with the seed weights); the script reports the
    validation digits' least confident one beside it.
 2. Judged, with the rule as ``mnist_cnn.digits.not_a_digit`` implements it (its constants, not step 1's fresh values),
    ``without_detector`` and ``shipped`` (with it): false alarms on all 10,000 test digits, on scikit-learn's 1,797
